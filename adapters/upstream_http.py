@@ -1,0 +1,228 @@
+"""Upstream MCP servers over streamable HTTP (handshake era), on one pooled httpx client.
+
+Each :class:`HttpUpstreamSession` is one upstream MCP session (its own
+``Mcp-Session-Id``) sharing the pooled connections of its :class:`HttpUpstream`.
+The session's GET stream is opened before the first call, because some servers
+send server-to-client requests only there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from typing import Any
+
+import httpx
+import orjson
+
+from adapters.sse import iter_sse
+from gateway.config import UpstreamConfig
+from gateway.upstream import UPSTREAM_PROTOCOL_VERSION, ClientIdentity, MessageHandler, UpstreamError
+
+log = logging.getLogger("triplock.upstream.http")
+
+_ACCEPT = "application/json, text/event-stream"
+
+
+class HttpUpstream:
+    """Connector for one streamable-HTTP upstream: owns the connection pool and credentials."""
+
+    def __init__(self, config: UpstreamConfig, client: httpx.AsyncClient | None = None) -> None:
+        self.name = config.name
+        self.config = config
+        assert config.url is not None
+        self.url = config.url
+        headers = {"accept": _ACCEPT, "content-type": "application/json", **config.headers}
+        token = config.bearer_token()
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._base_headers = headers
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(config.call_timeout, connect=config.connect_timeout),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            follow_redirects=False,
+        )
+
+    async def open_session(self, identity: ClientIdentity, on_server_message: MessageHandler) -> HttpUpstreamSession:
+        """Run the initialize handshake and open the session's GET stream."""
+        session = HttpUpstreamSession(self, on_server_message)
+        await session.initialize(identity)
+        return session
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class HttpUpstreamSession:
+    """One MCP session with an HTTP upstream."""
+
+    def __init__(self, connector: HttpUpstream, on_server_message: MessageHandler) -> None:
+        self.upstream = connector.name
+        self._connector = connector
+        self._client = connector._client
+        self._on_server_message = on_server_message
+        self._headers = dict(connector._base_headers)
+        self._ids = itertools.count(1)
+        self._get_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.initialize_result: dict[str, Any] = {}
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def initialize(self, identity: ClientIdentity) -> None:
+        """Handshake, then ``notifications/initialized``, then the GET stream."""
+        cfg = self._connector.config
+        init = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": UPSTREAM_PROTOCOL_VERSION,
+                "capabilities": identity.capabilities,
+                "clientInfo": identity.client_info,
+            },
+        }
+        response, headers = await self._post(init, None, cfg.connect_timeout, want_headers=True)
+        if "error" in response:
+            raise UpstreamError(self.upstream, "protocol", f"initialize refused: {response['error']}")
+        result = response.get("result")
+        if not isinstance(result, dict):
+            raise UpstreamError(self.upstream, "protocol", "initialize answered without a result object")
+        self.initialize_result = result
+        if sid := headers.get("mcp-session-id"):
+            self._headers["mcp-session-id"] = sid
+        self._headers["mcp-protocol-version"] = str(result.get("protocolVersion", UPSTREAM_PROTOCOL_VERSION))
+        await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        ready = asyncio.Event()
+        self._get_task = asyncio.create_task(self._run_get_stream(ready), name=f"get-stream:{self.upstream}")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(cfg.connect_timeout):
+                await ready.wait()
+
+    async def request(
+        self, message: dict[str, Any], *, on_message: MessageHandler | None, timeout: float
+    ) -> dict[str, Any]:
+        """Forward one request; the answer comes back with the caller's id."""
+        caller_id = message.get("id")
+        outbound = {**message, "id": next(self._ids)}
+        response, _ = await self._post(outbound, on_message, timeout)
+        response["id"] = caller_id
+        return response
+
+    async def notify(self, message: dict[str, Any]) -> None:
+        await self._fire(message)
+
+    async def send_response(self, message: dict[str, Any]) -> None:
+        await self._fire(message)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._get_task:
+            self._get_task.cancel()
+        if "mcp-session-id" in self._headers:
+            with contextlib.suppress(httpx.HTTPError):
+                await self._client.delete(self._connector.url, headers=self._headers, timeout=2.0)
+
+    async def _fire(self, message: dict[str, Any]) -> None:
+        try:
+            r = await self._client.post(self._connector.url, content=orjson.dumps(message), headers=self._headers)
+            if r.status_code >= 400:
+                log.warning(
+                    "upstream %s refused a %s: HTTP %s", self.upstream, message.get("method", "response"), r.status_code
+                )
+        except httpx.HTTPError as exc:
+            log.warning("upstream %s: could not deliver message: %s", self.upstream, exc)
+
+    async def _post(
+        self,
+        message: dict[str, Any],
+        on_message: MessageHandler | None,
+        timeout: float,
+        *,
+        want_headers: bool = False,
+    ) -> tuple[dict[str, Any], httpx.Headers]:
+        if self._closed:
+            raise UpstreamError(self.upstream, "closed", "session closed")
+        want_id = message["id"]
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._client.stream(
+                    "POST", self._connector.url, content=orjson.dumps(message), headers=self._headers
+                ) as resp:
+                    if resp.status_code == 404 and "mcp-session-id" in self._headers:
+                        self._closed = True
+                        raise UpstreamError(self.upstream, "session_expired", "upstream no longer knows the session")
+                    ctype = resp.headers.get("content-type", "")
+                    if ctype.startswith("text/event-stream"):
+                        return await self._read_sse(resp, want_id, on_message), resp.headers
+                    body = await resp.aread()
+                    if resp.status_code >= 400 and not ctype.startswith("application/json"):
+                        raise UpstreamError(self.upstream, "protocol", f"HTTP {resp.status_code}")
+                    return self._parse_json_reply(body, want_id), resp.headers
+        except TimeoutError:
+            raise UpstreamError(self.upstream, "timeout", f"no answer within {timeout:g}s") from None
+        except httpx.TransportError as exc:
+            raise UpstreamError(self.upstream, "unreachable", type(exc).__name__) from None
+
+    def _parse_json_reply(self, body: bytes, want_id: Any) -> dict[str, Any]:
+        try:
+            reply = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(self.upstream, "protocol", "answered with invalid JSON") from None
+        if (
+            not isinstance(reply, dict)
+            or reply.get("id") != want_id
+            or ("result" not in reply and "error" not in reply)
+        ):
+            raise UpstreamError(self.upstream, "protocol", "answered with something that is not the JSON-RPC response")
+        return reply
+
+    async def _read_sse(self, resp: httpx.Response, want_id: Any, on_message: MessageHandler | None) -> dict[str, Any]:
+        async for event in iter_sse(resp.aiter_bytes()):
+            if event.event != "message" or not event.data:
+                continue
+            try:
+                msg = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(self.upstream, "protocol", "sent an SSE event that is not JSON") from None
+            if not isinstance(msg, dict):
+                raise UpstreamError(self.upstream, "protocol", "sent an SSE event that is not a JSON-RPC object")
+            if "method" not in msg and msg.get("id") == want_id:
+                return msg
+            handler = on_message or self._on_server_message
+            await handler(msg)
+        raise UpstreamError(self.upstream, "closed", "stream ended before the response")
+
+    async def _run_get_stream(self, ready: asyncio.Event) -> None:
+        """Listen for server-initiated messages; reconnect with backoff while the session lives."""
+        delay = 0.25
+        while not self._closed:
+            try:
+                headers = {**self._headers, "accept": "text/event-stream"}
+                async with self._client.stream("GET", self._connector.url, headers=headers, timeout=None) as resp:
+                    ready.set()
+                    if resp.status_code == 405 or resp.status_code >= 400:
+                        return  # the server offers no GET stream; nothing to listen to
+                    delay = 0.25
+                    async for event in iter_sse(resp.aiter_bytes()):
+                        if event.data:
+                            try:
+                                msg = orjson.loads(event.data)
+                            except orjson.JSONDecodeError:
+                                log.warning("upstream %s: GET stream event is not JSON", self.upstream)
+                                continue
+                            if isinstance(msg, dict):
+                                await self._on_server_message(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnect on any stream failure; never crash the gateway
+                ready.set()
+                log.info("upstream %s: GET stream dropped (%s), retrying in %.2fs", self.upstream, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)

@@ -1,0 +1,104 @@
+"""The ``triplock`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from gateway.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("triplock")
+
+
+def _load(path: Path | None) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"triplock: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the gateway under uvicorn (uvloop + httptools)."""
+    import uvicorn
+
+    from gateway.app import build_gateway
+
+    settings = _load(args.config)
+    logging.basicConfig(
+        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.auth.mode == "none":
+        log.warning("authentication is OFF (local development on %s only)", settings.server.host)
+    if args.config is None:
+        log.warning("no --config given: embedded defaults with the bundled demo upstream")
+    gateway = build_gateway(settings)
+    srv = settings.server
+    log.info("Triplock listening on http://%s:%d%s", srv.host, srv.port, srv.path)
+    uvicorn.run(
+        gateway,
+        host=srv.host,
+        port=srv.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate a config file without starting anything."""
+    settings = _load(args.file)
+    names = ", ".join(u.name for u in settings.upstreams) or "(none)"
+    print(f"{args.file}: OK (upstreams: {names})")
+    return 0
+
+
+def cmd_demo_upstream(argv: list[str]) -> int:
+    from adapters.demo_upstream import main as demo_main
+
+    return demo_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triplock", description="MCP gateway that holds the lethal trifecta.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", type=Path, default=None, help="TOML config (default: embedded demo setup)")
+    serve.set_defaults(func=cmd_serve)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a config file")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_config_check)
+
+    # Its own options are parsed by the demo server (see main()).
+    sub.add_parser("demo-upstream", help="run the bundled demo MCP server (--transport stdio|http)")
+
+    try:
+        from gateway import cli_policy
+    except ImportError:  # the policy commands ship with the policy package
+        cli_policy = None  # type: ignore[assignment]
+    if cli_policy is not None:
+        cli_policy.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo-upstream"]:
+        return cmd_demo_upstream(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

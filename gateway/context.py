@@ -1,0 +1,28 @@
+"""The per-request context handed through the dispatcher and the call pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.sessions import DownstreamSession, Emit
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Who asked, in which session and protocol era, and where intermediate messages go."""
+
+    principal: str
+    protocol_version: str
+    session: DownstreamSession | None  # None in the stateless (2026-07-28) era
+    emit: Emit | None  # this request's response stream (SSE), when the client accepts one
+    client_capabilities: dict[str, Any]
+
+    @property
+    def modern(self) -> bool:
+        return self.session is None
+
+    @property
+    def session_key(self) -> str:
+        """The id legs and approvals are scoped to (the principal when there is no session)."""
+        return self.session.id if self.session is not None else f"principal:{self.principal}"

@@ -1,0 +1,271 @@
+"""Route one MCP request: answer it from the catalog, or forward it to the upstream that owns it.
+
+``tools/call`` goes through :class:`gateway.pipeline.ToolCallPipeline` (policy,
+approvals, audit); everything else is routed here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
+
+from gateway.catalog import BadCursor
+from gateway.context import RequestContext
+from gateway.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, ProtocolError, result_response
+from gateway.upstream import UpstreamError, UpstreamSession
+from gateway.upstreams import UpstreamPool
+
+log = logging.getLogger("triplock.dispatch")
+
+SERVER_INFO = {"name": "triplock", "title": "Triplock MCP gateway", "version": "0.1.0"}
+INSTRUCTIONS = (
+    "Triplock gateway: tools from several MCP servers, named UPSTREAM__TOOL. "
+    "Some calls are held for a human's approval; a held call answers with an approval id."
+)
+_ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
+_LIST_KINDS = {
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+}
+
+ToolCaller = Callable[[RequestContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def negotiate_version(requested: Any) -> str:
+    """The handshake-era version to answer ``initialize`` with (the client's, when we speak it)."""
+    return requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+
+
+def strip_envelope(params: dict[str, Any]) -> dict[str, Any]:
+    """Drop the stateless era's per-request envelope keys before forwarding to an upstream."""
+    meta = params.get("_meta")
+    if not isinstance(meta, dict) or not (_ENVELOPE_KEYS & meta.keys()):
+        return params
+    rest = {k: v for k, v in meta.items() if k not in _ENVELOPE_KEYS}
+    out = {k: v for k, v in params.items() if k != "_meta"}
+    if rest:
+        out["_meta"] = rest
+    return out
+
+
+class Dispatcher:
+    """Maps MCP methods to handlers; ``tools/call`` is delegated to ``call_tool``."""
+
+    def __init__(self, pool: UpstreamPool, call_tool: ToolCaller | None = None) -> None:
+        self.pool = pool
+        self.call_tool: ToolCaller = call_tool or self.forward_tool_call
+
+    def capabilities(self) -> dict[str, Any]:
+        """What the gateway offers: the union of what its live upstreams offer, plus list_changed."""
+        caps: dict[str, Any] = {
+            "tools": {"listChanged": True},
+            "prompts": {"listChanged": True},
+            "resources": {"listChanged": True},
+            "logging": {},
+        }
+        ups = self.pool.upstream_capabilities()
+        if any((c.get("resources") or {}).get("subscribe") for c in ups):
+            caps["resources"]["subscribe"] = True
+        if any("completions" in c for c in ups):
+            caps["completions"] = {}
+        return caps
+
+    def initialize_result(self, requested_version: Any) -> dict[str, Any]:
+        return {
+            "protocolVersion": negotiate_version(requested_version),
+            "capabilities": self.capabilities(),
+            "serverInfo": SERVER_INFO,
+            "instructions": INSTRUCTIONS,
+        }
+
+    def discover_result(self) -> dict[str, Any]:
+        return {
+            "resultType": "complete",
+            "supportedVersions": [*MODERN_PROTOCOL_VERSIONS, *reversed(HANDSHAKE_PROTOCOL_VERSIONS)],
+            "capabilities": self.capabilities(),
+            "serverInfo": SERVER_INFO,
+            "instructions": INSTRUCTIONS,
+            "cacheScope": "private",
+            "ttlMs": 0,
+        }
+
+    async def handle(self, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
+        """Answer one request; protocol problems come back as JSON-RPC errors, never exceptions."""
+        rid = msg.get("id")
+        try:
+            result = await self._route(ctx, msg)
+        except ProtocolError as exc:
+            exc.request_id = rid
+            return exc.to_message()
+        if "error" in result and "jsonrpc" in result:
+            result["id"] = rid
+            return result  # an upstream's JSON-RPC error, passed through
+        if ctx.modern:
+            result.setdefault("resultType", "complete")
+        return result_response(rid, result)
+
+    async def _route(self, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
+        method: str = msg["method"]
+        params: dict[str, Any] = msg.get("params") or {}
+        if method == "tools/call":
+            return await self.call_tool(ctx, msg)
+        if method in _LIST_KINDS:
+            cursor = params.get("cursor")
+            if cursor is not None and not isinstance(cursor, str):
+                raise ProtocolError(INVALID_PARAMS, "Invalid params: 'cursor' must be a string")
+            try:
+                page = self.pool.catalog.page(_LIST_KINDS[method], cursor)
+            except BadCursor:
+                raise ProtocolError(INVALID_PARAMS, "Invalid params: unknown cursor") from None
+            if ctx.modern:
+                page.update(cacheScope="private", ttlMs=0)
+            return page
+        if method == "ping":
+            return {}
+        if method == "server/discover":
+            return self.discover_result()
+        if method == "prompts/get":
+            return await self._forward_named(ctx, msg, self.pool.catalog.prompts, "prompt")
+        if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
+            uri = params.get("uri")
+            if not isinstance(uri, str):
+                raise ProtocolError(INVALID_PARAMS, "Invalid params: 'uri' must be a string")
+            owner = self.pool.catalog.owner_of_uri(uri)
+            if owner is None:
+                raise ProtocolError(-32002, f"Resource not found: {uri}", {"uri": uri})
+            return await self.forward(ctx, owner, msg)
+        if method == "completion/complete":
+            return await self._complete(ctx, msg)
+        if method == "logging/setLevel":
+            for name in self.pool.catalog.upstreams:
+                try:
+                    await self.forward(ctx, name, msg)
+                except ProtocolError as exc:
+                    log.info("upstream %s did not take logging/setLevel: %s", name, exc.message)
+            return {}
+        if method == "initialize":
+            raise ProtocolError(-32600, "Invalid Request: the session is already initialized")
+        raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}")
+
+    async def _forward_named(
+        self, ctx: RequestContext, msg: dict[str, Any], table: dict[str, Any], what: str
+    ) -> dict[str, Any]:
+        params = msg.get("params") or {}
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise ProtocolError(INVALID_PARAMS, f"Invalid params: {what} 'name' must be a string")
+        entry = table.get(name)
+        if entry is None:
+            raise ProtocolError(INVALID_PARAMS, f"Unknown {what}: {name}")
+        return await self.forward(ctx, entry.upstream, {**msg, "params": {**params, "name": entry.name}})
+
+    async def _complete(self, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
+        params = msg.get("params") or {}
+        ref = params.get("ref")
+        if not isinstance(ref, dict):
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: 'ref' must be an object")
+        if ref.get("type") == "ref/prompt":
+            entry = self.pool.catalog.prompts.get(ref.get("name", ""))
+            if entry is None:
+                raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
+            new_params = {**params, "ref": {**ref, "name": entry.name}}
+            return await self.forward(ctx, entry.upstream, {**msg, "params": new_params})
+        owner = self.pool.catalog.owner_of_uri(str(ref.get("uri", "")))
+        if owner is None:
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: no upstream serves that reference")
+        return await self.forward(ctx, owner, msg)
+
+    async def upstream_session(self, ctx: RequestContext, name: str) -> UpstreamSession:
+        if ctx.session is None:
+            return self.pool.catalog_session(name)
+        return await self.pool.session_for(ctx.session, name)
+
+    async def forward(self, ctx: RequestContext, upstream: str, msg: dict[str, Any]) -> dict[str, Any]:
+        """Send ``msg`` to ``upstream``; return its result, or its JSON-RPC error message as-is.
+
+        Raises :class:`ProtocolError` naming the upstream when it cannot answer.
+        """
+        try:
+            reply = await self.forward_raw(ctx, upstream, msg)
+        except UpstreamError as exc:
+            raise ProtocolError(INTERNAL_ERROR, f"Upstream {upstream!r} failed: {exc.kind}: {exc.detail}") from None
+        if "error" in reply:
+            return reply
+        result = reply.get("result")
+        if not isinstance(result, dict):
+            raise ProtocolError(INTERNAL_ERROR, f"Upstream {upstream!r} answered without a result object")
+        return result
+
+    async def forward_raw(self, ctx: RequestContext, upstream: str, msg: dict[str, Any]) -> dict[str, Any]:
+        """Send ``msg`` and return the upstream's response message; retries once on an expired session."""
+        params = msg.get("params")
+        if ctx.modern and isinstance(params, dict):
+            msg = {**msg, "params": strip_envelope(params)}
+        timeout = self.pool.config(upstream).call_timeout
+        for attempt in (1, 2):
+            session = await self.upstream_session(ctx, upstream)
+            on_message = None
+            if ctx.emit is not None and ctx.session is not None:
+                emit, downstream, up = ctx.emit, ctx.session, session
+
+                async def on_message(m: dict[str, Any]) -> None:
+                    await downstream.relay(up, m, emit)
+            elif ctx.emit is not None:
+                on_message = ctx.emit
+            try:
+                return await session.request(msg, on_message=on_message, timeout=timeout)
+            except UpstreamError as exc:
+                # The upstream forgot the session, so it never saw this request: safe to retry once.
+                if exc.kind != "session_expired" or attempt == 2:
+                    raise
+                if ctx.session is not None:
+                    ctx.session.upstreams.pop(upstream, None)
+        raise AssertionError("unreachable")
+
+    async def forward_tool_call(self, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
+        """The bare forwarding step of ``tools/call``: resolve the name and forward."""
+        params = msg.get("params") or {}
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: tool 'name' must be a string")
+        if "arguments" in params and not isinstance(params["arguments"], dict | None):
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: 'arguments' must be an object")
+        entry = self.pool.catalog.tools.get(name)
+        if entry is None:
+            down = self.down_upstream_for(name)
+            if down is not None:
+                return tool_error(f"Upstream {down!r} is unavailable; tool {name!r} cannot be called now.")
+            raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
+        forwarded = {**msg, "params": {**params, "name": entry.name}}
+        try:
+            reply = await self.forward_raw(ctx, entry.upstream, forwarded)
+        except UpstreamError as exc:
+            return tool_error(f"Upstream {entry.upstream!r} failed ({exc.kind}): {exc.detail}")
+        if "error" in reply:
+            return reply
+        result = reply.get("result")
+        if not isinstance(result, dict):
+            return tool_error(f"Upstream {entry.upstream!r} answered without a result object")
+        return result
+
+    def down_upstream_for(self, exposed: str) -> str | None:
+        """The configured-but-down upstream whose namespace ``exposed`` falls in, if any."""
+        for name, health in self.pool.health().items():
+            prefix = self.pool.config(name).namespace
+            if not health["up"] and prefix and exposed.startswith(prefix + "__"):
+                return name
+        return None
+
+
+def tool_error(text: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A ``tools/call`` result that reports failure to the model (``isError``)."""
+    result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": True}
+    if meta:
+        result["_meta"] = meta
+    return result

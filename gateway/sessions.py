@@ -1,0 +1,152 @@
+"""Downstream sessions: one per agent connection (handshake era), expired when idle.
+
+A session owns its upstream sessions (opened lazily, one per upstream) and the
+queue of server-initiated messages waiting for its GET stream. Requests an
+upstream sends toward the client are given gateway ids, so the client's answer
+can be routed back to the upstream session that asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.upstream import UpstreamSession
+
+log = logging.getLogger("triplock.sessions")
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+_relay_ids = itertools.count(1)
+OUTBOX_LIMIT = 1000
+
+
+@dataclass(eq=False)
+class DownstreamSession:
+    """State of one agent's MCP session with the gateway."""
+
+    id: str
+    protocol_version: str
+    client_info: dict[str, Any]
+    capabilities: dict[str, Any]
+    principal: str
+    last_seen: float = field(default_factory=time.monotonic)
+    upstreams: dict[str, UpstreamSession] = field(default_factory=dict)
+    opening: dict[str, asyncio.Future[UpstreamSession]] = field(default_factory=dict)
+    outbox: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
+    get_stream_open: bool = False
+    relayed: dict[str, tuple[UpstreamSession, Any]] = field(default_factory=dict)
+    in_flight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
+    initialized: bool = False
+    closed: bool = False
+
+    async def relay(self, upstream: UpstreamSession, msg: dict[str, Any], emit: Emit | None = None) -> None:
+        """Pass a message from ``upstream`` to the client, on ``emit`` or else the GET stream."""
+        if "method" in msg and "id" in msg:
+            gateway_id = f"tl-{next(_relay_ids)}"
+            self.relayed[gateway_id] = (upstream, msg["id"])
+            msg = {**msg, "id": gateway_id}
+        if emit is not None:
+            await emit(msg)
+            return
+        try:
+            self.outbox.put_nowait(msg)
+        except asyncio.QueueFull:
+            log.warning("session %s: GET-stream queue full; dropped %s", self.id[:8], msg.get("method"))
+
+    def take_relayed(self, gateway_id: Any) -> tuple[UpstreamSession, Any] | None:
+        """The upstream session and original id for a client's answer to a relayed request."""
+        if not isinstance(gateway_id, str):
+            return None
+        return self.relayed.pop(gateway_id, None)
+
+    async def aclose(self) -> None:
+        """Close every upstream session this session opened."""
+        self.closed = True
+        for task in list(self.in_flight.values()):
+            task.cancel()
+        sessions, self.upstreams = list(self.upstreams.values()), {}
+        for up in sessions:
+            with contextlib.suppress(Exception):
+                await up.aclose()
+
+
+class SessionRegistry:
+    """All live downstream sessions, with idle expiry (clients rarely send DELETE)."""
+
+    def __init__(self, idle_seconds: float, *, owns_upstream_sessions: Callable[[str], bool]) -> None:
+        self._sessions: dict[str, DownstreamSession] = {}
+        self._idle = idle_seconds
+        self._sweeper: asyncio.Task[None] | None = None
+        # Shared upstream sessions (stdio) must not be closed with one downstream session.
+        self._owns = owns_upstream_sessions
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(
+        self, protocol_version: str, client_info: dict[str, Any], capabilities: dict[str, Any], principal: str
+    ) -> DownstreamSession:
+        """A new session with an unguessable id (128 bits)."""
+        session = DownstreamSession(
+            id=secrets.token_hex(16),
+            protocol_version=protocol_version,
+            client_info=client_info,
+            capabilities=capabilities,
+            principal=principal,
+        )
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str, principal: str) -> DownstreamSession | None:
+        """The live session, only for the principal that opened it (anyone else: unknown)."""
+        session = self._sessions.get(session_id)
+        if session is None or session.principal != principal:
+            return None
+        session.last_seen = time.monotonic()
+        return session
+
+    def all(self) -> list[DownstreamSession]:
+        return list(self._sessions.values())
+
+    async def close(self, session_id: str) -> bool:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        await self._close(session)
+        return True
+
+    async def _close(self, session: DownstreamSession) -> None:
+        session.upstreams = {k: v for k, v in session.upstreams.items() if self._owns(k)}
+        await session.aclose()
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep(), name="session-sweeper")
+
+    async def aclose(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        for sid in list(self._sessions):
+            await self.close(sid)
+
+    async def expire_idle(self, now: float | None = None) -> int:
+        """Close sessions idle longer than the limit; returns how many."""
+        now = time.monotonic() if now is None else now
+        stale = [s for s in self._sessions.values() if now - s.last_seen > self._idle and not s.in_flight]
+        for s in stale:
+            self._sessions.pop(s.id, None)
+            log.info("session %s expired after %.0fs idle", s.id[:8], now - s.last_seen)
+            await self._close(s)
+        return len(stale)
+
+    async def _sweep(self) -> None:
+        interval = min(60.0, max(1.0, self._idle / 4))
+        while True:
+            await asyncio.sleep(interval)
+            await self.expire_idle()

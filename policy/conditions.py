@@ -1,0 +1,215 @@
+"""Argument-aware conditions, compiled per tool at profile time and evaluated per call.
+
+The declarative schema lives in `policy.config.Conditions` (see its docstring for why it is not
+CEL). Here each tool gets only the checks that can matter to it, bound to the argument names
+it uses, so a call costs a few dict lookups and at most one regex per path argument.
+
+Relaxations (fewer legs) need positive evidence: a recipient or URL argument must be present
+and every one of them must be internal/allowlisted; anything unparseable counts as external.
+Restrictions (deny a path, raise an amount's category) look at the arguments actually sent,
+whatever the tool's schema declares.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+from urllib.parse import unquote, urlsplit
+
+from policy.config import AmountThreshold, Conditions
+from policy.globs import DomainMatcher, HostMatcher, compile_path_globs
+from policy.models import NO_LEGS, Leg
+
+_ADDRESS = re.compile(r"[^\s<>,;\"']+@[^\s<>,;\"']+")
+_CURRENCY = re.compile(r"[\s,$€£¥_]|usd|eur|gbp", re.IGNORECASE)
+
+
+class Outcome(NamedTuple):
+    """What the arguments of one call change about the tool's profile."""
+
+    drop: frozenset[Leg] = NO_LEGS
+    category: str | None = None
+    write: bool = False
+    deny: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+NOTHING = Outcome()
+
+
+def merge_conditions(layers: Iterable[Conditions | None]) -> Conditions:
+    """Union of condition layers (policy, upstream, tool): lists concatenate, maps update."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if layer is None:
+            continue
+        for key in type(layer).model_fields:
+            value = getattr(layer, key)
+            if isinstance(value, list):
+                prior = merged.setdefault(key, [])
+                prior.extend(v for v in value if v not in prior)
+            elif isinstance(value, dict):
+                merged.setdefault(key, {}).update(value)
+    return Conditions.model_validate(merged)
+
+
+def _strings(value: Any) -> list[str] | None:
+    """A string or a list of strings (or of {'email'|'address'|'url': ...}); None if anything else."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        out: list[str] = []
+        for item in value:
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, Mapping):
+                inner = item.get("email") or item.get("address") or item.get("url")
+                if not isinstance(inner, str):
+                    return None
+                out.append(inner)
+            else:
+                return None
+        return out
+    return None
+
+
+def _domains(values: list[str]) -> list[str] | None:
+    found: list[str] = []
+    for text in values:
+        addresses = _ADDRESS.findall(text)
+        if not addresses:
+            return None
+        found.extend(addr.rsplit("@", 1)[1] for addr in addresses)
+    return found
+
+
+def _host(text: str) -> str | None:
+    try:
+        parts = urlsplit(text.strip())
+        if parts.scheme not in ("http", "https", "ws", "wss"):
+            return None
+        return parts.hostname
+    except ValueError:
+        return None
+
+
+def normalise_path(text: str) -> str:
+    """Lower-case, '/'-separated, percent-decoded, with '..' resolved, for deny-glob matching."""
+    p = text.strip()
+    if "%" in p:
+        p = unquote(p)
+    p = p.replace("\\", "/")
+    if p.lower().startswith("file://"):
+        p = p[7:]
+    return posixpath.normpath(p).lower() if p else p
+
+
+def _looks_like_path(text: str) -> bool:
+    return ("/" in text or "\\" in text or text.startswith((".", "~"))) and not any(c.isspace() for c in text)
+
+
+def _over(value: Any, threshold: AmountThreshold) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return math.isnan(value) or abs(value) > threshold.over
+    if isinstance(value, str):
+        try:
+            number = float(_CURRENCY.sub("", value))
+        except ValueError:
+            return True  # unreadable amount: assume the worst
+        return math.isnan(number) or abs(number) > threshold.over
+    return value is not None  # a structure we cannot read as an amount
+
+
+class CompiledConditions:
+    """The checks that apply to one tool."""
+
+    __slots__ = ("_amounts", "_deny_re", "_hosts", "_internal_category", "_orgs", "_path_args",
+                 "_recipient_args", "_url_args", "active")
+
+    def __init__(
+        self,
+        cond: Conditions,
+        legs: frozenset[Leg],
+        category: str | None,
+        declared_args: frozenset[str],
+        explicit: bool,
+    ) -> None:
+        # relaxations apply to arguments the tool declares, or to any when set on the tool itself
+        def bound(names: list[str]) -> tuple[str, ...]:
+            return tuple(n for n in names if explicit or n in declared_args)
+
+        self._orgs = DomainMatcher(cond.org_domains)
+        self._recipient_args = bound(cond.recipient_args) if self._orgs and Leg.E in legs else ()
+        self._internal_category = cond.internal_categories.get(category or "", category)
+        self._hosts = HostMatcher(cond.url_allowlist)
+        self._url_args = bound(cond.url_args) if self._hosts and (legs & {Leg.E, Leg.U}) else ()
+        self._deny_re = compile_path_globs(cond.deny_read_paths)
+        self._path_args = frozenset(cond.path_args)
+        self._amounts = tuple(cond.amounts)
+        self.active = bool(self._recipient_args or self._url_args or self._deny_re or self._amounts)
+
+    def evaluate(self, args: Mapping[str, Any]) -> Outcome:
+        """Evaluate against one call's arguments."""
+        if not self.active or not args:
+            return NOTHING
+        notes: list[str] = []
+        deny = self._denied_paths(args) if self._deny_re is not None else ()
+        drop: set[Leg] = set()
+        category: str | None = None
+        destinations, external = 0, False
+        for name in self._recipient_args:
+            value = args.get(name)
+            if value in (None, "", []):
+                continue
+            destinations += 1
+            strs = _strings(value)
+            doms = _domains(strs) if strs else None
+            bad = [d for d in doms if not self._orgs(d)] if doms is not None else ["(unparseable)"]
+            if bad:
+                external = True
+                notes.append(f"recipient argument {name!r} is external ({', '.join(sorted(set(bad)))})")
+        url_ok: bool | None = None
+        for name in self._url_args:
+            value = args.get(name)
+            if value in (None, "", []):
+                continue
+            destinations += 1
+            urls = _strings(value) or [""]
+            hosts = [_host(u) for u in urls]
+            if all(self._hosts(h) for h in hosts):
+                url_ok = url_ok is not False
+                notes.append(f"URL argument {name!r} host is allowlisted")
+            else:
+                url_ok, external = False, True
+                notes.append(f"URL argument {name!r} host is not allowlisted ({', '.join(map(str, hosts))})")
+        if destinations and not external:
+            drop.add(Leg.E)
+            if self._recipient_args and any(args.get(n) for n in self._recipient_args):
+                notes.append("all recipients are inside the organisation's domains: not E")
+                category = self._internal_category
+        if url_ok:
+            drop.add(Leg.U)
+        write = False
+        for threshold in self._amounts:
+            for name in threshold.args:
+                if name in args and _over(args[name], threshold):
+                    category, write = threshold.category, True
+                    notes.append(f"amount argument {name!r} is over {threshold.over:g}: {threshold.category}")
+        if not (drop or deny or write or notes or category):
+            return NOTHING
+        return Outcome(frozenset(drop), category, write, deny, tuple(notes))
+
+    def _denied_paths(self, args: Mapping[str, Any]) -> tuple[str, ...]:
+        assert self._deny_re is not None
+        hits: list[str] = []
+        for key, value in args.items():
+            named = key in self._path_args
+            for text in _strings(value) or ():
+                if (named or _looks_like_path(text)) and self._deny_re.fullmatch(normalise_path(text)):
+                    hits.append(f"argument {key!r} names a path that must never be read ({text})")
+        return tuple(hits)

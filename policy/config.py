@@ -1,0 +1,203 @@
+"""The policy file, as a typed pydantic model (the JSON schema in `policy/schema.json` is generated
+from it).
+
+Why a typed declarative schema for argument conditions instead of CEL: every condition the
+gateway needs (recipient domains, URL hosts, path globs, amount thresholds) is a fixed shape
+over named arguments. Declared as data, it is validated with line numbers at load, compiled
+into set lookups and one regex per tool, and evaluated in well under a microsecond, with no
+interpreter on the hot path (a CEL evaluation in Python costs tens of microseconds per
+expression and adds a dependency). A policy author cannot write an expression that throws or
+loops at call time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from policy.models import Effect, Leg
+
+RuleAction = Literal["allow", "hold", "deny"]
+ActionControl = Literal["allow_all", "read_only", "custom"]
+NewActionsDefault = Literal["deny", "allow", "hold"]
+
+# The categories of seed 6.3: the minimum list every agent must gate behind a human.
+APPROVAL_REQUIRED_DEFAULT = (
+    "email_send",
+    "calendar_invite_external",
+    "salesforce_record_create_update_delete",
+    "sharepoint_drive_bulk_write_or_delete",
+    "github_push_merge_release",
+    "slack_post_to_channel_or_external_dm",
+    "mcp_first_invocation_of_tool",
+    "financial_transaction_any",
+)
+APPROVAL_LOGGED_DEFAULT = (
+    "drive_create_or_update_within_owned_folder",
+    "notion_create_page_in_owned_workspace",
+    "jira_comment_on_owned_ticket",
+)
+FIRST_USE_CATEGORY = "mcp_first_invocation_of_tool"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AmountThreshold(_Strict):
+    """An amount argument above `over` raises the call's category (and makes it a write)."""
+
+    args: list[str] = Field(default_factory=lambda: ["amount", "total", "value", "price", "sum"])
+    over: float = 0.0
+    category: str = "financial_transaction_any"
+
+
+class Conditions(_Strict):
+    """Argument-aware conditions. Lists at policy, upstream and tool level are merged (union)."""
+
+    org_domains: list[str] = Field(
+        default_factory=list, description="Recipients in these domains (or subdomains) do not count as E."
+    )
+    recipient_args: list[str] = Field(
+        default_factory=lambda: ["to", "cc", "bcc", "recipient", "recipients", "attendees", "email", "emails"]
+    )
+    internal_categories: dict[str, str] = Field(
+        default_factory=lambda: {
+            "email_send": "email_send_internal",
+            "calendar_invite_external": "calendar_invite_internal",
+            "slack_post_to_channel_or_external_dm": "chat_post_internal",
+        },
+        description="Category a call takes when all its recipients are internal.",
+    )
+    url_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Hosts ('docs.python.org') or subdomain wildcards ('*.example.com') that count as neither E nor U.",
+    )
+    url_args: list[str] = Field(default_factory=lambda: ["url", "uri", "href", "link", "endpoint"])
+    deny_read_paths: list[str] = Field(
+        default_factory=list, description="Path globs ('**/.env', '**/.ssh/**') no call may touch: deny."
+    )
+    path_args: list[str] = Field(
+        default_factory=lambda: [
+            "path", "paths", "file", "files", "filename", "filepath", "file_path",
+            "dir", "directory", "source", "target", "src", "dest",
+        ]
+    )
+    amounts: list[AmountThreshold] = Field(default_factory=list)
+
+
+class ToolEntry(_Strict):
+    """Classification of one tool (or every tool matching a glob) of an upstream."""
+
+    legs: list[Leg] | None = None
+    effect: Effect | None = None
+    category: str | None = None
+    conditions: Conditions | None = None
+
+
+class UpstreamPolicy(_Strict):
+    """Per-upstream settings: action control (seed 6.2), trust in annotations, mode, tools."""
+
+    enabled: bool = True
+    app: str | None = Field(default=None, description="Catalog app this upstream is (gmail, slack, ...).")
+    trust_annotations: bool = False
+    mode: Literal["enforce", "monitor"] | None = None
+    action_control: ActionControl = "allow_all"
+    actions_allowed: list[str] = Field(default_factory=list)
+    actions_denied: list[str] = Field(default_factory=list)
+    new_actions_default: NewActionsDefault = "deny"
+    conditions: Conditions | None = None
+    tools: dict[str, ToolEntry] = Field(
+        default_factory=dict, description="Tool name or glob -> entry; exact names win, then globs in order."
+    )
+
+
+class Rule(_Strict):
+    """An explicit rule. Empty match lists match anything; non-empty lists match any member."""
+
+    id: str = Field(min_length=1)
+    action: RuleAction
+    reason: str | None = None
+    upstreams: list[str] = Field(default_factory=list, description="Upstream names or globs.")
+    tools: list[str] = Field(default_factory=list, description="Tool names or globs (without upstream).")
+    categories: list[str] = Field(default_factory=list)
+    effects: list[Effect] = Field(default_factory=list)
+    principals: list[str] = Field(default_factory=list)
+    agents: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    call_legs_any: list[Leg] = Field(default_factory=list, description="The call (after conditions) touches any.")
+    session_legs_any: list[Leg] = Field(
+        default_factory=list, description="The session already holds any. Only for hold/deny rules."
+    )
+
+    @model_validator(mode="after")
+    def _monotone(self) -> Rule:
+        # An allow that switches on as the session gains legs would let a riskier session through
+        # where a safer one was held: forbidden, so that more legs never means more allowed.
+        if self.action == "allow" and self.session_legs_any:
+            raise ValueError("session_legs_any is only allowed on hold or deny rules")
+        return self
+
+
+class LegsScope(_Strict):
+    """Where session legs accumulate: per MCP session, or per principal over a time window."""
+
+    scope: Literal["session", "principal"] = "session"
+    window_seconds: int = Field(default=86400, gt=0)
+
+
+class FirstUse(_Strict):
+    """Hold the first invocation of each tool (seed 6.3 `mcp_first_invocation_of_tool`)."""
+
+    enabled: bool = True
+    scope: Literal["tool", "principal_tool"] = "tool"
+
+
+class Defaults(_Strict):
+    """Effects for calls no explicit rule decided."""
+
+    read: RuleAction = "allow"
+    write: RuleAction = "hold"
+    destructive: RuleAction = "hold"
+    unknown: Literal["hold", "deny"] = "hold"
+    store_unavailable_reads: Literal["allow", "deny"] = "allow"
+
+
+class PolicyFile(_Strict):
+    """A Triplock policy file (YAML or TOML)."""
+
+    version: Literal[1] = 1
+    name: str = "custom"
+    description: str = ""
+    mode: Literal["enforce", "monitor"] = "enforce"
+    strict: bool = Field(default=False, description="Deny (instead of hold) a call that completes the trifecta.")
+    legs: LegsScope = Field(default_factory=LegsScope)
+    first_use: FirstUse = Field(default_factory=FirstUse)
+    defaults: Defaults = Field(default_factory=Defaults)
+    approval_required_actions: list[str] = Field(default_factory=lambda: list(APPROVAL_REQUIRED_DEFAULT))
+    approval_logged_actions: list[str] = Field(default_factory=lambda: list(APPROVAL_LOGGED_DEFAULT))
+    conditions: Conditions = Field(default_factory=Conditions)
+    default_upstream: UpstreamPolicy = Field(
+        default_factory=UpstreamPolicy, description="Settings for upstreams not listed under `upstreams`."
+    )
+    upstreams: dict[str, UpstreamPolicy] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_ids(cls, rules: list[Rule]) -> list[Rule]:
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.id in seen:
+                raise ValueError(f"duplicate rule id {rule.id!r}")
+            seen.add(rule.id)
+        return rules
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstream_names(cls, upstreams: dict[str, UpstreamPolicy]) -> dict[str, UpstreamPolicy]:
+        for name in upstreams:
+            if "__" in name:
+                raise ValueError(f"upstream name {name!r} must not contain the separator '__'")
+        return upstreams

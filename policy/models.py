@@ -1,0 +1,203 @@
+"""Value types shared by the whole engine: legs, effects, tools, calls, state and decisions.
+
+Per-call values (`ToolCall`, `CallState`, `Decision`) are `typing.NamedTuple`s: immutable like a
+frozen dataclass, but built in well under a microsecond (a 12-field frozen dataclass costs ~4 µs
+because every field goes through `object.__setattr__`), which matters on the hot path.
+Per-tool values (`ToolDefinition`, `ToolProfile`) are frozen dataclasses: built once per catalog
+refresh, so clarity wins there.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from policy.plan import Plan
+
+
+class Leg(enum.StrEnum):
+    """One leg of the lethal trifecta."""
+
+    P = "P"  # private data read
+    U = "U"  # untrusted input ingested
+    E = "E"  # external send / state change
+
+
+class Effect(enum.StrEnum):
+    """What a tool does to the world: `read` is provably read-only; anything else is a write."""
+
+    READ = "read"
+    WRITE = "write"
+    DESTRUCTIVE = "destructive"
+
+
+ALL_LEGS: frozenset[Leg] = frozenset(Leg)
+NO_LEGS: frozenset[Leg] = frozenset()
+_LEG_ORDER = {Leg.P: 0, Leg.U: 1, Leg.E: 2}
+
+
+class Legs(frozenset[Leg]):
+    """A set of legs with parsing and formatting helpers; a `Legs` *is* a `frozenset[Leg]`."""
+
+    ALL: frozenset[Leg] = ALL_LEGS
+    NONE: frozenset[Leg] = NO_LEGS
+
+    @classmethod
+    def parse(cls, text: str | Iterable[str] | None) -> Legs:
+        """Parse 'P,U', 'P+U', 'PU', ['P', 'U'] (case-insensitive) into legs; '' or None is empty."""
+        if text is None:
+            return cls()
+        items: Iterable[str]
+        if isinstance(text, str):
+            cleaned = text.replace("+", ",").replace(" ", ",")
+            parts = [p for p in cleaned.split(",") if p]
+            # 'PUE' written without separators
+            items = [c for p in parts for c in p] if all(len(p) > 1 for p in parts) else parts
+        else:
+            items = text
+        legs = []
+        for item in items:
+            try:
+                legs.append(Leg(item.strip().upper()))
+            except ValueError:
+                raise ValueError(f"unknown leg {item!r}: expected P, U or E") from None
+        return cls(legs)
+
+    @staticmethod
+    def format(legs: Iterable[Leg]) -> str:
+        """Format legs in P, U, E order as 'P+U'; the empty set is '-'."""
+        ordered = sorted(legs, key=_LEG_ORDER.__getitem__)
+        return "+".join(leg.value for leg in ordered) or "-"
+
+
+@dataclass(frozen=True)
+class ToolDefinition:
+    """A tool as an upstream declares it. Everything in it is covered by the pin hash."""
+
+    name: str
+    description: str = ""
+    input_schema: Mapping[str, Any] = field(default_factory=dict)
+    output_schema: Mapping[str, Any] | None = None
+    annotations: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_mcp(cls, tool: Mapping[str, Any]) -> ToolDefinition:
+        """Build from an MCP `Tool` object as JSON (`inputSchema`, `outputSchema`, `annotations`)."""
+        return cls(
+            name=str(tool["name"]),
+            description=str(tool.get("description") or ""),
+            input_schema=dict(tool.get("inputSchema") or {}),
+            output_schema=tool.get("outputSchema"),
+            annotations=tool.get("annotations"),
+        )
+
+    def argument_names(self) -> frozenset[str]:
+        """Names of the properties the input schema declares."""
+        props = self.input_schema.get("properties") if isinstance(self.input_schema, Mapping) else None
+        return frozenset(props) if isinstance(props, Mapping) else frozenset()
+
+
+ProfileSource = Literal["policy", "annotations", "catalog", "heuristic", "unknown"]
+
+
+@dataclass(frozen=True, eq=False)
+class ToolProfile:
+    """The engine's view of one upstream tool, computed once per catalog refresh.
+
+    `plan` holds everything precompiled for `decide()` (argument conditions, the rules that can
+    apply to this tool, action control); it is bound to `policy_revision`, and `decide()`
+    recompiles it if the policy was swapped since.
+    """
+
+    upstream: str
+    tool: str
+    legs: frozenset[Leg]
+    effect: Effect
+    category: str | None
+    source: ProfileSource
+    source_detail: str
+    definition_hash: str
+    definition: ToolDefinition
+    policy_revision: str
+    plan: Plan = field(repr=False)
+
+    @property
+    def namespaced(self) -> str:
+        """The name agents see: `UPSTREAM__TOOL`."""
+        return f"{self.upstream}__{self.tool}"
+
+    @property
+    def mcp_annotations(self) -> dict[str, bool]:
+        """MCP tool annotations as Triplock sees the tool, to re-emit in `tools/list`."""
+        return {
+            "readOnlyHint": self.effect is Effect.READ,
+            "destructiveHint": self.effect is Effect.DESTRUCTIVE,
+            "idempotentHint": False,
+            "openWorldHint": Leg.U in self.legs or Leg.E in self.legs,
+        }
+
+
+class ToolCall(NamedTuple):
+    """One `tools/call` as the gateway sees it, after authentication and routing."""
+
+    principal: str
+    agent: str | None
+    groups: frozenset[str]
+    session_id: str
+    upstream: str
+    tool: str
+    arguments: Mapping[str, Any]
+
+
+class CallState(NamedTuple):
+    """What the gateway's store knows at call time.
+
+    `suspended` holds ids 'agent:X', 'principal:Y', 'upstream:Z', 'tool:UPSTREAM__TOOL'.
+    `store_ok` is False when the state store is unreachable: writes then fail closed.
+    """
+
+    session_legs: frozenset[Leg] = NO_LEGS
+    tool_used_before: bool = False
+    pinned_hash: str | None = None
+    suspended: frozenset[str] = frozenset()
+    store_ok: bool = True
+
+
+DecisionEffect = Literal["allow", "hold", "deny"]
+Mode = Literal["enforce", "monitor"]
+
+
+class Decision(NamedTuple):
+    """The engine's answer for one call. Immutable.
+
+    `rule_ids`/`reasons` are the rules that produced the winning effect, in evaluation order;
+    `explain()` shows the full trail. In `monitor` mode the gateway records `effect` but acts on
+    `enforced_effect`, which is always 'allow'.
+    """
+
+    effect: DecisionEffect
+    legs_before: frozenset[Leg]
+    legs_after: frozenset[Leg]
+    category: str | None
+    rule_ids: tuple[str, ...]
+    reasons: tuple[str, ...]
+    policy_revision: str
+    mode: Mode
+    trifecta: bool
+    first_use: bool
+    pin_changed: bool
+    logged: bool = False
+    categories: tuple[str, ...] = ()
+
+    @property
+    def enforced_effect(self) -> DecisionEffect:
+        """What the gateway must do: `effect` in enforce mode, always 'allow' in monitor mode."""
+        return self.effect if self.mode == "enforce" else "allow"
+
+    @property
+    def allowed(self) -> bool:
+        """True when the gateway lets the call through now."""
+        return self.enforced_effect == "allow"

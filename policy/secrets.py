@@ -1,0 +1,56 @@
+"""Secret detection in tool results: a result that carries credentials adds the P leg.
+
+One alternation regex over every string in the result, with named groups so callers can say
+which kind was found without ever echoing the secret itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+_PATTERNS = {
+    "aws_access_key_id": r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b",
+    "aws_secret_access_key": r"(?i:aws_?secret_?(?:access_?)?key)[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+=]{40}",
+    "github_token": r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b",
+    "github_pat": r"\bgithub_pat_[A-Za-z0-9_]{22,255}",
+    "slack_token": r"\bxox[abposre]-[A-Za-z0-9-]{10,}",
+    "slack_webhook": r"hooks\.slack\.com/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]+",
+    "private_key": r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
+    # header and payload are base64url JSON objects, so both start with 'eyJ' ('{"')
+    "jwt": r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}",
+    "google_api_key": r"\bAIza[0-9A-Za-z_-]{35}\b",
+    "stripe_secret_key": r"\b(?:sk|rk)_live_[0-9A-Za-z]{16,}",
+}
+_SECRET_RE = re.compile("|".join(f"(?P<{name}>{pat})" for name, pat in _PATTERNS.items()))
+
+# Bound the work on huge results: secrets past this many characters per string go unseen,
+# which is why large results should also be covered by the tool's own P leg.
+MAX_SCAN_CHARS = 1_000_000
+
+
+def secret_kinds(text: str) -> frozenset[str]:
+    """Kinds of secrets found in `text` (e.g. {'aws_access_key_id', 'jwt'})."""
+    return frozenset(m.lastgroup for m in _SECRET_RE.finditer(text[:MAX_SCAN_CHARS]) if m.lastgroup)
+
+
+def has_secret(text: str) -> bool:
+    """True when `text` contains anything that looks like a credential."""
+    return _SECRET_RE.search(text[:MAX_SCAN_CHARS]) is not None
+
+
+def iter_strings(value: Any, depth: int = 0) -> Iterator[str]:
+    """Every string (keys included) in a JSON-like value, depth-limited against hostile nesting."""
+    if depth > 64:
+        return
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str):
+                yield k
+            yield from iter_strings(v, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from iter_strings(item, depth + 1)
