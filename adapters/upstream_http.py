@@ -1,4 +1,4 @@
-"""Upstream MCP servers over streamable HTTP (handshake era), on one pooled httpx client.
+"""Upstream MCP servers over streamable HTTP (handshake era), on one keep-alive pool.
 
 Each :class:`HttpUpstreamSession` is one upstream MCP session (its own
 ``Mcp-Session-Id``) sharing the pooled connections of its :class:`HttpUpstream`.
@@ -14,9 +14,9 @@ import itertools
 import logging
 from typing import Any
 
-import httpx
 import orjson
 
+from adapters.http1 import Http1Pool, HttpError, Response
 from adapters.sse import iter_sse
 from gateway.config import UpstreamConfig
 from gateway.upstream import UPSTREAM_PROTOCOL_VERSION, ClientIdentity, MessageHandler, UpstreamError
@@ -29,7 +29,7 @@ _ACCEPT = "application/json, text/event-stream"
 class HttpUpstream:
     """Connector for one streamable-HTTP upstream: owns the connection pool and credentials."""
 
-    def __init__(self, config: UpstreamConfig, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: UpstreamConfig) -> None:
         self.name = config.name
         self.config = config
         assert config.url is not None
@@ -39,11 +39,7 @@ class HttpUpstream:
         if token:
             headers["authorization"] = f"Bearer {token}"
         self._base_headers = headers
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(config.call_timeout, connect=config.connect_timeout),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            follow_redirects=False,
-        )
+        self._pool = Http1Pool(config.url, connect_timeout=config.connect_timeout)
 
     async def open_session(self, identity: ClientIdentity, on_server_message: MessageHandler) -> HttpUpstreamSession:
         """Run the initialize handshake and open the session's GET stream."""
@@ -52,7 +48,7 @@ class HttpUpstream:
         return session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
 
 class HttpUpstreamSession:
@@ -61,7 +57,7 @@ class HttpUpstreamSession:
     def __init__(self, connector: HttpUpstream, on_server_message: MessageHandler) -> None:
         self.upstream = connector.name
         self._connector = connector
-        self._client = connector._client
+        self._pool = connector._pool
         self._on_server_message = on_server_message
         self._headers = dict(connector._base_headers)
         self._ids = itertools.count(1)
@@ -86,7 +82,7 @@ class HttpUpstreamSession:
                 "clientInfo": identity.client_info,
             },
         }
-        response, headers = await self._post(init, None, cfg.connect_timeout, want_headers=True)
+        response, headers = await self._post(init, None, cfg.connect_timeout)
         if "error" in response:
             raise UpstreamError(self.upstream, "protocol", f"initialize refused: {response['error']}")
         result = response.get("result")
@@ -126,17 +122,20 @@ class HttpUpstreamSession:
         if self._get_task:
             self._get_task.cancel()
         if "mcp-session-id" in self._headers:
-            with contextlib.suppress(httpx.HTTPError):
-                await self._client.delete(self._connector.url, headers=self._headers, timeout=2.0)
+            with contextlib.suppress(HttpError, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    resp = await self._pool.request("DELETE", self._headers)
+                    await resp.read()
 
     async def _fire(self, message: dict[str, Any]) -> None:
         try:
-            r = await self._client.post(self._connector.url, content=orjson.dumps(message), headers=self._headers)
-            if r.status_code >= 400:
-                log.warning(
-                    "upstream %s refused a %s: HTTP %s", self.upstream, message.get("method", "response"), r.status_code
-                )
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(self._connector.config.call_timeout):
+                resp = await self._pool.request("POST", self._headers, orjson.dumps(message))
+                await resp.read()
+            if resp.status >= 400:
+                what = message.get("method", "response")
+                log.warning("upstream %s refused a %s: HTTP %s", self.upstream, what, resp.status)
+        except (HttpError, TimeoutError) as exc:
             log.warning("upstream %s: could not deliver message: %s", self.upstream, exc)
 
     async def _post(
@@ -144,31 +143,41 @@ class HttpUpstreamSession:
         message: dict[str, Any],
         on_message: MessageHandler | None,
         timeout: float,
-        *,
-        want_headers: bool = False,
-    ) -> tuple[dict[str, Any], httpx.Headers]:
+    ) -> tuple[dict[str, Any], dict[str, str]]:
         if self._closed:
             raise UpstreamError(self.upstream, "closed", "session closed")
         want_id = message["id"]
+        resp: Response | None = None
         try:
             async with asyncio.timeout(timeout):
-                async with self._client.stream(
-                    "POST", self._connector.url, content=orjson.dumps(message), headers=self._headers
-                ) as resp:
-                    if resp.status_code == 404 and "mcp-session-id" in self._headers:
-                        self._closed = True
-                        raise UpstreamError(self.upstream, "session_expired", "upstream no longer knows the session")
-                    ctype = resp.headers.get("content-type", "")
-                    if ctype.startswith("text/event-stream"):
-                        return await self._read_sse(resp, want_id, on_message), resp.headers
-                    body = await resp.aread()
-                    if resp.status_code >= 400 and not ctype.startswith("application/json"):
-                        raise UpstreamError(self.upstream, "protocol", f"HTTP {resp.status_code}")
-                    return self._parse_json_reply(body, want_id), resp.headers
+                resp = await self._pool.request("POST", self._headers, orjson.dumps(message))
+                if resp.status == 404 and "mcp-session-id" in self._headers:
+                    self._closed = True
+                    raise UpstreamError(self.upstream, "session_expired", "upstream no longer knows the session")
+                ctype = resp.headers.get("content-type", "")
+                if ctype.startswith("text/event-stream"):
+                    return await self._read_sse(resp, want_id, on_message), resp.headers
+                body = await resp.read()
+                if resp.status >= 400 and not ctype.startswith("application/json"):
+                    raise UpstreamError(self.upstream, "protocol", f"HTTP {resp.status}")
+                return self._parse_json_reply(body, want_id), resp.headers
         except TimeoutError:
             raise UpstreamError(self.upstream, "timeout", f"no answer within {timeout:g}s") from None
-        except httpx.TransportError as exc:
-            raise UpstreamError(self.upstream, "unreachable", type(exc).__name__) from None
+        except HttpError as exc:
+            raise UpstreamError(self.upstream, "unreachable", str(exc)) from None
+        except asyncio.CancelledError:
+            # The client cancelled: tell the upstream, without waiting (we are being cancelled).
+            if self.initialize_result:
+                cancel = {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/cancelled",
+                    "params": {"requestId": want_id, "reason": "cancelled by the client"},
+                }
+                asyncio.get_running_loop().create_task(self._fire(cancel))
+            raise
+        finally:
+            if resp is not None:
+                resp.abandon()
 
     def _parse_json_reply(self, body: bytes, want_id: Any) -> dict[str, Any]:
         try:
@@ -183,8 +192,8 @@ class HttpUpstreamSession:
             raise UpstreamError(self.upstream, "protocol", "answered with something that is not the JSON-RPC response")
         return reply
 
-    async def _read_sse(self, resp: httpx.Response, want_id: Any, on_message: MessageHandler | None) -> dict[str, Any]:
-        async for event in iter_sse(resp.aiter_bytes()):
+    async def _read_sse(self, resp: Response, want_id: Any, on_message: MessageHandler | None) -> dict[str, Any]:
+        async for event in iter_sse(resp.iter_bytes()):
             if event.event != "message" or not event.data:
                 continue
             try:
@@ -203,26 +212,30 @@ class HttpUpstreamSession:
         """Listen for server-initiated messages; reconnect with backoff while the session lives."""
         delay = 0.25
         while not self._closed:
+            resp: Response | None = None
             try:
-                headers = {**self._headers, "accept": "text/event-stream"}
-                async with self._client.stream("GET", self._connector.url, headers=headers, timeout=None) as resp:
-                    ready.set()
-                    if resp.status_code == 405 or resp.status_code >= 400:
-                        return  # the server offers no GET stream; nothing to listen to
-                    delay = 0.25
-                    async for event in iter_sse(resp.aiter_bytes()):
-                        if event.data:
-                            try:
-                                msg = orjson.loads(event.data)
-                            except orjson.JSONDecodeError:
-                                log.warning("upstream %s: GET stream event is not JSON", self.upstream)
-                                continue
-                            if isinstance(msg, dict):
-                                await self._on_server_message(msg)
+                resp = await self._pool.request("GET", {**self._headers, "accept": "text/event-stream"})
+                ready.set()
+                if resp.status >= 400:
+                    return  # 405: the server offers no GET stream; nothing to listen to
+                delay = 0.25
+                async for event in iter_sse(resp.iter_bytes()):
+                    if not event.data:
+                        continue
+                    try:
+                        msg = orjson.loads(event.data)
+                    except orjson.JSONDecodeError:
+                        log.warning("upstream %s: GET stream event is not JSON", self.upstream)
+                        continue
+                    if isinstance(msg, dict):
+                        await self._on_server_message(msg)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnect on any stream failure; never crash the gateway
                 ready.set()
                 log.info("upstream %s: GET stream dropped (%s), retrying in %.2fs", self.upstream, exc, delay)
+            finally:
+                if resp is not None:
+                    resp.abandon()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)

@@ -210,14 +210,7 @@ class Dispatcher:
         timeout = self.pool.config(upstream).call_timeout
         for attempt in (1, 2):
             session = await self.upstream_session(ctx, upstream)
-            on_message = None
-            if ctx.emit is not None and ctx.session is not None:
-                emit, downstream, up = ctx.emit, ctx.session, session
-
-                async def on_message(m: dict[str, Any]) -> None:
-                    await downstream.relay(up, m, emit)
-            elif ctx.emit is not None:
-                on_message = ctx.emit
+            on_message = _relay_to(ctx, session)
             try:
                 return await session.request(msg, on_message=on_message, timeout=timeout)
             except UpstreamError as exc:
@@ -261,6 +254,20 @@ class Dispatcher:
             if not health["up"] and prefix and exposed.startswith(prefix + "__"):
                 return name
         return None
+
+
+def _relay_to(ctx: RequestContext, upstream: UpstreamSession) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
+    """Where messages the upstream sends during this request go: this request's response stream."""
+    emit, downstream = ctx.emit, ctx.session
+    if emit is None:
+        return None
+    if downstream is None:
+        return emit
+
+    async def relay(message: dict[str, Any]) -> None:
+        await downstream.relay(upstream, message, emit)
+
+    return relay
 
 
 def tool_error(text: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -20,76 +20,79 @@ from policy.models import ALL_LEGS, Effect, Leg, ProfileSource
 
 P, U, E = Leg.P, Leg.U, Leg.E
 
+
+def _w(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # Write verb classes. A name with any write verb is a write: it is not provably read-only.
 WRITE_CLASSES: dict[str, frozenset[str]] = {
-    "send": frozenset(
-        "send reply forward post publish notify share dm invite email message broadcast tweet respond".split()
-    ),
-    "push": frozenset("push merge release tag deploy commit rebase".split()),
-    "pay": frozenset("pay transfer charge refund payout wire purchase buy withdraw deposit".split()),
-    "delete": frozenset("delete remove drop destroy purge wipe erase trash revoke terminate kill truncate unlink rm".split()),
-    "bulk": frozenset("bulk batch import sync".split()),
-    "comment": frozenset("comment annotate".split()),
-    "create": frozenset("create add insert new upload put write draft book schedule fork copy clone make".split()),
-    "update": frozenset(
+    "send": _w("send reply forward post publish notify share dm invite email message broadcast tweet respond"),
+    "push": _w("push merge release tag deploy commit rebase"),
+    "pay": _w("pay transfer charge refund payout wire purchase buy withdraw deposit"),
+    "delete": _w("delete remove drop destroy purge wipe erase trash revoke terminate kill truncate unlink rm"),
+    "bulk": _w("bulk batch import sync"),
+    "comment": _w("comment annotate"),
+    "create": _w("create add insert new upload put write draft book schedule fork copy clone make"),
+    "update": _w(
         "update edit modify patch set upsert rename move change assign label mark archive close approve reject "
         "grant start stop restart run exec execute invoke trigger submit install uninstall enable disable apply "
-        "save replace resolve complete star unstar subscribe unsubscribe lock unlock reset".split()
+        "save replace resolve complete star unstar subscribe unsubscribe lock unlock reset"
     ),
 }
 _VERB_CLASS = {verb: cls for cls, verbs in WRITE_CLASSES.items() for verb in verbs}
-READ_VERBS = frozenset(
+READ_VERBS = _w(
     "get list search read fetch find query lookup look describe show view retrieve browse download count "
     "check inspect peek summarize export watch poll scan navigate load extract stat tail cat grep ls "
-    "whoami ping status info preview render".split()
+    "whoami ping status info preview render"
 )
 # Words that are verbs or nouns ('post_to_chat' vs 'get_post'): a write only when no read verb
 # comes before them in the name.
-AMBIGUOUS = frozenset(
+AMBIGUOUS = _w(
     "email message dm invite tag release commit comment draft charge transfer refund wire book label star post "
     "lock reset new copy share run start stop close archive patch change mark set move schedule deposit payout "
-    "import sync batch bulk".split()
+    "import sync batch bulk"
 )
 
 # Noun hints for tools of upstreams that are not catalog apps: (read legs, write class -> category)
 _NOUNS: tuple[tuple[frozenset[str], frozenset[Leg], dict[str, str]], ...] = (
     (
-        frozenset("payment payments invoice invoices transaction transactions payout refund charge wallet".split()),
+        _w("payment payments invoice invoices transaction transactions payout refund charge wallet"),
         frozenset({P}),
         dict.fromkeys(("create", "update", "send", "pay"), "financial_transaction_any"),
     ),
     (
-        frozenset("email emails mail mails inbox message messages thread threads gmail outlook".split()),
+        _w("email emails mail mails inbox message messages thread threads gmail outlook"),
         frozenset({P, U}),
         {"send": "email_send", "create": "email_draft"},
     ),
     (
-        frozenset("chat chats channel channels slack dm dms teams conversation conversations".split()),
+        _w("chat chats channel channels slack dm dms teams conversation conversations"),
         frozenset({P, U}),
         dict.fromkeys(("send", "create"), "slack_post_to_channel_or_external_dm"),
     ),
     (
-        frozenset("calendar event events meeting meetings invite invitation appointment".split()),
+        _w("calendar event events meeting meetings invite invitation appointment"),
         frozenset({P, U}),
         dict.fromkeys(("send", "create"), "calendar_invite_external"),
     ),
     (
-        frozenset("crm salesforce lead leads opportunity opportunities contact contacts customer customers deal".split()),
+        _w("crm salesforce lead leads opportunity opportunities contact contacts customer customers"),
         frozenset({P}),
         dict.fromkeys(("create", "update", "delete", "bulk"), "salesforce_record_create_update_delete"),
     ),
     (
-        frozenset("repo repos repository branch pr pull commit release github gitlab".split()),
+        _w("repo repos repository branch pr pull commit release github gitlab"),
         frozenset({P}),
         {"push": "github_push_merge_release", "delete": "github_push_merge_release"},
     ),
     (
-        frozenset("drive file files doc docs document documents folder sharepoint onedrive sheet spreadsheet".split()),
+        _w("drive file files doc docs document documents folder sharepoint onedrive sheet spreadsheet"),
         frozenset({P}),
         dict.fromkeys(("delete", "bulk"), "sharepoint_drive_bulk_write_or_delete"),
     ),
     (
-        frozenset("url urls web page pages website webpage http https link links site internet browser".split()),
+        _w("url urls web page pages website webpage http https link links site internet browser"),
         frozenset({U, E}),
         {},
     ),

@@ -128,8 +128,17 @@ def _over(value: Any, threshold: AmountThreshold) -> bool:
 class CompiledConditions:
     """The checks that apply to one tool."""
 
-    __slots__ = ("_amounts", "_deny_re", "_hosts", "_internal_category", "_orgs", "_path_args",
-                 "_recipient_args", "_url_args", "active")
+    __slots__ = (
+        "_amounts",
+        "_deny_re",
+        "_hosts",
+        "_internal_category",
+        "_orgs",
+        "_path_args",
+        "_recipient_args",
+        "_url_args",
+        "active",
+    )
 
     def __init__(
         self,

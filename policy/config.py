@@ -80,8 +80,19 @@ class Conditions(_Strict):
     )
     path_args: list[str] = Field(
         default_factory=lambda: [
-            "path", "paths", "file", "files", "filename", "filepath", "file_path",
-            "dir", "directory", "source", "target", "src", "dest",
+            "path",
+            "paths",
+            "file",
+            "files",
+            "filename",
+            "filepath",
+            "file_path",
+            "dir",
+            "directory",
+            "source",
+            "target",
+            "src",
+            "dest",
         ]
     )
     amounts: list[AmountThreshold] = Field(default_factory=list)

@@ -19,6 +19,7 @@ class Plan:
     revision: str
     mode: Mode
     visible: bool
+    read_only: bool  # the upstream's action control is read_only
     static: tuple[Finding, ...]  # findings that do not depend on the call (action control, unknown)
     rules: tuple[CompiledRule, ...]
     conditions: CompiledConditions

@@ -20,8 +20,21 @@ EFFECT_NAME = ("allow", "hold", "deny")
 class CompiledRule:
     """One rule with its match lists as sets; `None` means 'any'."""
 
-    __slots__ = ("agents", "call_legs", "categories", "effects", "groups", "principals", "rank",
-                 "reason", "rule_id", "session_legs", "source", "tools", "upstreams")
+    __slots__ = (
+        "agents",
+        "call_legs",
+        "categories",
+        "effects",
+        "groups",
+        "principals",
+        "rank",
+        "reason",
+        "rule_id",
+        "session_legs",
+        "source",
+        "tools",
+        "upstreams",
+    )
 
     def __init__(self, rule: Rule) -> None:
         self.source = rule

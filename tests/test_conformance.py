@@ -41,7 +41,13 @@ ACCEPTED_WARNINGS = {"server-sse-polling"}
 
 # Scenarios that test the HTTP endpoint rather than the upstream's features: through Triplock
 # they are judged on Triplock's own transport, which validates Host and Origin itself.
-GATEWAY_OWNED = {"dns-rebinding-protection"}
+GATEWAY_OWNED = {"dns-rebinding-protection", "server-sse-polling"}
+
+# server-everything has no `test_*` tools and answers calls to unknown tools with an `isError`
+# result, which these two scenarios happen to accept. Triplock never forwards a call for a tool it
+# has not listed and classified (deny by default), and answers it itself with the spec's JSON-RPC
+# error -32602 "Unknown tool", which the scenarios do not accept. A deliberate difference.
+TRIPLOCK_REFUSES_UNKNOWN_TOOLS = {"tools-call-error", "tools-call-simple-text"}
 
 
 def _gateway_import_error() -> str | None:
@@ -146,4 +152,8 @@ def test_everything_through_triplock_fails_the_same_scenarios(everything_url: st
     with triplock_serve(config, port) as url:
         run = rc.run_conformance(url)
     print(run.describe())
-    assert run.failed == baseline - GATEWAY_OWNED, run.describe()
+    expected = (baseline - GATEWAY_OWNED) | TRIPLOCK_REFUSES_UNKNOWN_TOOLS
+    assert run.failed == expected, (
+        f"through Triplock, failing but not direct: {sorted(run.failed - expected)}; "
+        f"passing only through Triplock: {sorted(expected - run.failed)}\n{run.describe()}"
+    )

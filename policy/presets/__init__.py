@@ -1,0 +1,1 @@
+"""Shipped policy presets (lockdown, controlled, open); load with `policy.load_preset(name)`."""

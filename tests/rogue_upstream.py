@@ -1,0 +1,83 @@
+"""A deliberately broken MCP upstream, for testing how the gateway copes.
+
+Over HTTP (``--http PORT``) or stdio. Its tools misbehave on call:
+``crash`` (the process dies mid-call), ``garbage`` (the answer is not JSON-RPC),
+``hang`` (never answers), ``wrong_id`` (answers another request id), ``ok``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+TOOLS = [
+    {"name": n, "description": f"misbehaves: {n}", "inputSchema": {"type": "object"}}
+    for n in ("crash", "garbage", "hang", "wrong_id", "ok")
+]
+
+
+def answer(msg: dict[str, Any]) -> dict[str, Any] | str | None:
+    """The reply to one message; a str is sent raw (garbage); None sends nothing."""
+    method, rid = msg.get("method"), msg.get("id")
+    if rid is None:
+        return None
+    if method == "initialize":
+        return {"jsonrpc": "2.0", "id": rid, "result": {
+            "protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
+            "serverInfo": {"name": "rogue", "version": "0"}}}
+    if method == "tools/list":
+        return {"jsonrpc": "2.0", "id": rid, "result": {"tools": TOOLS}}
+    if method == "tools/call":
+        name = msg["params"]["name"]
+        if name == "crash":
+            os._exit(3)
+        if name == "garbage":
+            return "this is not json {"
+        if name == "hang":
+            return None
+        if name == "wrong_id":
+            return {"jsonrpc": "2.0", "id": "someone-else", "result": {"content": []}}
+        return {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "ok"}]}}
+    return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "Method not found"}}
+
+
+def run_stdio() -> None:
+    for line in sys.stdin:
+        reply = answer(json.loads(line))
+        if reply is not None:
+            sys.stdout.write((reply if isinstance(reply, str) else json.dumps(reply)) + "\n")
+            sys.stdout.flush()
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    if scope["method"] != "POST":
+        await send({"type": "http.response.start", "status": 405, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    body = b""
+    while True:
+        m = await receive()
+        body += m.get("body", b"")
+        if not m.get("more_body"):
+            break
+    reply = answer(json.loads(body))
+    if reply is None and json.loads(body).get("id") is not None:
+        await receive()  # hang: wait for the client to go away
+        return
+    payload = b"" if reply is None else (reply if isinstance(reply, str) else json.dumps(reply)).encode()
+    await send({"type": "http.response.start", "status": 202 if reply is None else 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--http":
+        import uvicorn
+
+        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+    else:
+        run_stdio()
