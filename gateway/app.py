@@ -23,6 +23,7 @@ from adapters.upstream_stdio import StdioUpstream
 from gateway.catalog import Catalog
 from gateway.config import Settings, UpstreamConfig
 from gateway.dispatch import Dispatcher
+from gateway.identity import NoAuth
 from gateway.sessions import SessionRegistry
 from gateway.transport import McpEndpoint, Receive, Scope, Send
 from gateway.upstream import UpstreamConnector
@@ -80,11 +81,6 @@ class Gateway:
         await self.pool.aclose()
 
 
-async def _local_principal(scope: Scope, headers: dict[str, str]) -> str:
-    # auth.mode = "none": local development on loopback only (enforced by config validation).
-    return "local-dev"
-
-
 def build_gateway(settings: Settings) -> Gateway:
     """Wire a gateway from validated settings (no I/O until startup)."""
     configs = upstream_configs(settings)
@@ -94,7 +90,7 @@ def build_gateway(settings: Settings) -> Gateway:
         settings.server.session_idle_seconds, owns_upstream_sessions=lambda n: not pool.is_shared(n)
     )
     dispatcher = Dispatcher(pool)
-    endpoint = McpEndpoint(settings.server, dispatcher, sessions, _local_principal)
+    endpoint = McpEndpoint(settings.server, dispatcher, sessions, NoAuth())
 
     async def announce_changes(old: Catalog, new: Catalog) -> None:
         # Tell every live session what changed, so clients re-list.

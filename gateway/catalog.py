@@ -14,9 +14,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+ToolView = Callable[[str, dict[str, Any]], dict[str, Any] | None]
+"""Shapes a tool for agents (policy annotations) or hides it (None)."""
 
 SEPARATOR = "__"
 MAX_NAME = 64
@@ -49,6 +52,7 @@ class CatalogEntry:
     name: str  # the upstream's own name
     exposed: str
     definition: dict[str, Any]  # as the upstream described it
+    view: dict[str, Any]  # as agents see it (before renaming)
 
 
 @dataclass
@@ -64,7 +68,9 @@ class UpstreamListing:
 class Catalog:
     """Immutable-after-build view of all live upstreams; rebuilt (and swapped) on any change."""
 
-    def __init__(self, listings: Sequence[tuple[str, str, UpstreamListing]]) -> None:
+    def __init__(
+        self, listings: Sequence[tuple[str, str, UpstreamListing]], tool_view: ToolView | None = None
+    ) -> None:
         """``listings``: (upstream name, prefix, listing) in configuration order."""
         self.tools: dict[str, CatalogEntry] = {}
         self.prompts: dict[str, CatalogEntry] = {}
@@ -73,8 +79,8 @@ class Catalog:
         self._resources: list[dict[str, Any]] = []
         self._template_defs: list[dict[str, Any]] = []
         for upstream, prefix, listing in listings:
-            self._add(self.tools, upstream, prefix, listing.tools)
-            self._add(self.prompts, upstream, prefix, listing.prompts)
+            self._add(self.tools, upstream, prefix, listing.tools, tool_view)
+            self._add(self.prompts, upstream, prefix, listing.prompts, None)
             for res in listing.resources:
                 uri = res.get("uri")
                 if isinstance(uri, str) and uri not in self.resource_owner:
@@ -93,18 +99,27 @@ class Catalog:
         self._template_defs.sort(key=lambda t: t["uriTemplate"])
 
     @staticmethod
-    def _add(target: dict[str, CatalogEntry], upstream: str, prefix: str, items: Iterable[dict[str, Any]]) -> None:
+    def _add(
+        target: dict[str, CatalogEntry],
+        upstream: str,
+        prefix: str,
+        items: Iterable[dict[str, Any]],
+        view: ToolView | None,
+    ) -> None:
         for item in items:
             name = item.get("name")
             if not isinstance(name, str) or not name:
                 continue
             exposed = exposed_name(prefix, name)
-            if exposed not in target:  # first upstream in config order wins a clash
-                target[exposed] = CatalogEntry(upstream, name, exposed, item)
+            if exposed in target:  # first upstream in config order wins a clash
+                continue
+            shown = view(upstream, item) if view is not None else item
+            if shown is not None:
+                target[exposed] = CatalogEntry(upstream, name, exposed, item, shown)
 
     @staticmethod
     def _expose(entry: CatalogEntry) -> dict[str, Any]:
-        return {**entry.definition, "name": entry.exposed}
+        return {**entry.view, "name": entry.exposed}
 
     def owner_of_uri(self, uri: str) -> str | None:
         """The upstream that serves ``uri``, from the listed resources or templates."""
@@ -116,14 +131,26 @@ class Catalog:
                 return upstream
         return self.upstreams[0] if len(self.upstreams) == 1 else None
 
-    def page(self, kind: str, cursor: str | None) -> dict[str, Any]:
-        """One page of ``tools``, ``prompts``, ``resources`` or ``resourceTemplates``."""
+    def page(
+        self, kind: str, cursor: str | None, keep: Callable[[CatalogEntry], bool] | None = None
+    ) -> dict[str, Any]:
+        """One page of ``tools``, ``prompts``, ``resources`` or ``resourceTemplates``.
+
+        ``keep`` filters tools per caller (roles); offsets then count the filtered list.
+        """
+        if keep is not None and kind == "tools":
+            entries = sorted(self.tools.values(), key=lambda e: e.exposed)
+            return self._slice("tools", [self._expose(e) for e in entries if keep(e)], cursor)
         items = {
             "tools": self._tool_list,
             "prompts": self._prompt_list,
             "resources": self._resources,
             "resourceTemplates": self._template_defs,
         }[kind]
+        return self._slice(kind, items, cursor)
+
+    @staticmethod
+    def _slice(kind: str, items: list[dict[str, Any]], cursor: str | None) -> dict[str, Any]:
         start = decode_cursor(cursor)
         end = start + PAGE_SIZE
         result: dict[str, Any] = {kind: items[start:end]}

@@ -82,12 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Its own options are parsed by the demo server (see main()).
     sub.add_parser("demo-upstream", help="run the bundled demo MCP server (--transport stdio|http)")
 
-    try:
-        from gateway import cli_policy
-    except ImportError:  # the policy commands ship with the policy package
-        cli_policy = None  # type: ignore[assignment]
-    if cli_policy is not None:
-        cli_policy.register(sub)
+    from gateway import cli_policy, codex_config
+
+    cli_policy.register(sub)
+    codex_config.register(sub)
     return parser
 
 

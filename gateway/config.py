@@ -72,6 +72,15 @@ class UpstreamConfig(_Strict):
     args: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
     cwd: Path | None = None
+    # http: OAuth client credentials toward the upstream (its own identity, never the client's token)
+    oauth_token_url: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret_env: str | None = None
+    oauth_scope: str | None = None
+    oauth_audience: str | None = None
+    identity_header: str | None = Field(
+        default=None, description="Header that carries the calling principal's id to this upstream."
+    )
     # both
     connect_timeout: float = Field(default=10.0, gt=0)
     call_timeout: float = Field(default=60.0, gt=0)
@@ -101,6 +110,11 @@ class UpstreamConfig(_Strict):
             raise ValueError("transport 'stdio' needs 'command'")
         if self.bearer_token_env and self.bearer_token_file:
             raise ValueError("set only one of 'bearer_token_env' and 'bearer_token_file'")
+        oauth = (self.oauth_token_url, self.oauth_client_id, self.oauth_client_secret_env)
+        if any(oauth) and not all(oauth):
+            raise ValueError("OAuth client credentials need oauth_token_url, oauth_client_id, oauth_client_secret_env")
+        if self.oauth_token_url and (self.bearer_token_env or self.bearer_token_file):
+            raise ValueError("set either OAuth client credentials or a static bearer token, not both")
         return self
 
     @property
@@ -131,8 +145,77 @@ class StoreConfig(_Strict):
     redis_url: str = "redis://127.0.0.1:6379/0"
 
 
+class ApprovalsConfig(_Strict):
+    hold_wait: float = Field(default=40.0, ge=0, le=600, description="Seconds a held call waits in-band.")
+    ttl: float = Field(default=3600.0, gt=0, description="Seconds until an undecided approval expires.")
+    console_url: str | None = Field(default=None, description="Where approvers decide (default: public_url).")
+    approver_tokens_env: str = Field(
+        default="TRIPLOCK_APPROVER_TOKENS",
+        description="Env var with comma-separated name=token pairs for approvers (until identity lands).",
+    )
+
+
+# Role names of control 6.1 (seed 000) plus the two gateway-specific ones.
+DEFAULT_ROLE_NAMES = ("agents-run", "agents-build", "agents-admin", "approver", "auditor")
+# Asymmetric algorithms only: "none" and HS* (a shared secret) can never be configured.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+class RoleConfig(_Strict):
+    """What one role grants. Patterns are fnmatch globs; a leading '!' excludes (within this role)."""
+
+    call: tuple[str, ...] = Field(default=(), description="'upstream:tool' patterns this role may see and call.")
+    approve: tuple[str, ...] = Field(default=(), description="Action categories this role may approve.")
+    actions: tuple[str, ...] = Field(default=(), description="Admin actions: suspend, resume, pin, reload_policy...")
+
+
 class AuthConfig(_Strict):
+    """Who may call: JWT access tokens (OAuth 2.1 resource server) and/or Triplock API keys.
+
+    ``mode = "jwt"`` accepts JWTs and API keys (``tlk_`` prefix tells them apart);
+    ``mode = "api_key"`` accepts API keys only; ``mode = "none"`` is local development.
+    """
+
     mode: Literal["none", "api_key", "jwt"] = "none"
+    resource: str | None = Field(
+        default=None, description="Canonical resource URL (RFC 8707); default: server.public_url + server.path."
+    )
+    issuer: str | None = None
+    jwks_url: str | None = None
+    audience: str | None = Field(default=None, description="Required 'aud'; default: the canonical resource URL.")
+    algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
+    leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    required_scopes: tuple[str, ...] = ()
+    scopes_supported: tuple[str, ...] = ()
+    jwks_cache_seconds: float = Field(default=600.0, gt=0)
+    jwks_min_refresh_seconds: float = Field(default=30.0, ge=0, description="Rate limit of unknown-kid refetches.")
+    groups_claim: str = "groups"
+    agent_claim: str = "client_id"
+    user_claim: str = "sub"
+    api_keys: bool = Field(default=True, description="In jwt mode, also accept Triplock API keys.")
+    api_keys_file: Path = Path("triplock-keys.json")
+    groups: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="IdP group -> roles; a group named like a role always maps to it."
+    )
+    roles: dict[str, RoleConfig] | None = Field(default=None, description="Role definitions (default: 6.1 split).")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in v if a not in ASYMMETRIC_ALGORITHMS]
+        if bad:
+            raise ValueError(f"not allowed: {bad}; use asymmetric algorithms only ({sorted(ASYMMETRIC_ALGORITHMS)})")
+        if not v:
+            raise ValueError("at least one algorithm is needed")
+        return v
+
+    @model_validator(mode="after")
+    def _jwt_fields(self) -> AuthConfig:
+        if self.mode == "jwt" and not (self.issuer and self.jwks_url):
+            raise ValueError("auth.mode 'jwt' needs 'issuer' and 'jwks_url'")
+        return self
 
 
 class Settings(BaseSettings):
@@ -145,6 +228,7 @@ class Settings(BaseSettings):
     demo_upstream: bool = Field(default=False, description="Run the bundled demo upstream in-process (stdio).")
     policy: PolicyConfig = PolicyConfig()
     store: StoreConfig = StoreConfig()
+    approvals: ApprovalsConfig = ApprovalsConfig()
     auth: AuthConfig = AuthConfig()
 
     @model_validator(mode="after")
@@ -160,7 +244,18 @@ class Settings(BaseSettings):
             prefixes.add(up.namespace)
         if self.auth.mode == "none" and not self.server.is_loopback:
             raise ValueError("auth.mode 'none' is for local development only and needs a loopback server.host")
+        if self.auth.mode == "jwt" and not (self.auth.resource or self.server.public_url or self.server.is_loopback):
+            raise ValueError("auth.mode 'jwt' needs auth.resource or server.public_url (the token audience)")
         return self
+
+    @property
+    def canonical_resource(self) -> str:
+        """The URL that names this gateway as an OAuth protected resource (RFC 8707 / RFC 9728)."""
+        if self.auth.resource:
+            return self.auth.resource
+        srv = self.server
+        base = (srv.public_url or f"http://{srv.host}:{srv.port}").rstrip("/")
+        return base if base.endswith(srv.path) else base + srv.path
 
     @classmethod
     def settings_customise_sources(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.sessions import DownstreamSession, Emit
@@ -17,6 +17,8 @@ class RequestContext:
     session: DownstreamSession | None  # None in the stateless (2026-07-28) era
     emit: Emit | None  # this request's response stream (SSE), when the client accepts one
     client_capabilities: dict[str, Any]
+    agent: str | None = None
+    groups: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def modern(self) -> bool:

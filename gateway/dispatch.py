@@ -13,7 +13,7 @@ from typing import Any
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from gateway.catalog import BadCursor
+from gateway.catalog import BadCursor, CatalogEntry
 from gateway.context import RequestContext
 from gateway.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, ProtocolError, result_response
 from gateway.upstream import UpstreamError, UpstreamSession
@@ -35,6 +35,8 @@ _LIST_KINDS = {
 }
 
 ToolCaller = Callable[[RequestContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+ToolFilter = Callable[[RequestContext, CatalogEntry], bool]
+"""Whether the caller may see (and so call) one catalogued tool: set by the access layer."""
 
 
 def negotiate_version(requested: Any) -> str:
@@ -60,6 +62,7 @@ class Dispatcher:
     def __init__(self, pool: UpstreamPool, call_tool: ToolCaller | None = None) -> None:
         self.pool = pool
         self.call_tool: ToolCaller = call_tool or self.forward_tool_call
+        self.tool_filter: ToolFilter | None = None
 
     def capabilities(self) -> dict[str, Any]:
         """What the gateway offers: the union of what its live upstreams offer, plus list_changed."""
@@ -120,7 +123,10 @@ class Dispatcher:
             if cursor is not None and not isinstance(cursor, str):
                 raise ProtocolError(INVALID_PARAMS, "Invalid params: 'cursor' must be a string")
             try:
-                page = self.pool.catalog.page(_LIST_KINDS[method], cursor)
+                if method == "tools/list" and self.tool_filter is not None:
+                    page = self.pool.catalog.page("tools", cursor, lambda e: self.tool_filter(ctx, e))  # type: ignore[misc]
+                else:
+                    page = self.pool.catalog.page(_LIST_KINDS[method], cursor)
             except BadCursor:
                 raise ProtocolError(INVALID_PARAMS, "Invalid params: unknown cursor") from None
             if ctx.modern:

@@ -27,6 +27,7 @@ from adapters.sse import format_sse
 from gateway.config import ServerConfig
 from gateway.context import RequestContext
 from gateway.dispatch import Dispatcher
+from gateway.identity import Authenticator, AuthFailure, Principal
 from gateway.jsonrpc import INVALID_REQUEST, ProtocolError, decode_message, error_response
 from gateway.sessions import DownstreamSession, SessionRegistry
 
@@ -44,7 +45,6 @@ _SSE = [
 ]
 _ALL_VERSIONS = frozenset((*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS))
 _KEEPALIVE_SECONDS = 15.0
-PrincipalResolver = Callable[[Scope, dict[str, str]], Awaitable[str | None]]
 
 
 class BodyTooLarge(Exception):
@@ -123,6 +123,12 @@ class ResponseChannel:
                 await send_empty(self._send, 204, self._headers)
 
 
+async def _until_disconnect(receive: Receive) -> None:
+    # The first message of a GET is the (empty) request itself; only http.disconnect means gone.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 def _accepts(headers: dict[str, str], *types: str) -> bool:
     accept = headers.get("accept", "")
     if not accept or "*/*" in accept:
@@ -138,12 +144,12 @@ class McpEndpoint:
         config: ServerConfig,
         dispatcher: Dispatcher,
         sessions: SessionRegistry,
-        resolve_principal: PrincipalResolver,
+        authenticator: Authenticator,
     ) -> None:
         self.config = config
         self.dispatcher = dispatcher
         self.sessions = sessions
-        self.resolve_principal = resolve_principal
+        self.authenticator = authenticator
         port = config.port
         hosts = {config.host, "localhost", "127.0.0.1", "[::1]"} if config.is_loopback else {config.host}
         self.allowed_hosts = frozenset({h for h in hosts} | {f"{h}:{port}" for h in hosts} | set(config.allowed_hosts))
@@ -165,9 +171,11 @@ class McpEndpoint:
         if origin is not None and not self._origin_ok(origin):
             await send_error(send, 403, INVALID_REQUEST, "Forbidden: Origin not allowed")
             return
-        principal = await self.resolve_principal(scope, headers)
-        if principal is None:
-            return  # the resolver already answered (401/403)
+        principal = await self.authenticator.authenticate(headers)
+        if isinstance(principal, AuthFailure):
+            extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in principal.headers]
+            await send_json(send, principal.status, principal.body, extra)
+            return
         method = scope["method"]
         if method == "POST":
             await self._post(scope, receive, send, headers, principal)
@@ -178,7 +186,7 @@ class McpEndpoint:
         else:
             await send_empty(send, 405, [(b"allow", b"GET, POST, DELETE")])
 
-    async def _post(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], principal: str) -> None:
+    async def _post(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], principal: Principal) -> None:
         ctype = headers.get("content-type", "")
         if not ctype.startswith("application/json"):
             await send_error(
@@ -223,7 +231,7 @@ class McpEndpoint:
         if sid is None:
             await send_error(send, 400, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required", msg.id)
             return
-        session = self.sessions.get(sid, principal)
+        session = self.sessions.get(sid, principal.id)
         if session is None:
             await send_error(
                 send, 404, INVALID_REQUEST, "Session not found: it expired or never existed; initialize again", msg.id
@@ -242,7 +250,13 @@ class McpEndpoint:
             return
         channel = ResponseChannel(send, [], _accepts(headers, "text/event-stream"))
         ctx = RequestContext(
-            principal, session.protocol_version, session, channel.emit if channel.sse_ok else None, session.capabilities
+            principal.id,
+            session.protocol_version,
+            session,
+            channel.emit if channel.sse_ok else None,
+            session.capabilities,
+            principal.agent,
+            principal.groups,
         )
         await self._run(ctx, msg.raw, channel, session)
 
@@ -273,7 +287,7 @@ class McpEndpoint:
             status = ERROR_CODE_HTTP_STATUS.get(reply["error"].get("code"), 200)
         await channel.finish(reply, status)
 
-    async def _initialize(self, send: Send, principal: str, raw: dict[str, Any], sid: str | None) -> None:
+    async def _initialize(self, send: Send, principal: Principal, raw: dict[str, Any], sid: str | None) -> None:
         params = raw.get("params") or {}
         caps = params.get("capabilities")
         info = params.get("clientInfo")
@@ -291,7 +305,7 @@ class McpEndpoint:
             )
             return
         result = self.dispatcher.initialize_result(params["protocolVersion"])
-        session = self.sessions.create(result["protocolVersion"], info, caps, principal)
+        session = self.sessions.create(result["protocolVersion"], info, caps, principal.id)
         await send_json(
             send, 200, {"jsonrpc": "2.0", "id": raw["id"], "result": result}, [(b"mcp-session-id", session.id.encode())]
         )
@@ -310,7 +324,7 @@ class McpEndpoint:
                 await up.notify(raw)
 
     async def _post_modern(
-        self, scope: Scope, send: Send, headers: dict[str, str], principal: str, raw: dict[str, Any]
+        self, scope: Scope, send: Send, headers: dict[str, str], principal: Principal, raw: dict[str, Any]
     ) -> None:
         dup = find_duplicated_routing_header((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
         rid = raw.get("id")
@@ -325,15 +339,17 @@ class McpEndpoint:
         caps = route.client_capabilities if isinstance(route.client_capabilities, dict) else {}  # type: ignore[union-attr]
         channel = ResponseChannel(send, [], _accepts(headers, "text/event-stream"))
         ctx = RequestContext(
-            principal,
-            route.protocol_version,
-            None,  # type: ignore[union-attr]
+            principal.id,
+            route.protocol_version,  # type: ignore[union-attr]
+            None,
             channel.emit if channel.sse_ok else None,
             caps,
+            principal.agent,
+            principal.groups,
         )
         await self._run(ctx, raw, channel, None)
 
-    async def _get(self, send: Send, receive: Receive, headers: dict[str, str], principal: str) -> None:
+    async def _get(self, send: Send, receive: Receive, headers: dict[str, str], principal: Principal) -> None:
         if "text/event-stream" not in headers.get("accept", ""):
             await send_error(send, 406, INVALID_REQUEST, "Not Acceptable: Accept must include text/event-stream")
             return
@@ -342,7 +358,7 @@ class McpEndpoint:
             # The stateless era has no standalone stream.
             await send_empty(send, 405, [(b"allow", b"POST")])
             return
-        session = self.sessions.get(sid, principal)
+        session = self.sessions.get(sid, principal.id)
         if session is None:
             await send_error(send, 404, INVALID_REQUEST, "Session not found")
             return
@@ -353,7 +369,7 @@ class McpEndpoint:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE})
             await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
-            disconnected = asyncio.create_task(receive())
+            disconnected = asyncio.create_task(_until_disconnect(receive))
             while not session.closed:
                 getter = asyncio.create_task(session.outbox.get())
                 done, _ = await asyncio.wait(
@@ -375,12 +391,12 @@ class McpEndpoint:
         finally:
             session.get_stream_open = False
 
-    async def _delete(self, send: Send, headers: dict[str, str], principal: str) -> None:
+    async def _delete(self, send: Send, headers: dict[str, str], principal: Principal) -> None:
         sid = headers.get("mcp-session-id")
         if sid is None:
             await send_error(send, 400, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
             return
-        if self.sessions.get(sid, principal) is None or not await self.sessions.close(sid):
+        if self.sessions.get(sid, principal.id) is None or not await self.sessions.close(sid):
             await send_error(send, 404, INVALID_REQUEST, "Session not found")
             return
         await send_empty(send, 200)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.catalog import Catalog, UpstreamListing
+from gateway.catalog import Catalog, ToolView, UpstreamListing
 from gateway.config import UpstreamConfig
 from gateway.sessions import DownstreamSession
 from gateway.upstream import ClientIdentity, UpstreamConnector, UpstreamError, UpstreamSession
@@ -61,6 +61,7 @@ class UpstreamPool:
     ) -> None:
         self._states = {c.name: UpstreamState(c, connectors[c.name], shared_sessions=c.name in shared) for c in configs}
         self.catalog = Catalog([])
+        self.tool_view: ToolView | None = None  # set by the app: the policy's view of each tool
         self._listeners: list[CatalogListener] = []
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -181,10 +182,15 @@ class UpstreamPool:
         state.listing = listing
         await self._rebuild()
 
+    async def rebuild(self) -> None:
+        """Recompute the catalog (after a listing change or a policy reload) and tell listeners."""
+        await self._rebuild()
+
     async def _rebuild(self) -> None:
         old = self.catalog
         self.catalog = Catalog(
-            [(n, s.config.namespace, s.listing) for n, s in self._states.items() if s.listing is not None]
+            [(n, s.config.namespace, s.listing) for n, s in self._states.items() if s.listing is not None],
+            self.tool_view,
         )
         for listener in self._listeners:
             await listener(old, self.catalog)

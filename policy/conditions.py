@@ -24,6 +24,7 @@ from policy.globs import DomainMatcher, HostMatcher, compile_path_globs
 from policy.models import NO_LEGS, Leg
 
 _ADDRESS = re.compile(r"[^\s<>,;\"']+@[^\s<>,;\"']+")
+_PLAIN_ADDRESS = re.compile(r"[^\s<>,;\"'@]+@[^\s<>,;\"'@]+")
 _CURRENCY = re.compile(r"[\s,$€£¥_]|usd|eur|gbp", re.IGNORECASE)
 
 
@@ -79,6 +80,9 @@ def _strings(value: Any) -> list[str] | None:
 def _domains(values: list[str]) -> list[str] | None:
     found: list[str] = []
     for text in values:
+        if _PLAIN_ADDRESS.fullmatch(text):  # the common case, without findall's list
+            found.append(text.rsplit("@", 1)[1])
+            continue
         addresses = _ADDRESS.findall(text)
         if not addresses:
             return None
@@ -107,8 +111,9 @@ def normalise_path(text: str) -> str:
     return posixpath.normpath(p).lower() if p else p
 
 
-def _looks_like_path(text: str) -> bool:
-    return ("/" in text or "\\" in text or text.startswith((".", "~"))) and not any(c.isspace() for c in text)
+# A value that may be a path although its argument is not named like one: no whitespace, and a
+# separator or a leading '.' or '~'.
+_PATHISH = re.compile(r"[.~]\S*|\S*[/\\]\S*")
 
 
 def _over(value: Any, threshold: AmountThreshold) -> bool:
@@ -129,8 +134,10 @@ class CompiledConditions:
     """The checks that apply to one tool."""
 
     __slots__ = (
+        "_amount_names",
         "_amounts",
         "_deny_re",
+        "_destination_names",
         "_hosts",
         "_internal_category",
         "_orgs",
@@ -160,65 +167,88 @@ class CompiledConditions:
         self._deny_re = compile_path_globs(cond.deny_read_paths)
         self._path_args = frozenset(cond.path_args)
         self._amounts = tuple(cond.amounts)
-        self.active = bool(self._recipient_args or self._url_args or self._deny_re or self._amounts)
+        # one set-disjointness test per kind skips the kinds a call's arguments cannot trigger
+        self._destination_names = frozenset(self._recipient_args + self._url_args)
+        self._amount_names = frozenset(n for t in self._amounts for n in t.args)
+        self.active = bool(self._destination_names or self._deny_re or self._amounts)
 
-    def evaluate(self, args: Mapping[str, Any]) -> Outcome:
-        """Evaluate against one call's arguments."""
+    def evaluate(self, args: Mapping[str, Any], trail: bool = False) -> Outcome:
+        """Evaluate against one call's arguments; `trail` also records human-readable notes."""
         if not self.active or not args:
             return NOTHING
-        notes: list[str] = []
         deny = self._denied_paths(args) if self._deny_re is not None else ()
-        drop: set[Leg] = set()
+        notes: list[str] | None = [] if trail else None  # decide() skips formatting notes
+        drop: frozenset[Leg] = NO_LEGS
         category: str | None = None
-        destinations, external = 0, False
+        if not self._destination_names.isdisjoint(args):
+            drop, category = self._destinations(args, notes)
+        write = False
+        if not self._amount_names.isdisjoint(args):
+            for threshold in self._amounts:
+                for name in threshold.args:
+                    if name in args and _over(args[name], threshold):
+                        category, write = threshold.category, True
+                        if notes is not None:
+                            notes.append(f"amount argument {name!r} is over {threshold.over:g}: {threshold.category}")
+        if not (drop or deny or write or category or notes):
+            return NOTHING
+        return Outcome(drop, category, write, deny, tuple(notes or ()))
+
+    def _destinations(self, args: Mapping[str, Any], notes: list[str] | None) -> tuple[frozenset[Leg], str | None]:
+        """E is dropped only if some destination argument is present and every one is internal;
+        U only if every URL argument is allowlisted."""
+        destinations, external, recipients = 0, False, False
         for name in self._recipient_args:
             value = args.get(name)
             if value in (None, "", []):
                 continue
             destinations += 1
+            recipients = True
             strs = _strings(value)
             doms = _domains(strs) if strs else None
             bad = [d for d in doms if not self._orgs(d)] if doms is not None else ["(unparseable)"]
             if bad:
                 external = True
-                notes.append(f"recipient argument {name!r} is external ({', '.join(sorted(set(bad)))})")
+                if notes is not None:
+                    notes.append(f"recipient argument {name!r} is external ({', '.join(sorted(set(bad)))})")
         url_ok: bool | None = None
         for name in self._url_args:
             value = args.get(name)
             if value in (None, "", []):
                 continue
             destinations += 1
-            urls = _strings(value) or [""]
-            hosts = [_host(u) for u in urls]
+            hosts = [_host(u) for u in (_strings(value) or [""])]
             if all(self._hosts(h) for h in hosts):
                 url_ok = url_ok is not False
-                notes.append(f"URL argument {name!r} host is allowlisted")
+                if notes is not None:
+                    notes.append(f"URL argument {name!r} host is allowlisted")
             else:
                 url_ok, external = False, True
-                notes.append(f"URL argument {name!r} host is not allowlisted ({', '.join(map(str, hosts))})")
+                if notes is not None:
+                    notes.append(f"URL argument {name!r} host is not allowlisted ({', '.join(map(str, hosts))})")
+        drop: set[Leg] = set()
+        category = None
         if destinations and not external:
             drop.add(Leg.E)
-            if self._recipient_args and any(args.get(n) for n in self._recipient_args):
-                notes.append("all recipients are inside the organisation's domains: not E")
+            if recipients:
+                if notes is not None:
+                    notes.append("all recipients are inside the organisation's domains: not E")
                 category = self._internal_category
         if url_ok:
             drop.add(Leg.U)
-        write = False
-        for threshold in self._amounts:
-            for name in threshold.args:
-                if name in args and _over(args[name], threshold):
-                    category, write = threshold.category, True
-                    notes.append(f"amount argument {name!r} is over {threshold.over:g}: {threshold.category}")
-        if not (drop or deny or write or notes or category):
-            return NOTHING
-        return Outcome(frozenset(drop), category, write, deny, tuple(notes))
+        return frozenset(drop), category
 
     def _denied_paths(self, args: Mapping[str, Any]) -> tuple[str, ...]:
-        assert self._deny_re is not None
+        deny_re = self._deny_re
+        assert deny_re is not None
         hits: list[str] = []
         for key, value in args.items():
             named = key in self._path_args
+            if value.__class__ is str:
+                if (named or _PATHISH.fullmatch(value)) and deny_re.fullmatch(normalise_path(value)):
+                    hits.append(f"argument {key!r} names a path that must never be read ({value})")
+                continue
             for text in _strings(value) or ():
-                if (named or _looks_like_path(text)) and self._deny_re.fullmatch(normalise_path(text)):
+                if (named or _PATHISH.fullmatch(text)) and deny_re.fullmatch(normalise_path(text)):
                     hits.append(f"argument {key!r} names a path that must never be read ({text})")
         return tuple(hits)

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-from policy.catalog import App, app_for_upstream
 from policy.classify import classify
 from policy.conditions import NOTHING, CompiledConditions, Outcome, merge_conditions
-from policy.config import FIRST_USE_CATEGORY, Conditions, PolicyFile, ToolEntry, UpstreamPolicy
-from policy.globs import HostMatcher, NameMatcher, is_glob, name_glob_regex
+from policy.config import FIRST_USE_CATEGORY, PolicyFile
+from policy.globs import HostMatcher
 from policy.hashing import content_revision, definition_hash
 from policy.models import (
     ALL_LEGS,
@@ -44,41 +42,13 @@ from policy.models import (
     ToolProfile,
 )
 from policy.plan import Finding, Plan
+from policy.results import result_legs
 from policy.rules import ALLOW, DENY, EFFECT_NAME, HOLD, RANK, RuleIndex
-from policy.secrets import has_secret, iter_strings
+from policy.upstream_table import UpstreamTable
 
 _E = frozenset({Leg.E})
+_new_tuple = tuple.__new__
 _PIN_REASON = "the tool's definition changed since it was approved; an admin must re-approve"
-
-
-class _Upstream:
-    """One upstream's settings, compiled: tool table, action-control matchers, merged conditions."""
-
-    def __init__(self, name: str, cfg: UpstreamPolicy, policy_conditions: Conditions, where: str) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.where = where
-        self.app: App | None = app_for_upstream(name, cfg.app)
-        self.exact: dict[str, ToolEntry] = {}
-        self.globs: list[tuple[Any, str, ToolEntry]] = []
-        for key, entry in cfg.tools.items():
-            if is_glob(key):
-                self.globs.append((name_glob_regex(key), key, entry))
-            else:
-                self.exact[key] = entry
-        self.allowed = NameMatcher(cfg.actions_allowed)
-        self.denied = NameMatcher(cfg.actions_denied)
-        self.conditions = merge_conditions([policy_conditions, cfg.conditions])
-
-    def entry(self, tool: str) -> tuple[ToolEntry | None, str | None]:
-        """The policy entry for a tool (exact name first, then globs in file order)."""
-        found = self.exact.get(tool)
-        if found is not None:
-            return found, f"{self.where}.tools.{tool}"
-        for regex, key, entry in self.globs:
-            if regex.match(tool):
-                return entry, f"{self.where}.tools[{key!r}]"
-        return None, None
 
 
 class CompiledPolicy:
@@ -90,11 +60,13 @@ class CompiledPolicy:
         self.origin = origin
         self.revision = content_revision(model.model_dump(mode="json"))
         self._upstreams = {
-            name: _Upstream(name, cfg, model.conditions, f"upstreams.{name}") for name, cfg in model.upstreams.items()
+            name: UpstreamTable(name, cfg, model.conditions, f"upstreams.{name}")
+            for name, cfg in model.upstreams.items()
         }
         self._rules = RuleIndex(model.rules)
         self._required = frozenset(model.approval_required_actions)
         self._logged = frozenset(model.approval_logged_actions)
+        self._store_down_reads_deny = model.defaults.store_unavailable_reads == "deny"
         self._first_use = model.first_use.enabled or FIRST_USE_CATEGORY in self._required
         d = model.defaults
         self._default = {
@@ -150,10 +122,10 @@ class CompiledPolicy:
         """Whether this upstream's MCP annotations are believed."""
         return self._upstream(upstream).cfg.trust_annotations
 
-    def _upstream(self, name: str) -> _Upstream:
+    def _upstream(self, name: str) -> UpstreamTable:
         found = self._upstreams.get(name)
         if found is None:
-            found = _Upstream(name, self.model.default_upstream, self.model.conditions, "default_upstream")
+            found = UpstreamTable(name, self.model.default_upstream, self.model.conditions, "default_upstream")
             self._upstreams = {**self._upstreams, name: found}  # copy-on-write: readers never see a half update
         return found
 
@@ -176,13 +148,29 @@ class CompiledPolicy:
         cond = merge_conditions([up.conditions, entry.conditions]) if explicit and entry else up.conditions
         compiled = CompiledConditions(cond, c.legs, c.category, tool.argument_names(), explicit)
         static, visible = self._action_control(up, tool.name, c.effect, c.source == "unknown")
+        # what argument conditions could turn a call into, so rules that can never match are dropped now
+        amounts = bool(cond.amounts)
+        rules = self._rules.for_tool(
+            upstream,
+            tool.name,
+            effects=frozenset({c.effect, Effect.WRITE} if amounts else {c.effect}),
+            categories=frozenset(
+                {c.category, cond.internal_categories.get(c.category or "", c.category)}
+                | {t.category for t in cond.amounts}
+            ),
+            legs=c.legs | _E if amounts else c.legs,
+        )
         plan = Plan(
             revision=self.revision,
             mode=up.cfg.mode or self.model.mode,
             visible=visible,
             read_only=up.cfg.action_control == "read_only",
             static=tuple(static),
-            rules=self._rules.for_tool(upstream, tool.name),
+            static_top=max((f[0] for f in static), default=-1),
+            default_finding=self._default[c.effect],
+            rules=rules.general,
+            principal_rules=rules.by_principal,
+            agent_rules=rules.by_agent,
             conditions=compiled,
             url_allowlist=HostMatcher(cond.url_allowlist),
             suspend_upstream=f"upstream:{upstream}",
@@ -203,7 +191,9 @@ class CompiledPolicy:
             plan=plan,
         )
 
-    def _action_control(self, up: _Upstream, tool: str, effect: Effect, unknown: bool) -> tuple[list[Finding], bool]:
+    def _action_control(
+        self, up: UpstreamTable, tool: str, effect: Effect, unknown: bool
+    ) -> tuple[list[Finding], bool]:
         cfg = up.cfg
         found: list[Finding] = []
         if not cfg.enabled:
@@ -249,21 +239,29 @@ class CompiledPolicy:
             return self._fail_closed(profile, state, exc)
 
     def evaluate(
-        self, call: ToolCall, profile: ToolProfile, state: CallState
+        self, call: ToolCall, profile: ToolProfile, state: CallState, trail: bool = False
     ) -> tuple[Decision, list[Finding], Outcome]:
-        """`decide()` plus the full finding trail and the argument-condition outcome (for explain)."""
-        profile = self._fresh(profile)
+        """`decide()` plus the full finding trail and the argument-condition outcome (for explain).
+
+        Written for speed: the hot path is a few set/dict operations and one tuple build.
+        """
+        if profile.policy_revision != self.revision:
+            profile = self.profile(profile.upstream, profile.definition)
         plan = profile.plan
         findings = list(plan.static)
+        top = plan.static_top
         legs_before = state.session_legs
-        if state.suspended:
+        suspended = state.suspended
+        if suspended:
             for key in (f"agent:{call.agent}", f"principal:{call.principal}", plan.suspend_upstream, plan.suspend_tool):
-                if key in state.suspended:
+                if key in suspended:
                     findings.append((DENY, "suspended", f"{key} is suspended"))
+                    top = DENY
         pin_changed = state.pinned_hash is not None and state.pinned_hash != profile.definition_hash
         if pin_changed:
             findings.append((DENY, "pin.changed", _PIN_REASON))
-        out = plan.conditions.evaluate(call.arguments) if plan.conditions.active else NOTHING
+            top = DENY
+        out = plan.conditions.evaluate(call.arguments, trail) if plan.conditions.active else NOTHING
         legs, effect, category = profile.legs, profile.effect, profile.category
         if out is not NOTHING:
             legs = legs - out.drop
@@ -274,53 +272,73 @@ class CompiledPolicy:
                     effect = Effect.WRITE
                     if plan.read_only:
                         findings.append((DENY, "action_control.read_only", "arguments make this call a write"))
+                        top = DENY
             for reason in out.deny:
                 findings.append((DENY, "condition.path_deny", reason))
-        if not state.store_ok and (
-            effect is not Effect.READ or Leg.E in legs or self.model.defaults.store_unavailable_reads == "deny"
-        ):
+                top = DENY
+        if not state.store_ok and (effect is not Effect.READ or Leg.E in legs or self._store_down_reads_deny):
             findings.append((DENY, "store.unavailable", "the state store is unreachable: failing closed"))
+            top = DENY
         matched = False
-        for rule in plan.rules:
+        for rule in plan.rules_for(call):
             if rule.matches(call, category, effect, legs, legs_before):
                 findings.append((rule.rank, rule.rule_id, rule.reason))
                 matched = True
+                if rule.rank > top:
+                    top = rule.rank
         logged = False
-        if category is not None:
-            required = self._required_findings.get(category)
-            if required is not None:
-                findings.append(required)
+        if category is not None and category in self._required_findings:
+            findings.append(self._required_findings[category])
+            top = max(top, HOLD)
         if not matched:
-            logged_finding = self._logged_findings.get(category) if category is not None else None
-            if logged_finding is not None:
-                findings.append(logged_finding)
+            if category is not None and category in self._logged_findings:
+                findings.append(self._logged_findings[category])
                 logged = True
+                top = max(top, ALLOW)
             else:
-                findings.append(self._default[effect])
+                # the plan's copy avoids hashing an Enum (a Python-level __hash__) on the hot path
+                default = plan.default_finding if effect is profile.effect else self._default[effect]
+                findings.append(default)
+                top = max(top, default[0])
         first_use = self._first_use and not state.tool_used_before
         if first_use:
             findings.append((HOLD, "first_use", f"first invocation of {profile.namespaced} needs a human"))
+            top = max(top, HOLD)
         legs_after = legs_before | legs
         trifecta = legs_after >= ALL_LEGS
         if trifecta:
             findings.append(self._trifecta)
-        top = max(f[0] for f in findings)
-        winners = [f for f in findings if f[0] == top]
-        categories = tuple(c for c in (category, FIRST_USE_CATEGORY if first_use else None) if c)
-        decision = Decision(
-            effect=EFFECT_NAME[top],  # type: ignore[arg-type]
-            legs_before=legs_before,
-            legs_after=legs_after,
-            category=category or (FIRST_USE_CATEGORY if first_use else None),
-            rule_ids=tuple(f[1] for f in winners),
-            reasons=tuple(f[2] for f in winners),
-            policy_revision=self.revision,
-            mode=plan.mode,
-            trifecta=trifecta,
-            first_use=first_use,
-            pin_changed=pin_changed,
-            logged=logged and top == ALLOW,
-            categories=categories,
+            top = max(top, self._trifecta[0])
+        rule_ids: tuple[str, ...]
+        reasons: tuple[str, ...]
+        if len(findings) == 1:
+            rule_ids, reasons = (findings[0][1],), (findings[0][2],)
+        else:
+            winners = [f for f in findings if f[0] == top]
+            rule_ids, reasons = tuple(f[1] for f in winners), tuple(f[2] for f in winners)
+        if first_use:
+            categories: tuple[str, ...] = (category, FIRST_USE_CATEGORY) if category else (FIRST_USE_CATEGORY,)
+            category = category or FIRST_USE_CATEGORY
+        else:
+            categories = (category,) if category else ()
+        # tuple.__new__ skips NamedTuple's keyword binding: a third of the cost of building a Decision
+        decision: Decision = _new_tuple(
+            Decision,
+            (
+                EFFECT_NAME[top],
+                legs_before,
+                legs_after,
+                category,
+                rule_ids,
+                reasons,
+                self.revision,
+                plan.mode,
+                trifecta,
+                first_use,
+                pin_changed,
+                logged and top == ALLOW,
+                categories,
+            ),
         )
         return decision, findings, out
 
@@ -356,25 +374,7 @@ class CompiledPolicy:
         U comes from the tool itself being a U tool (unless `arguments` show an allowlisted URL)
         or from resource links to hosts outside the URL allowlist.
         """
-        profile = self._fresh(profile)
-        legs: set[Leg] = set()
-        if Leg.U in profile.legs:
-            out = profile.plan.conditions.evaluate(arguments) if arguments else NOTHING
-            if Leg.U not in out.drop:
-                legs.add(Leg.U)
-        allow = profile.plan.url_allowlist
-        content = result.get("content")
-        for item in content if isinstance(content, list) else ():
-            if not isinstance(item, Mapping):
-                continue
-            uri = item.get("uri") if item.get("type") == "resource_link" else None
-            if item.get("type") == "resource" and isinstance(item.get("resource"), Mapping):
-                uri = item["resource"].get("uri")
-            if isinstance(uri, str) and _remote_host(uri) and not allow(_remote_host(uri)):
-                legs.add(Leg.U)
-        if any(has_secret(text) for text in iter_strings(result)):
-            legs.add(Leg.P)
-        return frozenset(legs)
+        return result_legs(self._fresh(profile), result, arguments)
 
     def trifecta_capable(self, profiles: Iterable[ToolProfile]) -> bool:
         """True when the tools together span P, U and E (a session could complete the trifecta)."""
@@ -396,11 +396,3 @@ class CompiledPolicy:
         from policy.explain import render
 
         return render(self, call, profile, state, pinned_definition)
-
-
-def _remote_host(uri: str) -> str | None:
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "invalid"
-    return parts.hostname if parts.scheme in ("http", "https") else None

@@ -30,7 +30,7 @@ def render(
     """Render the decision for `call` with every finding, in evaluation order."""
     error: str | None = None
     try:
-        decision, findings, outcome = policy.evaluate(call, profile, state)
+        decision, findings, outcome = policy.evaluate(call, profile, state, trail=True)
     except Exception as exc:  # explain what decide() would do: fail closed
         decision = policy.decide(call, profile, state)
         findings, outcome = [], None

@@ -4,7 +4,7 @@ profile time; only the parts that depend on the call (who, category, effect, leg
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 from policy.config import Rule
 from policy.globs import NameMatcher, is_glob
@@ -26,6 +26,7 @@ class CompiledRule:
         "categories",
         "effects",
         "groups",
+        "order",
         "principals",
         "rank",
         "reason",
@@ -36,8 +37,9 @@ class CompiledRule:
         "upstreams",
     )
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule, order: int) -> None:
         self.source = rule
+        self.order = order
         self.rule_id = f"rule:{rule.id}"
         self.rank = RANK[rule.action]
         self.reason = rule.reason or f"rule {rule.id!r} says {rule.action}"
@@ -81,23 +83,63 @@ class CompiledRule:
         return self.session_legs is None or not self.session_legs.isdisjoint(session_legs)
 
 
+class ToolRules(NamedTuple):
+    """The rules that can apply to one tool, split so that per-caller rules cost nothing to others."""
+
+    general: tuple[CompiledRule, ...]
+    by_principal: dict[str, tuple[CompiledRule, ...]]
+    by_agent: dict[str, tuple[CompiledRule, ...]]
+
+
 class RuleIndex:
     """Rules bucketed by exact upstream name, so a tool only scans the rules that can name it."""
 
     __slots__ = ("_any", "_by_upstream")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
-        self._by_upstream: dict[str, list[tuple[int, CompiledRule]]] = {}
-        self._any: list[tuple[int, CompiledRule]] = []
+        self._by_upstream: dict[str, list[CompiledRule]] = {}
+        self._any: list[CompiledRule] = []
         for index, rule in enumerate(rules):
-            compiled = CompiledRule(rule)
+            compiled = CompiledRule(rule, index)
             if rule.upstreams and not any(is_glob(u) for u in rule.upstreams):
                 for name in rule.upstreams:
-                    self._by_upstream.setdefault(name, []).append((index, compiled))
+                    self._by_upstream.setdefault(name, []).append(compiled)
             else:
-                self._any.append((index, compiled))
+                self._any.append(compiled)
 
-    def for_tool(self, upstream: str, tool: str) -> tuple[CompiledRule, ...]:
-        """Rules that can apply to this tool, in file order."""
-        candidates = sorted(self._by_upstream.get(upstream, []) + self._any, key=lambda pair: pair[0])
-        return tuple(rule for _, rule in candidates if rule.applies_to_tool(upstream, tool))
+    def for_tool(
+        self,
+        upstream: str,
+        tool: str,
+        effects: frozenset[Effect],
+        categories: frozenset[str | None],
+        legs: frozenset[Leg],
+    ) -> ToolRules:
+        """Rules that can apply to a tool whose calls may have these effects, categories and legs
+        (a superset: argument conditions can change them), in file order."""
+        candidates = sorted(self._by_upstream.get(upstream, []) + self._any, key=lambda r: r.order)
+        general: list[CompiledRule] = []
+        by_principal: dict[str, list[CompiledRule]] = {}
+        by_agent: dict[str, list[CompiledRule]] = {}
+        for rule in candidates:
+            if not rule.applies_to_tool(upstream, tool):
+                continue
+            if rule.effects is not None and rule.effects.isdisjoint(effects):
+                continue
+            if rule.categories is not None and rule.categories.isdisjoint(categories):
+                continue
+            if rule.call_legs is not None and rule.call_legs.isdisjoint(legs):
+                continue
+            if rule.principals is not None:
+                for principal in rule.principals:
+                    by_principal.setdefault(principal, []).append(rule)
+            elif rule.agents is not None:
+                for agent in rule.agents:
+                    by_agent.setdefault(agent, []).append(rule)
+            else:
+                general.append(rule)
+        return ToolRules(
+            tuple(general),
+            {k: tuple(v) for k, v in by_principal.items()},
+            {k: tuple(v) for k, v in by_agent.items()},
+        )

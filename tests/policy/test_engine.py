@@ -36,8 +36,14 @@ def prof(policy: CompiledPolicy, name: str, upstream: str = "hr", **kw: Any) -> 
     return policy.profile(upstream, tool(name, **kw))
 
 
-def decide(policy: CompiledPolicy, name: str, args: dict[str, Any] | None = None, upstream: str = "hr",
-           st: Any = None, **call_kw: Any) -> Any:
+def decide(
+    policy: CompiledPolicy,
+    name: str,
+    args: dict[str, Any] | None = None,
+    upstream: str = "hr",
+    st: Any = None,
+    **call_kw: Any,
+) -> Any:
     return policy.decide(call(upstream, name, args, **call_kw), prof(policy, name, upstream), st or state())
 
 
@@ -127,8 +133,9 @@ def test_first_use_scope_is_exposed() -> None:
 
 
 # -- suspension and pins ------------------------------------------------------------------------
-@pytest.mark.parametrize("key", ["agent:agent-1", "principal:alice@example.com", "upstream:hr",
-                                 "tool:hr__get_employee"])
+@pytest.mark.parametrize(
+    "key", ["agent:agent-1", "principal:alice@example.com", "upstream:hr", "tool:hr__get_employee"]
+)
 def test_suspension_denies(key: str) -> None:
     d = decide(make(), "get_employee", st=state(suspended=frozenset({key})))
     assert d.effect == "deny" and d.rule_ids == ("suspended",)
@@ -166,8 +173,13 @@ def test_read_only_upstream_denies_and_hides_writes() -> None:
 
 
 def test_custom_action_control() -> None:
-    hr = {**BASE["upstreams"]["hr"], "action_control": "custom", "actions_allowed": ["get_*", "rename_team"],
-          "actions_denied": ["fire_everyone"], "new_actions_default": "deny"}
+    hr = {
+        **BASE["upstreams"]["hr"],
+        "action_control": "custom",
+        "actions_allowed": ["get_*", "rename_team"],
+        "actions_denied": ["fire_everyone"],
+        "new_actions_default": "deny",
+    }
     policy = make(upstreams={"hr": hr})
     assert decide(policy, "get_employee").effect == "allow"
     assert decide(policy, "rename_team").effect == "hold"  # allowed action, still a write
@@ -285,7 +297,8 @@ def test_allow_rule_on_session_legs_is_rejected_at_load() -> None:
 def test_evaluation_error_fails_closed() -> None:
     policy = make(rules=[{"id": "ops", "action": "allow", "groups": ["ops"]}])
     p = prof(policy, "get_employee")
-    broken = call("hr", "get_employee")._replace(groups=None)  # a malformed call must not slip through
+    # a malformed call (groups=None) must not slip through
+    broken = call("hr", "get_employee")._replace(groups=None)  # type: ignore[arg-type]
     d = policy.decide(broken, p, state())
     assert d.effect == "deny" and d.rule_ids == ("error.fail_closed",)
     assert "TypeError" in d.reasons[0]

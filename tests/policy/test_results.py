@@ -11,11 +11,16 @@ from policy import CompiledPolicy, Leg
 from .conftest import tool
 
 P, U = Leg.P, Leg.U
-POLICY = CompiledPolicy.from_dict({
-    "conditions": {"url_allowlist": ["*.example.com"]},
-    "upstreams": {"svc": {"tools": {"get_doc": {"legs": ["P"], "effect": "read"},
-                                    "fetch": {"legs": ["U", "E"], "effect": "read"}}}},
-})
+POLICY = CompiledPolicy.from_dict(
+    {
+        "conditions": {"url_allowlist": ["*.example.com"]},
+        "upstreams": {
+            "svc": {
+                "tools": {"get_doc": {"legs": ["P"], "effect": "read"}, "fetch": {"legs": ["U", "E"], "effect": "read"}}
+            }
+        },
+    }
+)
 DOC = POLICY.profile("svc", tool("get_doc"))
 FETCH = POLICY.profile("svc", tool("fetch", {"url": {}}))
 

@@ -1,0 +1,107 @@
+"""Holding a call for a human: create (or reuse) the approval, wait in-band, answer clearly.
+
+Clients time out (Codex: 60 s per tool call) and cannot resume a call, so a hold
+waits up to ``hold_wait`` sending progress notifications when the client gave a
+progress token; if nobody decided by then the agent gets a tool error naming the
+approval, and the identical call repeated after approval runs exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.store import PendingApproval, Store
+from policy import Decision, Legs, ToolCall
+
+
+def args_hash(arguments: Any) -> str:
+    """SHA-256 of the canonical JSON of the arguments (sorted keys, no whitespace)."""
+    return hashlib.sha256(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def new_approval_id(now: float) -> str:
+    """Time-ordered and unguessable: 48 bits of milliseconds then 80 random bits, hex."""
+    return f"apr_{int(now * 1000):012x}{os.urandom(10).hex()}"
+
+
+@dataclass(frozen=True)
+class HoldSettings:
+    hold_wait: float = 40.0
+    approval_ttl: float = 3600.0
+    console_url: str = "http://127.0.0.1:8080/console"
+    progress_every: float = 5.0
+
+
+class Approvals:
+    """The approval workflow on top of the store."""
+
+    def __init__(self, store: Store, settings: HoldSettings) -> None:
+        self.store = store
+        self.settings = settings
+
+    async def request(
+        self, call: ToolCall, exposed: str, decision: Decision, digest: str, now: float | None = None
+    ) -> PendingApproval:
+        """The pending approval for this exact call: the existing one if the agent repeats it."""
+        existing = await self.store.find_pending(call.principal, call.session_id, call.upstream, call.tool, digest)
+        if existing is not None:
+            return existing
+        now = time.time() if now is None else now
+        approval = PendingApproval(
+            id=new_approval_id(now),
+            principal=call.principal,
+            session_id=call.session_id,
+            upstream=call.upstream,
+            tool=call.tool,
+            args_hash=digest,
+            args_preview=orjson.dumps(call.arguments, option=orjson.OPT_SORT_KEYS).decode(),
+            policy_revision=decision.policy_revision,
+            category=decision.category,
+            legs_before=Legs.format(decision.legs_before),
+            legs_after=Legs.format(decision.legs_after),
+            rule_ids=decision.rule_ids,
+            reasons=decision.reasons,
+            created_at=now,
+            expires_at=now + self.settings.approval_ttl,
+            exposed_name=exposed,
+        )
+        await self.store.create_approval(approval)
+        return approval
+
+    def pending_result(self, approval: PendingApproval) -> dict[str, Any]:
+        """What the agent gets when nobody decided in time: a tool error that says what to do."""
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(approval.expires_at))
+        link = f"{self.settings.console_url}#{approval.id}"
+        text = (
+            f"Held for human approval: {approval.exposed_name or approval.tool} "
+            f"(approval id {approval.id}). Reason: {'; '.join(approval.reasons) or 'policy'}. "
+            f"An approver can decide at {link} until {until}. "
+            "Once approved, repeat exactly the same call (same arguments) and it will run once."
+        )
+        return _tool_error(text, {"triplock/approval": {
+            "status": "pending", "approval_id": approval.id, "approve_url": link, "expires_at": until,
+            "rule_ids": list(approval.rule_ids), "category": approval.category,
+        }})
+
+    @staticmethod
+    def denied_result(approval: PendingApproval) -> dict[str, Any]:
+        """A decided-against call: who denied it and why (or that it expired)."""
+        if approval.state == "expired":
+            text = f"Approval {approval.id} expired without a decision; the call was not made."
+        else:
+            text = (f"Denied by {approval.decided_by}: {approval.reason or 'no reason given'} "
+                    f"(approval id {approval.id}); the call was not made.")
+        return _tool_error(text, {"triplock/approval": {
+            "status": approval.state, "approval_id": approval.id, "decided_by": approval.decided_by,
+            "reason": approval.reason,
+        }})
+
+
+def _tool_error(text: str, meta: dict[str, Any]) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": True, "_meta": meta}

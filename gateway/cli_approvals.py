@@ -1,0 +1,192 @@
+"""``triplock approvals list|show|approve|deny``: decide held calls from a terminal.
+
+Talks to a running gateway's REST API (``/api/approvals``) with an approver token read from
+an environment variable (``--token-env``, default ``TRIPLOCK_APPROVER_TOKEN``), never from
+the command line, where it would land in shell history and ``ps``.
+
+Exit codes: 0 done; 1 the gateway refused (404 unknown, 409 already decided or expired,
+403 own call, 401 bad token); 2 usage or missing token; 3 gateway unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_TOKEN_ENV = "TRIPLOCK_APPROVER_TOKEN"
+STATES = ("pending", "approved", "denied", "expired", "executed")
+
+
+class CliError(Exception):
+    """A failure to report on stderr with an exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    token = os.environ.get(args.token_env, "").strip()
+    if not token:
+        raise CliError(f"set the approver token in ${args.token_env} (or choose another with --token-env)", 2)
+    url = args.url.rstrip("/") + path
+    try:
+        response = httpx.request(method, url, headers={"Authorization": f"Bearer {token}"},
+                                 timeout=args.timeout, **kwargs)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the gateway at {args.url}: {exc}", 3) from None
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.is_success:
+        return data
+    message = data.get("message") if isinstance(data, dict) else None
+    detail = f"HTTP {response.status_code}: {message or response.text.strip()[:200] or response.reason_phrase}"
+    if isinstance(data, dict) and isinstance(data.get("approval"), dict):
+        a = data["approval"]
+        detail += f" (state {a.get('state')}, decided by {a.get('decided_by') or '-'})"
+    raise CliError(detail, 1)
+
+
+def _when(ts: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts)) if isinstance(ts, int | float) else "-"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _print_approval(a: dict[str, Any]) -> None:
+    tool = a.get("exposed_name") or f"{a.get('upstream')}/{a.get('tool')}"
+    fields = [
+        ("id", a.get("id")), ("state", a.get("state")), ("tool", tool), ("upstream", a.get("upstream")),
+        ("principal", a.get("principal")), ("session", a.get("session_id")), ("category", a.get("category")),
+        ("legs", f"{a.get('legs_before') or '-'} -> {a.get('legs_after') or '-'}"),
+        ("rules", ", ".join(a.get("rule_ids") or []) or "-"), ("reasons", "; ".join(a.get("reasons") or []) or "-"),
+        ("created", _when(a.get("created_at"))), ("expires", _when(a.get("expires_at"))),
+    ]
+    if a.get("decided_by") or a.get("decided_at"):
+        fields += [("decided by", a.get("decided_by")), ("decided", _when(a.get("decided_at"))),
+                   ("reason", a.get("reason"))]
+    for key, value in fields:
+        print(f"{key + ':':<12} {value if value not in (None, '') else '-'}")
+    print("arguments:")
+    try:
+        print(json.dumps(json.loads(a.get("args_preview") or "null"), indent=2, ensure_ascii=True))
+    except ValueError:
+        print(repr(a.get("args_preview")))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    params = {k: v for k in ("state", "upstream", "tool", "principal")
+              if (v := getattr(args, k)) is not None}
+    params["limit"] = str(args.limit)
+    data = _request(args, "GET", "/api/approvals", params=params)
+    approvals = data.get("approvals", []) if isinstance(data, dict) else []
+    if args.json:
+        print(json.dumps(approvals, indent=2))
+        return 0
+    if not approvals:
+        print("no approvals match")
+        return 0
+    rows = [[a["id"], a["state"], a["principal"], a.get("exposed_name") or f"{a['upstream']}/{a['tool']}",
+             f"{a.get('legs_before') or '-'}>{a.get('legs_after') or '-'}", _when(a.get("created_at")),
+             _when(a.get("expires_at"))] for a in approvals]
+    print(_table(rows, ["ID", "STATE", "PRINCIPAL", "TOOL", "LEGS", "CREATED", "EXPIRES"]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    data = _request(args, "GET", f"/api/approvals/{_quote(args.id)}")
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_approval(data)
+    return 0
+
+
+def _decide(args: argparse.Namespace, verb: str) -> int:
+    data = _request(args, "POST", f"/api/approvals/{_quote(args.id)}/{verb}", json={"reason": args.reason or ""})
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"{data.get('state')}: {data.get('id')} by {data.get('decided_by')}")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    return _decide(args, "approve")
+
+
+def cmd_deny(args: argparse.Namespace) -> int:
+    return _decide(args, "deny")
+
+
+def _quote(approval_id: str) -> str:
+    # Ids are [A-Za-z0-9_-]; quoting keeps a stray '/' or '?' from addressing another route.
+    return quote(approval_id, safe="")
+
+
+def _guard(func: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))
+        except CliError as exc:
+            print(f"triplock approvals: {exc}", file=sys.stderr)
+            return exc.code
+
+    run.__doc__ = func.__doc__
+    return run
+
+
+def register(subparsers: Any) -> None:
+    """Add ``approvals`` and its subcommands to the ``triplock`` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("TRIPLOCK_URL", DEFAULT_URL),
+                        help=f"gateway base URL (default {DEFAULT_URL}, or $TRIPLOCK_URL)")
+    common.add_argument("--token-env", default=DEFAULT_TOKEN_ENV,
+                        help=f"env var holding the approver token (default {DEFAULT_TOKEN_ENV})")
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    common.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds")
+
+    approvals = subparsers.add_parser("approvals", help="list and decide held calls")
+    sub = approvals.add_subparsers(dest="approvals_command", required=True)
+
+    ls = sub.add_parser("list", parents=[common], help="list approvals (default: pending)")
+    ls.add_argument("--state", choices=(*STATES, "all"), default="pending")
+    ls.add_argument("--upstream")
+    ls.add_argument("--tool")
+    ls.add_argument("--principal")
+    ls.add_argument("--limit", type=int, default=100)
+    ls.set_defaults(func=_guard(_list_all_states))
+
+    show = sub.add_parser("show", parents=[common], help="show one approval, arguments included")
+    show.add_argument("id")
+    show.set_defaults(func=_guard(cmd_show))
+
+    approve = sub.add_parser("approve", parents=[common], help="approve one held call (runs once)")
+    approve.add_argument("id")
+    approve.add_argument("--reason", "-r", default="", help="why (recorded in the audit log)")
+    approve.set_defaults(func=_guard(cmd_approve))
+
+    deny = sub.add_parser("deny", parents=[common], help="deny one held call")
+    deny.add_argument("id")
+    deny.add_argument("--reason", "-r", required=True, help="why (shown to the agent)")
+    deny.set_defaults(func=_guard(cmd_deny))
+
+
+def _list_all_states(args: argparse.Namespace) -> int:
+    if args.state == "all":
+        args.state = None
+    return cmd_list(args)

@@ -1,0 +1,65 @@
+"""Fixtures for the store tests: one session-wide redis-server, and stores of every kind.
+
+`store` is parametrised over the adapters, so every test that takes it is a contract test run
+against each. `make_store` builds more instances on the *same* backend (the same SQLite file,
+the same Redis and prefix): a second gateway process, as far as the store can tell.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.store_memory import MemoryStore
+from adapters.store_redis import RedisStore
+from adapters.store_sqlite import SqliteStore
+from tests.redis_server import redis_server
+
+ADAPTERS = ["memory", "sqlite", "redis"]
+AnyStore = MemoryStore | SqliteStore | RedisStore
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(params=ADAPTERS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Any]]:
+    made: list[AnyStore] = []
+    prefix = f"t{uuid.uuid4().hex[:10]}:"  # each test its own keyspace on the shared server
+    url = request.getfixturevalue("redis_url") if kind == "redis" else ""
+
+    def make(**kwargs: Any) -> AnyStore:
+        s: AnyStore
+        if kind == "memory":
+            if made:
+                pytest.skip("the memory store is private to one instance")
+            s = MemoryStore()
+        elif kind == "sqlite":
+            s = SqliteStore(tmp_path / "state.sqlite", **kwargs)
+        else:
+            s = RedisStore(url, prefix=prefix, **kwargs)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        await s.aclose()
+
+
+@pytest.fixture
+async def store(make_store: Callable[..., Any]) -> AsyncIterator[Any]:
+    s = make_store()
+    await s.start()
+    yield s

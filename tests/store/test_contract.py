@@ -1,0 +1,227 @@
+"""The store contract, run against every adapter (memory, SQLite, Redis) through the `store` fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from gateway.store import PendingApproval, Store, args_hash
+
+ARGS = {"to": "eve@example.org", "body": "hi"}
+
+
+def approval(now: float | None = None, ttl: float = 3600.0, principal: str = "agent:a", session: str = "s1",
+             tool: str = "send_email", arguments: dict[str, Any] | None = None, **kw: Any) -> PendingApproval:
+    return PendingApproval.new(principal=principal, session_id=session, upstream="mail", tool=tool,
+                               arguments=ARGS if arguments is None else arguments, policy_revision="rev-1",
+                               ttl_seconds=ttl, now=now, category="email_send", legs_before="PU",
+                               legs_after="PUE", rule_ids=("trifecta",), reasons=("completes P+U+E",), **kw)
+
+
+async def test_is_a_store_and_answers_ping(store: Any) -> None:
+    assert isinstance(store, Store)
+    assert await store.ping() is True
+
+
+async def test_call_state_of_nothing(store: Any) -> None:
+    st = await store.call_state("sess:1", "tool:mail/send", "mail", "send")
+    assert (st.legs, st.tool_used_before, st.pinned_hash) == (frozenset(), False, None)
+
+
+async def test_legs_union_and_are_scoped_by_key(store: Any) -> None:
+    await store.add_legs("sess:1", frozenset({"P"}), None)
+    await store.add_legs("sess:1", frozenset({"U"}), 3600)
+    await store.add_legs("sess:2", frozenset({"E"}), None)
+    assert (await store.call_state("sess:1", "k", "u", "t")).legs == {"P", "U"}
+    assert (await store.call_state("sess:2", "k", "u", "t")).legs == {"E"}
+    with pytest.raises(ValueError):
+        await store.add_legs("sess:1", frozenset({"X"}), None)
+
+
+async def test_legs_expire_after_their_ttl_but_a_forever_leg_stays(store: Any) -> None:
+    await store.add_legs("sess:ttl", frozenset({"P"}), None)
+    await store.add_legs("sess:ttl", frozenset({"U", "P"}), 0.3)  # P stays for ever: lifetimes only grow
+    assert (await store.call_state("sess:ttl", "k", "u", "t")).legs == {"P", "U"}
+    deadline = time.monotonic() + 5
+    while (legs := (await store.call_state("sess:ttl", "k", "u", "t")).legs) != {"P"}:
+        assert time.monotonic() < deadline, f"U never expired: {legs}"
+        await asyncio.sleep(0.05)
+
+
+async def test_first_use_is_recorded_per_key(store: Any) -> None:
+    await store.mark_used("tool:mail/send")
+    await store.mark_used("tool:mail/send")  # idempotent
+    assert (await store.call_state("s", "tool:mail/send", "u", "t")).tool_used_before is True
+    assert (await store.call_state("s", "tool:mail/read", "u", "t")).tool_used_before is False
+
+
+async def test_pins_are_set_replaced_and_read(store: Any) -> None:
+    await store.set_pin("mail", "send", "sha256:aa", by="admin")
+    await store.set_pin("mail", "read", "sha256:bb", by="admin")
+    await store.set_pin("mail", "send", "sha256:cc", by="admin")
+    assert await store.get_pins() == {("mail", "send"): "sha256:cc", ("mail", "read"): "sha256:bb"}
+    assert (await store.call_state("s", "k", "mail", "send")).pinned_hash == "sha256:cc"
+    assert (await store.call_state("s", "k", "mail", "other")).pinned_hash is None
+
+
+async def test_suspend_and_resume_update_the_cache(store: Any) -> None:
+    await store.suspend("agent:x", by="admin", reason="leaking")
+    await store.suspend("tool:mail__send", by="admin", reason="pin changed")
+    assert store.suspended() == {"agent:x", "tool:mail__send"}
+    await store.resume("agent:x", by="admin")
+    await store.resume("agent:never", by="admin")  # no error
+    assert store.suspended() == {"tool:mail__send"}
+
+
+async def test_approval_round_trips_exactly(store: Any) -> None:
+    a = approval(approver_hint="group:security")
+    await store.create_approval(a)
+    assert await store.get_approval(a.id) == a
+    assert await store.get_approval("01NOPE") is None
+    with pytest.raises(ValueError):
+        await store.create_approval(a)
+
+
+async def test_list_filters_and_orders_newest_first(store: Any) -> None:
+    now = time.time()
+    a1 = approval(now - 3, principal="agent:a")
+    a2 = approval(now - 2, principal="agent:b", tool="delete_repo")
+    a3 = approval(now - 1, principal="agent:a")
+    for a in (a1, a2, a3):
+        await store.create_approval(a)
+    await store.decide(a3.id, True, "human:h", "ok", now)
+    assert [a.id for a in await store.list_approvals()] == [a3.id, a2.id, a1.id]
+    assert [a.id for a in await store.list_approvals(state="pending")] == [a2.id, a1.id]
+    assert [a.id for a in await store.list_approvals(principal="agent:a")] == [a3.id, a1.id]
+    assert [a.id for a in await store.list_approvals(tool="delete_repo", upstream="mail")] == [a2.id]
+    assert [a.id for a in await store.list_approvals(state="approved", principal="agent:b")] == []
+    assert [a.id for a in await store.list_approvals(limit=2)] == [a3.id, a2.id]
+
+
+async def test_decide_outcomes(store: Any) -> None:
+    now = time.time()
+    a, b, c = approval(now), approval(now), approval(now - 10, ttl=5)
+    for x in (a, b, c):
+        await store.create_approval(x)
+    assert (await store.decide("nope", True, "human:h", "", now)).status == "not_found"
+    assert (await store.decide(a.id, True, "agent:a", "self", now)).status == "forbidden"
+    won = await store.decide(a.id, True, "human:h", "looks fine", now)
+    assert won.status == "approved" and won.won and won.approval is not None
+    assert (won.approval.state, won.approval.decided_by, won.approval.reason) == ("approved", "human:h", "looks fine")
+    assert won.approval.decided_at == now
+    again = await store.decide(a.id, False, "human:j", "no", now)
+    assert again.status == "conflict" and not again.won and again.approval is not None
+    assert again.approval.state == "approved"
+    assert (await store.decide(b.id, False, "human:h", "no", now)).status == "denied"
+    assert (await store.get_approval(b.id)).state == "denied"
+    late = await store.decide(c.id, True, "human:h", "late", now)
+    assert late.status == "expired"
+    assert (await store.get_approval(c.id)).state == "expired"
+    assert (await store.decide(c.id, True, "human:h", "late", now)).status == "expired"
+
+
+async def test_fifty_concurrent_decisions_have_exactly_one_winner(store: Any) -> None:
+    a = approval()
+    await store.create_approval(a)
+    now = time.time()
+    outcomes = await asyncio.gather(*(store.decide(a.id, i % 2 == 0, f"human:{i}", "r", now) for i in range(50)))
+    winners = [o for o in outcomes if o.won]
+    assert len(winners) == 1
+    assert sorted({o.status for o in outcomes if not o.won}) == ["conflict"]
+    assert (await store.get_approval(a.id)).state == winners[0].status
+
+
+async def test_find_approved_binds_the_exact_call_and_consume_is_single_use(store: Any) -> None:
+    now = time.time()
+    a = approval(now)
+    await store.create_approval(a)
+    key = ("agent:a", "s1", "mail", "send_email", args_hash(ARGS))
+    assert await store.find_approved(*key, "rev-1", now) is None  # still pending
+    await store.decide(a.id, True, "human:h", "ok", now)
+    assert (await store.find_approved(*key, "rev-1", now)).id == a.id
+    assert await store.find_approved(*key, "rev-2", now) is None  # policy changed since
+    assert await store.find_approved(*key, "rev-1", a.expires_at) is None  # expired
+    assert await store.find_approved("agent:a", "s2", "mail", "send_email", key[4], "rev-1", now) is None
+    assert await store.find_approved("agent:b", "s1", "mail", "send_email", key[4], "rev-1", now) is None
+    assert await store.find_approved(*key[:4], args_hash({**ARGS, "to": "x"}), "rev-1", now) is None
+    results = await asyncio.gather(*(store.consume(a.id) for _ in range(10)))
+    assert results.count(True) == 1
+    assert (await store.get_approval(a.id)).state == "executed"
+    assert await store.find_approved(*key, "rev-1", now) is None
+    assert await store.consume("nope") is False
+
+
+async def test_find_pending_reuses_only_live_pending(store: Any) -> None:
+    now = time.time()
+    a = approval(now)
+    old = approval(now - 100, ttl=10)  # same call, long expired but never swept
+    await store.create_approval(old)
+    await store.create_approval(a)
+    key = ("agent:a", "s1", "mail", "send_email", args_hash(ARGS))
+    assert (await store.find_pending(*key)).id == a.id
+    assert await store.find_pending(*key[:4], args_hash({})) is None
+    await store.decide(a.id, False, "human:h", "no", now)
+    assert await store.find_pending(*key) is None
+
+
+async def test_wait_decided(store: Any) -> None:
+    a = approval()
+    await store.create_approval(a)
+    started = time.monotonic()
+    assert await store.wait_decided(a.id, 0.2) is None  # still pending at the deadline
+    assert time.monotonic() - started >= 0.2
+    assert await store.wait_decided("nope", 1) is None
+    waiter = asyncio.create_task(store.wait_decided(a.id, 30))
+    await asyncio.sleep(0)  # let the waiter register before deciding (order only, not timing)
+    started = time.monotonic()
+    await store.decide(a.id, True, "human:h", "ok", time.time())
+    got = await asyncio.wait_for(waiter, 10)
+    assert got is not None and got.state == "approved"
+    assert time.monotonic() - started < 0.5  # woken, not found by a re-check timer
+    assert (await store.wait_decided(a.id, 5)).state == "approved"  # already decided: returns at once
+
+
+async def test_expire_due_expires_each_overdue_once(store: Any) -> None:
+    now = time.time()
+    due, live, approved, done = approval(now - 20, ttl=10), approval(now), approval(now - 20, ttl=10), approval(now)
+    for a in (due, live, approved, done):
+        await store.create_approval(a)
+    await store.decide(approved.id, True, "human:h", "ok", now - 15)
+    await store.decide(done.id, True, "human:h", "ok", now)
+    assert await store.consume(done.id)
+    waiter = asyncio.create_task(store.wait_decided(due.id, 30))
+    await asyncio.sleep(0)
+    expired = await store.expire_due(now)
+    assert sorted(a.id for a in expired) == sorted([due.id, approved.id])
+    assert all(a.state == "expired" for a in expired)
+    assert (await asyncio.wait_for(waiter, 10)).state == "expired"
+    lapsed = await store.get_approval(approved.id)
+    assert (lapsed.state, lapsed.decided_by) == ("expired", "human:h")  # who approved it is kept
+    assert await store.expire_due(now) == []
+    assert (await store.get_approval(live.id)).state == "pending"
+    assert (await store.get_approval(done.id)).state == "executed"
+
+
+async def test_call_state_ignores_approvals(store: Any) -> None:
+    for _ in range(50):
+        await store.create_approval(approval())
+    st = await store.call_state("sess:1", "k", "mail", "send_email")
+    assert (st.legs, st.tool_used_before, st.pinned_hash) == (frozenset(), False, None)
+
+
+async def test_second_instance_sees_the_same_state(make_store: Any) -> None:
+    a_store, b_store = make_store(), make_store()
+    await a_store.start()
+    await b_store.start()
+    a = approval()
+    await a_store.create_approval(a)
+    await a_store.add_legs("sess:1", frozenset({"P", "U"}), None)
+    await a_store.set_pin("mail", "send_email", "sha256:aa", by="admin")
+    assert (await b_store.call_state("sess:1", "k", "mail", "send_email")).legs == {"P", "U"}
+    now = time.time()
+    outcomes = await asyncio.gather(*(s.decide(a.id, i % 2 == 0, f"human:{i}", "r", now)
+                                      for i, s in enumerate([a_store, b_store] * 25)))
+    assert sum(o.won for o in outcomes) == 1
