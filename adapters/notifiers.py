@@ -58,7 +58,7 @@ def event_payload(event: str, approval: PendingApproval, console_url: str, *,
         "approval": {
             "id": approval.id, "state": approval.state, "principal": approval.principal,
             "session_id": approval.session_id, "upstream": approval.upstream, "tool": approval.tool,
-            "exposed_name": getattr(approval, "exposed_name", None), "category": approval.category,
+            "exposed_name": approval.exposed_name, "category": approval.category,
             "legs_before": legs_text(approval.legs_before), "legs_after": legs_text(approval.legs_after),
             "rule_ids": list(approval.rule_ids), "reasons": list(approval.reasons),
             "args_hash": approval.args_hash, "policy_revision": approval.policy_revision,
@@ -80,7 +80,7 @@ def _slack_escape(text: str) -> str:
 
 def slack_payload(event: str, approval: PendingApproval, console_url: str) -> dict[str, Any]:
     """A Slack incoming-webhook message: ``text`` fallback plus Block Kit blocks."""
-    name = _slack_escape(getattr(approval, "exposed_name", None) or f"{approval.upstream}/{approval.tool}")
+    name = _slack_escape(approval.exposed_name or f"{approval.upstream}/{approval.tool}")
     who = _slack_escape(approval.principal)
     link = approval_link(console_url, approval.id)
     if event == "approval.requested":
@@ -123,6 +123,10 @@ class WebhookNotifier:
                  retry: RetryPolicy | None = None, timeout: float = 5.0, include_arguments: bool = False,
                  client: httpx.AsyncClient | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        if format == "json" and not secret:
+            # Still sent, so a misconfiguration does not silence approvals, but receivers cannot
+            # tell these requests from forgeries.
+            log.warning("generic webhook %s has no signing secret", httpx.URL(url).host or "?")
         self.url = url
         self.secret = secret
         self.format = format

@@ -20,7 +20,8 @@ class SseEvent:
 async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
     """Yield events from a byte stream, tolerating any chunking and CRLF or LF line ends."""
     buffer = b""
-    event, data, last_id = "message", [], None
+    event, last_id = "message", None
+    data: list[str] = []
     async for chunk in chunks:
         buffer += chunk
         while True:

@@ -23,7 +23,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS legs (
     PRIMARY KEY (legs_key, leg)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS legs_expiry ON legs (expires_at);
 CREATE TABLE IF NOT EXISTS first_use (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pins (
     upstream TEXT NOT NULL, tool TEXT NOT NULL, hash TEXT NOT NULL, pinned_by TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (upstream, tool)) WITHOUT ROWID;
@@ -169,6 +170,7 @@ class SqliteStore(StoreContext):
     async def aclose(self) -> None:
         if self._closed:
             return
+        self._closed = True  # first: calls racing with the close get StoreUnavailable, not a dead executor
         executor = self._executor
         if executor is not None:
             def close(conn: sqlite3.Connection | None) -> None:
@@ -177,7 +179,6 @@ class SqliteStore(StoreContext):
             await asyncio.get_running_loop().run_in_executor(executor, close, self._conn)
             self._conn = None
             executor.shutdown(wait=True)
-        self._closed = True
         self._waiters.notify_all()  # waiters re-read and get StoreUnavailable instead of hanging
 
     async def ping(self) -> bool:
@@ -215,6 +216,20 @@ class SqliteStore(StoreContext):
     async def mark_used(self, first_use_key: str) -> None:
         await self._run(lambda conn: conn.execute(
             "INSERT OR IGNORE INTO first_use (key, at) VALUES (?, ?)", (first_use_key, time.time())))
+
+    async def save_session(self, session_id: str, record: Mapping[str, Any], ttl_seconds: float) -> None:
+        text = json.dumps(dict(record), separators=(",", ":"))
+        await self._run(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO sessions (id, record, expires_at) VALUES (?, ?, ?)",
+            (session_id, text, time.time() + ttl_seconds)))
+
+    async def load_session(self, session_id: str) -> dict[str, Any] | None:
+        row = await self._run(lambda conn: conn.execute(
+            "SELECT record FROM sessions WHERE id = ? AND expires_at > ?", (session_id, time.time())).fetchone())
+        return None if row is None else dict(json.loads(row[0]))
+
+    async def drop_session(self, session_id: str) -> None:
+        await self._run(lambda conn: conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)))
 
     async def set_pin(self, upstream: str, tool: str, definition_hash: str, by: str) -> None:
         await self._run(lambda conn: conn.execute(

@@ -26,6 +26,18 @@ log = logging.getLogger("triplock.upstream.http")
 _ACCEPT = "application/json, text/event-stream"
 
 
+_TRACE_KEYS = ("traceparent", "tracestate", "baggage")
+
+
+def _trace_headers(message: dict[str, Any]) -> dict[str, str] | None:
+    """W3C trace context the gateway put in ``params._meta``, repeated as HTTP headers for HTTP-level tracing."""
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if not isinstance(meta, dict) or "traceparent" not in meta:
+        return None
+    return {k: v for k in _TRACE_KEYS if isinstance(v := meta.get(k), str) and v.isascii() and v.isprintable()}
+
+
 class HttpUpstream:
     """Connector for one streamable-HTTP upstream: owns the connection pool and credentials."""
 
@@ -105,7 +117,7 @@ class HttpUpstreamSession:
         """Forward one request; the answer comes back with the caller's id."""
         caller_id = message.get("id")
         outbound = {**message, "id": next(self._ids)}
-        response, _ = await self._post(outbound, on_message, timeout)
+        response, _ = await self._post(outbound, on_message, timeout, _trace_headers(message))
         response["id"] = caller_id
         return response
 
@@ -143,6 +155,7 @@ class HttpUpstreamSession:
         message: dict[str, Any],
         on_message: MessageHandler | None,
         timeout: float,
+        extra_headers: dict[str, str] | None = None,
     ) -> tuple[dict[str, Any], dict[str, str]]:
         if self._closed:
             raise UpstreamError(self.upstream, "closed", "session closed")
@@ -150,7 +163,8 @@ class HttpUpstreamSession:
         resp: Response | None = None
         try:
             async with asyncio.timeout(timeout):
-                resp = await self._pool.request("POST", self._headers, orjson.dumps(message))
+                headers = {**self._headers, **extra_headers} if extra_headers else self._headers
+                resp = await self._pool.request("POST", headers, orjson.dumps(message))
                 if resp.status == 404 and "mcp-session-id" in self._headers:
                     self._closed = True
                     raise UpstreamError(self.upstream, "session_expired", "upstream no longer knows the session")

@@ -235,7 +235,8 @@ class StdioUpstreamSession:
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         if "method" not in msg:
-            entry = self._waiting.get(msg.get("id"))  # type: ignore[arg-type]
+            rid = msg.get("id")
+            entry = self._waiting.get(rid) if isinstance(rid, int) else None
             if entry and not entry[0].done():
                 entry[0].set_result(msg)
             return
@@ -243,7 +244,7 @@ class StdioUpstreamSession:
             params = msg.get("params") or {}
             token = params.get("progressToken")
             handler = self._progress.get(token) if isinstance(token, str) else None
-            if handler is not None:
+            if handler is not None and isinstance(token, str):
                 original = self._progress_original[token]
                 await handler({**msg, "params": {**params, "progressToken": original}})
                 return

@@ -6,11 +6,13 @@ before anything else (it is the hot path); the remaining routes are Starlette.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,13 +20,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adapters.notifiers import notifier_from_env
 from adapters.upstream_http import HttpUpstream
 from adapters.upstream_stdio import StdioUpstream
+from gateway import oauth_metadata, suspension_api
+from gateway.approvals import Approvals, HoldSettings
+from gateway.approvals_api import ApprovalsUISettings
+from gateway.approvals_api import build_routes as approval_routes
+from gateway.auth import build_authenticator
 from gateway.catalog import Catalog
-from gateway.config import Settings, UpstreamConfig
+from gateway.config import Settings, StoreConfig, UpstreamConfig
 from gateway.dispatch import Dispatcher
-from gateway.identity import NoAuth
+from gateway.pipeline import ToolCallPipeline
+from gateway.policy_runtime import PolicyRuntime
+from gateway.roles import AccessPolicy
 from gateway.sessions import SessionRegistry
+from gateway.store import PendingApproval, Store, StoreUnavailable
 from gateway.transport import McpEndpoint, Receive, Scope, Send
 from gateway.upstream import UpstreamConnector
 from gateway.upstreams import UpstreamPool
@@ -49,6 +60,21 @@ def upstream_configs(settings: Settings) -> list[UpstreamConfig]:
     return configs
 
 
+def build_store(cfg: StoreConfig) -> Store:
+    """The configured state store adapter (not started)."""
+    if cfg.kind == "redis":
+        from adapters.store_redis import RedisStore
+
+        return RedisStore(cfg.redis_url)
+    if cfg.kind == "memory":
+        from adapters.store_memory import MemoryStore
+
+        return MemoryStore()
+    from adapters.store_sqlite import SqliteStore
+
+    return SqliteStore(cfg.path)
+
+
 def build_connector(config: UpstreamConfig) -> UpstreamConnector:
     if config.transport == "http":
         return HttpUpstream(config)
@@ -65,6 +91,11 @@ class Gateway:
     dispatcher: Dispatcher
     endpoint: McpEndpoint
     web: Starlette
+    store: Store
+    policy: PolicyRuntime
+    pipeline: ToolCallPipeline
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[None]] | None] = field(default_factory=list)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == self.settings.server.path:
@@ -73,12 +104,32 @@ class Gateway:
         await self.web(scope, receive, send)  # type: ignore[arg-type]
 
     async def startup(self) -> None:
+        await self.store.start()
         await self.pool.start()
         self.sessions.start()
+        self.background.append(asyncio.create_task(self._expire_approvals(), name="approval-expiry"))
 
     async def shutdown(self) -> None:
+        for task in self.background:
+            task.cancel()
         await self.sessions.aclose()
         await self.pool.aclose()
+        await self.store.aclose()
+        for close in self.closers:
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    async def _expire_approvals(self) -> None:
+        """Undecided approvals past their expiry count as denied; sweep them regularly."""
+        while True:
+            await asyncio.sleep(30)
+            try:
+                expired = await self.store.expire_due(time.time())
+            except StoreUnavailable:
+                continue
+            for approval in expired:
+                log.info("approval %s expired undecided", approval.id)
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -86,11 +137,32 @@ def build_gateway(settings: Settings) -> Gateway:
     configs = upstream_configs(settings)
     connectors = {c.name: build_connector(c) for c in configs}
     pool = UpstreamPool(configs, connectors, shared=frozenset(c.name for c in configs if c.transport == "stdio"))
+    policy = PolicyRuntime(settings.policy)
+    pool.tool_view = policy.tool_view
+    store = build_store(settings.store)
     sessions = SessionRegistry(
-        settings.server.session_idle_seconds, owns_upstream_sessions=lambda n: not pool.is_shared(n)
+        settings.server.session_idle_seconds, owns_upstream_sessions=lambda n: not pool.is_shared(n), store=store
     )
+    access = AccessPolicy.from_config(settings.auth)
+    authenticator = build_authenticator(settings, access)
+    ui = ApprovalsUISettings.from_settings(settings)
+    notifier = notifier_from_env()
+    hold = HoldSettings(
+        hold_wait=settings.approvals.hold_wait, approval_ttl=settings.approvals.ttl, console_url=ui.console_url
+    )
+    on_created = None
+    if notifier is not None:
+        active = notifier
+
+        def on_created(approval: PendingApproval) -> None:
+            active.approval_requested(approval, ui.console_url)
+
+    approvals = Approvals(store, hold, on_created=on_created)
     dispatcher = Dispatcher(pool)
-    endpoint = McpEndpoint(settings.server, dispatcher, sessions, NoAuth())
+    dispatcher.tool_filter = lambda ctx, entry: access.may_call(ctx, entry.upstream, entry.name)
+    pipeline = ToolCallPipeline(dispatcher, policy, store, approvals, access=access)
+    dispatcher.call_tool = pipeline
+    endpoint = McpEndpoint(settings.server, dispatcher, sessions, authenticator)
 
     async def announce_changes(old: Catalog, new: Catalog) -> None:
         # Tell every live session what changed, so clients re-list.
@@ -110,8 +182,13 @@ def build_gateway(settings: Settings) -> Gateway:
 
     async def readyz(request: Request) -> Response:
         ups = pool.health()
-        ready = all(u["up"] for u in ups.values())
-        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "upstreams": ups}
+        store_ok = await store.ping()
+        ready = store_ok and all(u["up"] for u in ups.values())
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "not ready",
+            "upstreams": ups,
+            "store": {"kind": settings.store.kind, "ok": store_ok},
+        }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     gateway: Gateway
@@ -124,6 +201,16 @@ def build_gateway(settings: Settings) -> Gateway:
         finally:
             await gateway.shutdown()
 
-    web = Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)], lifespan=lifespan)
-    gateway = Gateway(settings, pool, sessions, dispatcher, endpoint, web)
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        *approval_routes(store, ui, notifier=notifier),
+        *oauth_metadata.routes(settings),
+        *suspension_api.routes(store, authenticator, access),
+    ]
+    web = Starlette(routes=routes, lifespan=lifespan)
+    gateway = Gateway(settings, pool, sessions, dispatcher, endpoint, web, store, policy, pipeline)
+    gateway.closers.append(getattr(authenticator, "aclose", None))
+    if notifier is not None:
+        gateway.closers.append(notifier.aclose)
     return gateway

@@ -8,26 +8,15 @@ approval, and the identical call repeated after approval runs exactly once.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from gateway.store import PendingApproval, Store, args_hash
+from policy import Decision, ToolCall
 
-from gateway.store import PendingApproval, Store
-from policy import Decision, Legs, ToolCall
-
-
-def args_hash(arguments: Any) -> str:
-    """SHA-256 of the canonical JSON of the arguments (sorted keys, no whitespace)."""
-    return hashlib.sha256(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def new_approval_id(now: float) -> str:
-    """Time-ordered and unguessable: 48 bits of milliseconds then 80 random bits, hex."""
-    return f"apr_{int(now * 1000):012x}{os.urandom(10).hex()}"
+__all__ = ["Approvals", "HoldSettings", "args_hash"]
 
 
 @dataclass(frozen=True)
@@ -41,9 +30,12 @@ class HoldSettings:
 class Approvals:
     """The approval workflow on top of the store."""
 
-    def __init__(self, store: Store, settings: HoldSettings) -> None:
+    def __init__(
+        self, store: Store, settings: HoldSettings, on_created: Callable[[PendingApproval], None] | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.on_created = on_created  # notify approvers; must not block
 
     async def request(
         self, call: ToolCall, exposed: str, decision: Decision, digest: str, now: float | None = None
@@ -52,26 +44,25 @@ class Approvals:
         existing = await self.store.find_pending(call.principal, call.session_id, call.upstream, call.tool, digest)
         if existing is not None:
             return existing
-        now = time.time() if now is None else now
-        approval = PendingApproval(
-            id=new_approval_id(now),
+        approval = PendingApproval.new(
             principal=call.principal,
             session_id=call.session_id,
             upstream=call.upstream,
             tool=call.tool,
-            args_hash=digest,
-            args_preview=orjson.dumps(call.arguments, option=orjson.OPT_SORT_KEYS).decode(),
+            arguments=call.arguments,
             policy_revision=decision.policy_revision,
+            ttl_seconds=self.settings.approval_ttl,
+            now=now,
             category=decision.category,
-            legs_before=Legs.format(decision.legs_before),
-            legs_after=Legs.format(decision.legs_after),
+            legs_before=decision.legs_before,
+            legs_after=decision.legs_after,
             rule_ids=decision.rule_ids,
             reasons=decision.reasons,
-            created_at=now,
-            expires_at=now + self.settings.approval_ttl,
             exposed_name=exposed,
         )
         await self.store.create_approval(approval)
+        if self.on_created is not None:
+            self.on_created(approval)
         return approval
 
     def pending_result(self, approval: PendingApproval) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.audit import EventType
 from gateway.store import APPROVAL_STATES, PendingApproval, Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -166,10 +167,8 @@ class Notifier(Protocol):
 
 
 def approval_json(approval: PendingApproval) -> dict[str, Any]:
-    """The REST form of an approval (the store's dict plus the exposed tool name, if known)."""
-    out = approval.to_dict()
-    out.setdefault("exposed_name", getattr(approval, "exposed_name", None))
-    return out
+    """The REST form of an approval: the store's JSON-ready dict (legs as "PU" strings)."""
+    return approval.to_dict()
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +205,7 @@ async def decide(store: Store, approval_id: str, approve: bool, approver: Approv
     assert approval is not None  # a won decision always carries the record
     verb = "approved" if approve else "denied"
     if audit is not None:
-        await call_audit(audit, "approval.granted" if approve else "approval.denied",
+        await call_audit(audit, EventType.APPROVAL_GRANTED if approve else EventType.APPROVAL_DENIED,
                          approval_id=approval.id, approver=approver.name, via=approver.via, reason=reason,
                          principal=approval.principal, session_id=approval.session_id,
                          upstream=approval.upstream, tool=approval.tool, args_hash=approval.args_hash)

@@ -171,6 +171,29 @@ class RoleConfig(_Strict):
     actions: tuple[str, ...] = Field(default=(), description="Admin actions: suspend, resume, pin, reload_policy...")
 
 
+class TelemetryConfig(_Strict):
+    """Traces and metrics. Exporters come from the standard ``OTEL_*`` env vars (see docs/telemetry.md)."""
+
+    capture_content: bool = Field(
+        default=False, description="Put tool arguments and results on spans (they may hold secrets)."
+    )
+    prometheus: bool = Field(default=True, description="Serve Prometheus metrics at metrics_path.")
+    metrics_path: str = "/metrics"
+    service_name: str = Field(default="triplock", description="service.name unless OTEL_SERVICE_NAME is set.")
+
+
+class AuditConfig(_Strict):
+    """Where audit events go. An empty ``sinks`` turns the audit log off (not recommended)."""
+
+    sinks: tuple[Literal["file", "stdout", "redis"], ...] = ("file",)
+    path: Path = Field(default=Path("triplock-audit.jsonl"), description="Active JSONL file; {pid} is expanded.")
+    max_bytes: int = Field(default=100 * 1024 * 1024, ge=4096, description="Rotate the file past this size.")
+    fsync: bool = Field(default=False, description="fsync after every batch (durable against power loss).")
+    redis_url: str | None = Field(default=None, description="Defaults to store.redis_url.")
+    redis_stream: str = "triplock:audit"
+    backlog_alert: int = Field(default=100_000, ge=1, description="Undelivered records that make health fail.")
+
+
 class AuthConfig(_Strict):
     """Who may call: JWT access tokens (OAuth 2.1 resource server) and/or Triplock API keys.
 
@@ -230,6 +253,8 @@ class Settings(BaseSettings):
     store: StoreConfig = StoreConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
     auth: AuthConfig = AuthConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    audit: AuditConfig = AuditConfig()
 
     @model_validator(mode="after")
     def _unique_upstreams(self) -> Settings:

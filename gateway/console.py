@@ -46,12 +46,16 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: that makes Chromium send "Origin: null" on POSTs
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 _CSRF_FAILED = "<h1>403 Forbidden</h1><p>Missing or invalid CSRF token. Reload the page and retry.</p>"
-_STATIC = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
+_STATIC = {
+    "console.js": "text/javascript; charset=utf-8",
+    "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 
 
 def pretty_arguments(preview: str) -> str:
@@ -169,6 +173,7 @@ class Console:
         origin = request.headers.get("origin")
         if origin is None:
             return False  # non-browser clients; the CSRF token still has to match
+        # 'null' (opaque origins, or a no-referrer policy) never matches: such a POST is refused.
         return urlsplit(origin).netloc != request.headers.get("host", "")
 
     async def _form(self, request: Request) -> dict[str, str] | None:
@@ -254,8 +259,7 @@ class Console:
         history, history_error = await self._history(approval)
         return self._render("detail.html", ctx, status=status, a=approval, flash=flash, error=error,
                             arguments=pretty_arguments(approval.args_preview), history=history,
-                            history_error=history_error, history_wired=self.session_history is not None,
-                            exposed=_exposed(approval))
+                            history_error=history_error, history_wired=self.session_history is not None)
 
     async def _history(self, approval: PendingApproval) -> tuple[list[dict[str, str]], str | None]:
         """What the session read before this call, from the provider the gateway wires in."""
@@ -320,7 +324,7 @@ class Console:
 
 
 def _exposed(approval: PendingApproval) -> str:
-    return getattr(approval, "exposed_name", None) or f"{approval.upstream} / {approval.tool}"
+    return approval.exposed_name or f"{approval.upstream} / {approval.tool}"
 
 
 def _flash(done: str | None) -> str | None:

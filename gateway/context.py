@@ -19,6 +19,7 @@ class RequestContext:
     client_capabilities: dict[str, Any]
     agent: str | None = None
     groups: frozenset[str] = field(default_factory=frozenset)
+    roles: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def modern(self) -> bool:

@@ -16,6 +16,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from gateway.catalog import BadCursor, CatalogEntry
 from gateway.context import RequestContext
 from gateway.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, ProtocolError, result_response
+from gateway.telemetry import DISABLED as _NO_TELEMETRY
+from gateway.telemetry import Telemetry
 from gateway.upstream import UpstreamError, UpstreamSession
 from gateway.upstreams import UpstreamPool
 
@@ -59,8 +61,11 @@ def strip_envelope(params: dict[str, Any]) -> dict[str, Any]:
 class Dispatcher:
     """Maps MCP methods to handlers; ``tools/call`` is delegated to ``call_tool``."""
 
-    def __init__(self, pool: UpstreamPool, call_tool: ToolCaller | None = None) -> None:
+    def __init__(
+        self, pool: UpstreamPool, call_tool: ToolCaller | None = None, telemetry: Telemetry | None = None
+    ) -> None:
         self.pool = pool
+        self.telemetry = telemetry or _NO_TELEMETRY  # CLIENT spans + trace context toward upstreams
         self.call_tool: ToolCaller = call_tool or self.forward_tool_call
         self.tool_filter: ToolFilter | None = None
 
@@ -213,18 +218,20 @@ class Dispatcher:
         params = msg.get("params")
         if ctx.modern and isinstance(params, dict):
             msg = {**msg, "params": strip_envelope(params)}
-        timeout = self.pool.config(upstream).call_timeout
-        for attempt in (1, 2):
-            session = await self.upstream_session(ctx, upstream)
-            on_message = _relay_to(ctx, session)
-            try:
-                return await session.request(msg, on_message=on_message, timeout=timeout)
-            except UpstreamError as exc:
-                # The upstream forgot the session, so it never saw this request: safe to retry once.
-                if exc.kind != "session_expired" or attempt == 2:
-                    raise
-                if ctx.session is not None:
-                    ctx.session.upstreams.pop(upstream, None)
+        config = self.pool.config(upstream)
+        with self.telemetry.client_span(upstream, msg, config) as span:  # CLIENT span; NOOP when off
+            msg = span.inject(msg)  # W3C trace context into params._meta
+            for attempt in (1, 2):
+                session = await self.upstream_session(ctx, upstream)
+                on_message = _relay_to(ctx, session)
+                try:
+                    return span.reply(await session.request(msg, on_message=on_message, timeout=config.call_timeout))
+                except UpstreamError as exc:
+                    # The upstream forgot the session, so it never saw this request: safe to retry once.
+                    if exc.kind != "session_expired" or attempt == 2:
+                        raise
+                    if ctx.session is not None:
+                        ctx.session.upstreams.pop(upstream, None)
         raise AssertionError("unreachable")
 
     async def forward_tool_call(self, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:

@@ -61,15 +61,15 @@ class Message:
 
     @property
     def id(self) -> RequestId | None:
-        return self.raw.get("id")  # type: ignore[no-any-return]
+        return self.raw.get("id")
 
     @property
     def method(self) -> str:
-        return self.raw.get("method", "")  # type: ignore[no-any-return]
+        return self.raw.get("method", "")
 
     @property
     def params(self) -> dict[str, Any]:
-        return self.raw.get("params") or {}  # type: ignore[no-any-return]
+        return self.raw.get("params") or {}
 
 
 def _too_deep(value: Any, limit: int) -> bool:

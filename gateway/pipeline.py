@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,9 +21,11 @@ from gateway.context import RequestContext
 from gateway.dispatch import Dispatcher, tool_error
 from gateway.jsonrpc import INVALID_PARAMS, ProtocolError
 from gateway.policy_runtime import PolicyRuntime
+from gateway.roles import AccessPolicy
+from gateway.state_cache import CallStateCache
 from gateway.store import PendingApproval, Store, StoreUnavailable
 from gateway.upstream import UpstreamError
-from policy import CallState, Decision, Leg, Legs, ToolCall, ToolProfile
+from policy import CallState, Decision, Leg, ToolCall, ToolProfile
 
 log = logging.getLogger("triplock.pipeline")
 
@@ -64,10 +67,14 @@ class ToolCallPipeline:
         store: Store,
         approvals: Approvals,
         observers: list[CallObserver] | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
+        self.access = access
         self.dispatcher = dispatcher
         self.policy = policy
         self.store = store
+        # legs are cached only when scoped to a session (one process owns it); see state_cache
+        self.state = CallStateCache(store, cache_legs=policy.policy.legs_scope == "session")
         self.approvals = approvals
         self.observers = observers or []
 
@@ -82,6 +89,8 @@ class ToolCallPipeline:
         if not isinstance(arguments, dict):
             raise ProtocolError(INVALID_PARAMS, "Invalid params: 'arguments' must be an object")
         entry = self.dispatcher.pool.catalog.tools.get(name)
+        if entry is not None and self.access is not None and not self.access.may_call(ctx, entry.upstream, entry.name):
+            entry = None  # never reveal a tool the caller may not call
         if entry is None:
             down = self.dispatcher.down_upstream_for(name)
             if down is not None:
@@ -106,9 +115,10 @@ class ToolCallPipeline:
         first_use_key = self._first_use_key(call)
         store_ok = True
         try:
-            st = await self.store.call_state(legs_key, first_use_key, call.upstream, call.tool)
-            state = CallState(frozenset(Leg(x) for x in st.legs), st.tool_used_before, st.pinned_hash,
-                              self.store.suspended(), True)
+            st = await self.state.call_state(legs_key, first_use_key, call.upstream, call.tool)
+            state = CallState(
+                frozenset(Leg(x) for x in st.legs), st.tool_used_before, st.pinned_hash, self.store.suspended(), True
+            )
         except StoreUnavailable as exc:
             log.error("state store unavailable (%s): failing closed for writes and holds", exc)
             store_ok = False
@@ -119,13 +129,17 @@ class ToolCallPipeline:
         effect = decision.enforced_effect
         if effect == "deny":
             record.outcome = "denied"
-            return tool_error("Denied by policy: " + "; ".join(decision.reasons),
-                              {"triplock/decision": {"effect": "deny", "rule_ids": list(decision.rule_ids)}})
+            return tool_error(
+                "Denied by policy: " + "; ".join(decision.reasons),
+                {"triplock/decision": {"effect": "deny", "rule_ids": list(decision.rule_ids)}},
+            )
         if effect == "hold":
             if not store_ok:
                 record.outcome = "denied"
-                return tool_error("Refused: this call needs a human's approval and the approval store is "
-                                  "unavailable, so it cannot be held (failing closed). Try again later.")
+                return tool_error(
+                    "Refused: this call needs a human's approval and the approval store is "
+                    "unavailable, so it cannot be held (failing closed). Try again later."
+                )
             held = await self._hold(record, entry)
             if held is not None:
                 return held
@@ -143,8 +157,9 @@ class ToolCallPipeline:
         digest = record.args_hash = args_hash(call.arguments)
         now = time.time()
         try:
-            approved = await self.store.find_approved(call.principal, call.session_id, call.upstream, call.tool,
-                                                      digest, decision.policy_revision, now)
+            approved = await self.store.find_approved(
+                call.principal, call.session_id, call.upstream, call.tool, digest, decision.policy_revision, now
+            )
             if approved is not None and await self.store.consume(approved.id):
                 record.approval, record.outcome = approved, "approved"
                 return None
@@ -158,6 +173,9 @@ class ToolCallPipeline:
             record.outcome = "pending"
             return self.approvals.pending_result(approval)
         record.approval = decided
+        if decided.state == "approved" and self._suspended_meanwhile(call):
+            record.outcome = "denied"
+            return tool_error("Refused: the caller was suspended while this call waited for approval.")
         if decided.state == "approved" and await self.store.consume(decided.id):
             record.outcome = "approved"
             return None
@@ -182,10 +200,18 @@ class ToolCallPipeline:
                 return decided
             if token is not None and ctx.emit is not None:
                 waited = time.monotonic() - start
-                await ctx.emit({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
-                    "progressToken": token, "progress": round(waited, 1), "total": settings.hold_wait,
-                    "message": f"Waiting for a human to approve (approval id {approval.id})",
-                }})
+                await ctx.emit(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/progress",
+                        "params": {
+                            "progressToken": token,
+                            "progress": round(waited, 1),
+                            "total": settings.hold_wait,
+                            "message": f"Waiting for a human to approve (approval id {approval.id})",
+                        },
+                    }
+                )
 
     async def _forward(self, record: CallRecord, entry: CatalogEntry, msg: dict[str, Any]) -> dict[str, Any]:
         params = msg.get("params") or {}
@@ -207,28 +233,36 @@ class ToolCallPipeline:
             record.outcome = "executed"
         return result
 
-    async def _learn(self, record: CallRecord, state: CallState, result: dict[str, Any],
-                     legs_key: str, first_use_key: str) -> None:
+    async def _learn(
+        self, record: CallRecord, state: CallState, result: dict[str, Any], legs_key: str, first_use_key: str
+    ) -> None:
         """Write back what this call taught: session legs, first use, the pin. Only what changed."""
         policy = self.policy.policy
         decision, profile = record.decision, record.profile
         assert decision is not None and profile is not None
         legs = decision.legs_after | policy.inspect_result(profile, result, record.call.arguments)
         record.legs_after = legs
-        writes = []
+        writes: list[Awaitable[None]] = []
         if legs != state.session_legs:
             ttl = float(policy.legs_window_seconds) if policy.legs_scope == "principal" else None
-            writes.append(self.store.add_legs(legs_key, frozenset(str(x) for x in legs), ttl))
+            writes.append(self.state.add_legs(legs_key, frozenset(str(x) for x in legs), ttl))
         if not state.tool_used_before:
-            writes.append(self.store.mark_used(first_use_key))
+            writes.append(self.state.mark_used(first_use_key))
         if state.pinned_hash is None:
-            writes.append(self.store.set_pin(profile.upstream, profile.tool, profile.definition_hash,
-                                             record.call.principal))
+            writes.append(
+                self.state.set_pin(profile.upstream, profile.tool, profile.definition_hash, record.call.principal)
+            )
         if writes:
             try:
                 await asyncio.gather(*writes)
             except StoreUnavailable as exc:
                 log.error("could not record session state after a call: %s", exc)
+
+    def _suspended_meanwhile(self, call: ToolCall) -> bool:
+        suspended = self._last_known_suspensions()
+        return f"principal:{call.principal}" in suspended or (
+            call.agent is not None and f"agent:{call.agent}" in suspended
+        )
 
     def _legs_key(self, call: ToolCall) -> str:
         if self.policy.policy.legs_scope == "principal":
@@ -247,4 +281,4 @@ class ToolCallPipeline:
             return frozenset()
 
 
-__all__ = ["CallObserver", "CallRecord", "Legs", "ToolCallPipeline"]
+__all__ = ["CallObserver", "CallRecord", "ToolCallPipeline"]

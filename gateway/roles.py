@@ -109,6 +109,7 @@ class AccessPolicy:
             mapping[group] = frozenset(names)
         self._group_roles = mapping
         self._may_call_cached = lru_cache(maxsize=65536)(self._may_call_uncached)
+        self._roles_cached = lru_cache(maxsize=4096)(self._roles_uncached)
 
     @classmethod
     def from_config(cls, auth: AuthConfig) -> AccessPolicy:
@@ -125,7 +126,10 @@ class AccessPolicy:
     def roles_of(self, who: Subject) -> frozenset[str]:
         """Roles from the subject's groups, plus any roles it already carries (a Principal's)."""
         carried = getattr(who, "roles", None) or frozenset()
-        return frozenset(carried) & self.role_names | self.roles_for(who.groups)
+        return self._roles_cached(frozenset(carried), frozenset(who.groups))
+
+    def _roles_uncached(self, carried: frozenset[str], groups: frozenset[str]) -> frozenset[str]:
+        return (carried & self.role_names) | self.roles_for(groups)
 
     def may_call(self, who: Subject, upstream: str, tool: str) -> bool:
         """Whether ``who`` may see and call ``tool`` of ``upstream`` (listing uses the same answer)."""
@@ -137,11 +141,9 @@ class AccessPolicy:
 
     def may_use_upstream(self, who: Subject, upstream: str) -> bool:
         """Whether any tool of ``upstream`` could be granted: gates its prompts and resources."""
-        roles = self.roles_of(who)
+        # The upstream half of each 'upstream:tool' pattern ('*' alone covers every upstream).
         return any(
-            fnmatchcase(f"{upstream}:x", p) or fnmatchcase(upstream, p.split(":", 1)[0])
-            for r in roles
-            for p in self._call[r].include
+            fnmatchcase(upstream, p.split(":", 1)[0]) for r in self.roles_of(who) for p in self._call[r].include
         )
 
     def may_approve(self, who: Subject, category: str | None) -> bool:

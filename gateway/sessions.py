@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.store import Store, StoreUnavailable
 from gateway.upstream import UpstreamSession
 
 log = logging.getLogger("triplock.sessions")
@@ -45,6 +46,12 @@ class DownstreamSession:
     in_flight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
     initialized: bool = False
     closed: bool = False
+    persisted_at: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        """What survives a gateway restart: enough to serve the session again."""
+        return {"principal": self.principal, "protocol_version": self.protocol_version,
+                "client_info": self.client_info, "capabilities": self.capabilities}
 
     async def relay(self, upstream: UpstreamSession, msg: dict[str, Any], emit: Emit | None = None) -> None:
         """Pass a message from ``upstream`` to the client, on ``emit`` or else the GET stream."""
@@ -80,8 +87,11 @@ class DownstreamSession:
 class SessionRegistry:
     """All live downstream sessions, with idle expiry (clients rarely send DELETE)."""
 
-    def __init__(self, idle_seconds: float, *, owns_upstream_sessions: Callable[[str], bool]) -> None:
+    def __init__(
+        self, idle_seconds: float, *, owns_upstream_sessions: Callable[[str], bool], store: Store | None = None
+    ) -> None:
         self._sessions: dict[str, DownstreamSession] = {}
+        self._store = store  # session records outlive a restart (and are shared through Redis)
         self._idle = idle_seconds
         self._sweeper: asyncio.Task[None] | None = None
         # Shared upstream sessions (stdio) must not be closed with one downstream session.
@@ -90,10 +100,10 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(
+    async def create(
         self, protocol_version: str, client_info: dict[str, Any], capabilities: dict[str, Any], principal: str
     ) -> DownstreamSession:
-        """A new session with an unguessable id (128 bits)."""
+        """A new session with an unguessable id (128 bits), saved so it survives a restart."""
         session = DownstreamSession(
             id=secrets.token_hex(16),
             protocol_version=protocol_version,
@@ -102,14 +112,55 @@ class SessionRegistry:
             principal=principal,
         )
         self._sessions[session.id] = session
+        await self._persist(session)
         return session
 
-    def get(self, session_id: str, principal: str) -> DownstreamSession | None:
-        """The live session, only for the principal that opened it (anyone else: unknown)."""
+    async def get(self, session_id: str, principal: str) -> DownstreamSession | None:
+        """The live session, only for the principal that opened it (anyone else: unknown).
+
+        A session this process does not hold (it restarted, or another worker opened it) is
+        restored from the store.
+        """
         session = self._sessions.get(session_id)
+        if session is None:
+            session = await self._restore(session_id)
         if session is None or session.principal != principal:
             return None
         session.last_seen = time.monotonic()
+        if self._store is not None and session.last_seen - session.persisted_at > self._idle / 4:
+            session.persisted_at = session.last_seen  # refresh the stored expiry now and then, not per call
+            asyncio.get_running_loop().create_task(self._persist(session))
+        return session
+
+    async def _persist(self, session: DownstreamSession) -> None:
+        if self._store is None:
+            return
+        try:
+            await self._store.save_session(session.id, session.record(), self._idle)
+            session.persisted_at = time.monotonic()
+        except StoreUnavailable as exc:
+            log.warning("session %s not saved (%s): it will not survive a restart", session.id[:8], exc)
+
+    async def _restore(self, session_id: str) -> DownstreamSession | None:
+        if self._store is None or len(session_id) != 32:
+            return None
+        try:
+            rec = await self._store.load_session(session_id)
+        except StoreUnavailable:
+            return None
+        if rec is None or session_id in self._sessions:
+            return self._sessions.get(session_id)
+        session = DownstreamSession(
+            id=session_id,
+            protocol_version=str(rec.get("protocol_version")),
+            client_info=dict(rec.get("client_info") or {}),
+            capabilities=dict(rec.get("capabilities") or {}),
+            principal=str(rec.get("principal")),
+            initialized=True,
+            persisted_at=time.monotonic(),
+        )
+        self._sessions[session_id] = session
+        log.info("session %s restored from the store", session_id[:8])
         return session
 
     def all(self) -> list[DownstreamSession]:
@@ -120,6 +171,11 @@ class SessionRegistry:
         if session is None:
             return False
         await self._close(session)
+        if self._store is not None:
+            try:
+                await self._store.drop_session(session_id)
+            except StoreUnavailable as exc:
+                log.warning("session %s not dropped from the store: %s", session_id[:8], exc)
         return True
 
     async def _close(self, session: DownstreamSession) -> None:

@@ -41,8 +41,14 @@ class StoreUnavailable(Exception):
 
 
 def check_legs(legs: Iterable[str]) -> frozenset[str]:
-    """Return `legs` as a frozenset, refusing anything but 'P', 'U', 'E' (a typo must not vanish)."""
-    out = frozenset(legs)
+    """Return `legs` as a frozenset of 'P', 'U', 'E', refusing anything else (a typo must not vanish).
+
+    Accepts any iterable of legs (policy's `Leg` members are strings) and the text forms 'PU',
+    'P+U', 'P,U' and '-' (policy's `Legs.format` for no legs).
+    """
+    if isinstance(legs, str):
+        legs = [c for c in legs if c not in "+,- "]
+    out = frozenset(str(leg) for leg in legs)
     unknown = out - VALID_LEGS
     if unknown:
         raise ValueError(f"unknown legs {sorted(unknown)}; legs are P, U, E")
@@ -117,13 +123,19 @@ class PendingApproval:
     decided_at: float | None = None
     reason: str | None = None
     approver_hint: str | None = None
+    exposed_name: str | None = None  # the tool's name as the agent sees it (namespaced), for messages
+
+    def __post_init__(self) -> None:
+        # normalise legs given as text or as policy `Leg` members, so records compare and store alike
+        object.__setattr__(self, "legs_before", check_legs(self.legs_before))
+        object.__setattr__(self, "legs_after", check_legs(self.legs_after))
 
     @classmethod
     def new(cls, *, principal: str, session_id: str, upstream: str, tool: str,
             arguments: Mapping[str, Any] | None, policy_revision: str, ttl_seconds: float = 3600.0,
             now: float | None = None, category: str | None = None, legs_before: Iterable[str] = (),
             legs_after: Iterable[str] = (), rule_ids: Iterable[str] = (), reasons: Iterable[str] = (),
-            approver_hint: str | None = None) -> PendingApproval:
+            approver_hint: str | None = None, exposed_name: str | None = None) -> PendingApproval:
         """A fresh pending approval for one call: new id, hashed and previewed arguments."""
         created = time.time() if now is None else now
         return cls(
@@ -132,6 +144,7 @@ class PendingApproval:
             policy_revision=policy_revision, category=category, legs_before=check_legs(legs_before),
             legs_after=check_legs(legs_after), rule_ids=tuple(rule_ids), reasons=tuple(reasons),
             created_at=created, expires_at=created + ttl_seconds, approver_hint=approver_hint,
+            exposed_name=exposed_name,
         )
 
     @property
@@ -173,6 +186,7 @@ class PendingApproval:
             decided_by=_opt_str(data.get("decided_by")),
             decided_at=None if decided_at in (None, "") else float(decided_at),
             reason=_opt_str(data.get("reason")), approver_hint=_opt_str(data.get("approver_hint")),
+            exposed_name=_opt_str(data.get("exposed_name")),
         )
 
 
@@ -310,6 +324,18 @@ class Store(Protocol):
 
     async def mark_used(self, first_use_key: str) -> None:
         """Record that a tool (or a principal's use of it) has run once."""
+
+    async def save_session(self, session_id: str, record: Mapping[str, Any], ttl_seconds: float) -> None:
+        """Keep a downstream session's record (principal, protocol, client) so it outlives a restart."""
+        ...
+
+    async def load_session(self, session_id: str) -> dict[str, Any] | None:
+        """The record saved for ``session_id`` unless it expired; None otherwise."""
+        ...
+
+    async def drop_session(self, session_id: str) -> None:
+        """Forget a session (the client sent DELETE)."""
+        ...
 
     async def set_pin(self, upstream: str, tool: str, definition_hash: str, by: str) -> None:
         """Pin (or re-pin) a tool's definition hash."""

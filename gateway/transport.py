@@ -186,7 +186,9 @@ class McpEndpoint:
         else:
             await send_empty(send, 405, [(b"allow", b"GET, POST, DELETE")])
 
-    async def _post(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], principal: Principal) -> None:
+    async def _post(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], principal: Principal
+    ) -> None:
         ctype = headers.get("content-type", "")
         if not ctype.startswith("application/json"):
             await send_error(
@@ -231,7 +233,7 @@ class McpEndpoint:
         if sid is None:
             await send_error(send, 400, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required", msg.id)
             return
-        session = self.sessions.get(sid, principal.id)
+        session = await self.sessions.get(sid, principal.id)
         if session is None:
             await send_error(
                 send, 404, INVALID_REQUEST, "Session not found: it expired or never existed; initialize again", msg.id
@@ -257,12 +259,24 @@ class McpEndpoint:
             session.capabilities,
             principal.agent,
             principal.groups,
+            principal.roles,
         )
-        await self._run(ctx, msg.raw, channel, session)
+        await self._run(ctx, msg.raw, channel, session, scope)
 
     async def _run(
-        self, ctx: RequestContext, raw: dict[str, Any], channel: ResponseChannel, session: DownstreamSession | None
+        self,
+        ctx: RequestContext,
+        raw: dict[str, Any],
+        channel: ResponseChannel,
+        session: DownstreamSession | None,
+        scope: Scope | None = None,
     ) -> None:
+        with self.dispatcher.telemetry.server_span(ctx, raw, scope) as span:  # SERVER span; NOOP when off
+            span.reply(await self._answer(ctx, raw, channel, session))
+
+    async def _answer(
+        self, ctx: RequestContext, raw: dict[str, Any], channel: ResponseChannel, session: DownstreamSession | None
+    ) -> dict[str, Any] | None:
         task = asyncio.current_task()
         rid = raw.get("id")
         if session is not None and task is not None:
@@ -275,7 +289,7 @@ class McpEndpoint:
             # Cancelled by the client (notifications/cancelled): end the exchange without an answer.
             with contextlib.suppress(Exception):
                 await channel.finish(None)
-            return
+            return None
         except Exception:
             log.exception("internal error handling %s", raw.get("method"))
             reply = error_response(rid, -32603, "Internal error")
@@ -286,6 +300,7 @@ class McpEndpoint:
         if ctx.modern and "error" in reply:
             status = ERROR_CODE_HTTP_STATUS.get(reply["error"].get("code"), 200)
         await channel.finish(reply, status)
+        return reply
 
     async def _initialize(self, send: Send, principal: Principal, raw: dict[str, Any], sid: str | None) -> None:
         params = raw.get("params") or {}
@@ -305,7 +320,7 @@ class McpEndpoint:
             )
             return
         result = self.dispatcher.initialize_result(params["protocolVersion"])
-        session = self.sessions.create(result["protocolVersion"], info, caps, principal.id)
+        session = await self.sessions.create(result["protocolVersion"], info, caps, principal.id)
         await send_json(
             send, 200, {"jsonrpc": "2.0", "id": raw["id"], "result": result}, [(b"mcp-session-id", session.id.encode())]
         )
@@ -333,21 +348,22 @@ class McpEndpoint:
             return
         route = classify_inbound_request(raw, headers=headers)
         if not hasattr(route, "protocol_version"):
-            status = ERROR_CODE_HTTP_STATUS.get(route.code, 400)  # type: ignore[union-attr]
-            await send_json(send, status, error_response(rid, route.code, route.message, route.data))  # type: ignore[union-attr]
+            status = ERROR_CODE_HTTP_STATUS.get(route.code, 400)
+            await send_json(send, status, error_response(rid, route.code, route.message, route.data))
             return
         caps = route.client_capabilities if isinstance(route.client_capabilities, dict) else {}  # type: ignore[union-attr]
         channel = ResponseChannel(send, [], _accepts(headers, "text/event-stream"))
         ctx = RequestContext(
             principal.id,
-            route.protocol_version,  # type: ignore[union-attr]
+            route.protocol_version,
             None,
             channel.emit if channel.sse_ok else None,
             caps,
             principal.agent,
             principal.groups,
+            principal.roles,
         )
-        await self._run(ctx, raw, channel, None)
+        await self._run(ctx, raw, channel, None, scope)
 
     async def _get(self, send: Send, receive: Receive, headers: dict[str, str], principal: Principal) -> None:
         if "text/event-stream" not in headers.get("accept", ""):
@@ -358,7 +374,7 @@ class McpEndpoint:
             # The stateless era has no standalone stream.
             await send_empty(send, 405, [(b"allow", b"POST")])
             return
-        session = self.sessions.get(sid, principal.id)
+        session = await self.sessions.get(sid, principal.id)
         if session is None:
             await send_error(send, 404, INVALID_REQUEST, "Session not found")
             return
@@ -396,7 +412,7 @@ class McpEndpoint:
         if sid is None:
             await send_error(send, 400, INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
             return
-        if self.sessions.get(sid, principal.id) is None or not await self.sessions.close(sid):
+        if await self.sessions.get(sid, principal.id) is None or not await self.sessions.close(sid):
             await send_error(send, 404, INVALID_REQUEST, "Session not found")
             return
         await send_empty(send, 200)

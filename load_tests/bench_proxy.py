@@ -95,7 +95,7 @@ def _headers(sid: str | None) -> dict[str, str]:
 def print_table(results: dict[str, Any]) -> None:
     print(f"machine: {results['machine']}; {results['duration_s']}s per run")
     head = f"{'scenario':<22}{'conns':>6} {'target':<9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}" \
-           f"{'CPU µs/call':>13}{'peak MB':>9}{'× direct':>10}"
+           f"{'CPU µs/call':>13}{'peak MB':>9}{'x direct':>10}"
     print(head)
     print("-" * len(head))
     for r in results["runs"]:
@@ -106,7 +106,7 @@ def print_table(results: dict[str, Any]) -> None:
                   f"{x['p99_ms']:>9.2f}{x['errors']:>8}{x['cpu_us_per_call']:>13.0f}{x['peak_rss_mb']:>9.0f}"
                   f"{ratio:>10.2f}")
         print(f"  added latency: p50 {r['added_p50_ms']:+.2f} ms, p99 {r['added_p99_ms']:+.2f} ms; "
-              f"Triplock CPU per call = {r['cpu_vs_upstream']:.2f}× the upstream's")
+              f"Triplock CPU per call = {r['cpu_vs_upstream']:.2f}x the upstream's")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,10 +69,17 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], deadline: float = 30.0, 
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], ready_url: str | None = None, ok: tuple[int, ...] = (200,),
-            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+def process(
+    cmd: list[str], ready_url: str | None = None, ok: tuple[int, ...] = (200,), env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     try:
         if ready_url:
             wait_ready(ready_url, proc, ok=ok)
@@ -89,10 +96,21 @@ def process(cmd: list[str], ready_url: str | None = None, ok: tuple[int, ...] = 
 
 def open_session(url: str, headers: dict[str, str] | None = None) -> str | None:
     """Initialize a handshake-era session; returns its id (None if the server is stateless)."""
-    r = httpx.post(url, headers={**MCP_HEADERS, **(headers or {})}, json={
-        "jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
-    }, timeout=30)
+    r = httpx.post(
+        url,
+        headers={**MCP_HEADERS, **(headers or {})},
+        json={
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "bench", "version": "1"},
+            },
+        },
+        timeout=30,
+    )
     r.raise_for_status()
     sid = r.headers.get("mcp-session-id")
     h = {**MCP_HEADERS, **(headers or {})}
@@ -134,8 +152,9 @@ class LoadResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def run_wrk(url: str, body: dict[str, Any], headers: dict[str, str], *, connections: int, seconds: float,
-            target_pid: int) -> LoadResult:
+def run_wrk(
+    url: str, body: dict[str, Any], headers: dict[str, str], *, connections: int, seconds: float, target_pid: int
+) -> LoadResult:
     """Drive ``url`` with wrk (one thread) and account the target process's CPU over the run."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -148,7 +167,10 @@ def run_wrk(url: str, body: dict[str, Any], headers: dict[str, str], *, connecti
         cpu0 = cpu_seconds(target_pid)
         out = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--timeout", "10s", "-s", lua, url],
-            capture_output=True, text=True, check=True, timeout=seconds + 60,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
         ).stdout
         cpu1 = cpu_seconds(target_pid)
     finally:
@@ -157,9 +179,13 @@ def run_wrk(url: str, body: dict[str, Any], headers: dict[str, str], *, connecti
     data = json.loads(line.removeprefix("WRKJSON "))
     n = max(1, data["requests"])
     return LoadResult(
-        requests=data["requests"], seconds=data["duration_us"] / 1e6, errors=data["errors"],
-        p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000,
-        cpu_us_per_call=(cpu1 - cpu0) * 1e6 / n, peak_rss_mb=peak_rss_mb(target_pid),
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        errors=data["errors"],
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        cpu_us_per_call=(cpu1 - cpu0) * 1e6 / n,
+        peak_rss_mb=peak_rss_mb(target_pid),
     )
 
 

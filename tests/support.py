@@ -17,6 +17,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
+PASSTHROUGH = REPO / "tests" / "policies" / "passthrough.yaml"  # monitor mode: nothing held (protocol tests)
 
 
 def free_port() -> int:
@@ -58,7 +59,13 @@ def toml_value(v: Any) -> str:
 
 
 def write_config(path: Path, port: int, upstreams: list[dict[str, Any]], **sections: dict[str, Any]) -> Path:
-    """Write a gateway TOML config: ``[server]`` on ``port``, the upstreams, any extra sections."""
+    """Write a gateway TOML config: ``[server]`` on ``port``, the upstreams, any extra sections.
+
+    Unless a ``policy`` section is given, the passthrough (monitor-mode) policy and the memory
+    store are used: protocol tests must not wait on approvals.
+    """
+    sections.setdefault("policy", {"file": str(PASSTHROUGH)})
+    sections.setdefault("store", {"kind": "memory"})
     lines = ["[server]", 'host = "127.0.0.1"', f"port = {port}"]
     for k, v in sections.pop("server", {}).items():
         lines.append(f"{k} = {toml_value(v)}")

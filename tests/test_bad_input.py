@@ -20,7 +20,8 @@ LIMIT = 64 * 1024
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     rogue_port, gw_port = free_port(), free_port()
     cfg = write_config(
-        tmp_path_factory.mktemp("bad") / "t.toml", gw_port,
+        tmp_path_factory.mktemp("bad") / "t.toml",
+        gw_port,
         [
             {"name": "rh", "transport": "http", "url": f"http://127.0.0.1:{rogue_port}/mcp", "call_timeout": 1.0},
             {"name": "rs", "transport": "stdio", "command": PY, "args": [ROGUE], "call_timeout": 1.0},
@@ -43,8 +44,9 @@ def sid(gw: str, http: httpx.Client) -> str:
     return initialize(http, gw)
 
 
-def post(http: httpx.Client, url: str, body: bytes | dict[str, Any] | list[Any], sid: str | None = None,
-         **headers: str) -> httpx.Response:
+def post(
+    http: httpx.Client, url: str, body: bytes | dict[str, Any] | list[Any], sid: str | None = None, **headers: str
+) -> httpx.Response:
     h = {**MCP_HEADERS, **headers}
     if sid:
         h["mcp-session-id"] = sid
@@ -143,21 +145,36 @@ def test_deleted_session_is_gone(gw: str, http: httpx.Client, sid: str) -> None:
 
 
 def test_unsupported_protocol_version(gw: str, http: httpx.Client, sid: str) -> None:
-    r = post(http, gw, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, sid, **{"mcp-protocol-version": "1999-01-01"})
+    r = post(
+        http, gw, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, sid, **{"mcp-protocol-version": "1999-01-01"}
+    )
     assert r.status_code == 400 and "1999-01-01" in error_of(r)["message"]
 
 
 def test_initialize_with_unknown_version_gets_our_latest(gw: str, http: httpx.Client) -> None:
-    r = post(http, gw, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "1999-01-01", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}})
+    r = post(
+        http,
+        gw,
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "1999-01-01",
+                "capabilities": {},
+                "clientInfo": {"name": "x", "version": "1"},
+            },
+        },
+    )
     assert r.json()["result"]["protocolVersion"] == "2025-11-25"
 
 
 def test_wrong_content_type_and_accept(gw: str, http: httpx.Client, sid: str) -> None:
     r = http.post(gw, content=b"{}", headers={"content-type": "text/plain", "mcp-session-id": sid})
     assert r.status_code == 415
-    r = http.post(gw, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-                  headers={"accept": "text/html", "mcp-session-id": sid})
+    r = http.post(
+        gw, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers={"accept": "text/html", "mcp-session-id": sid}
+    )
     assert r.status_code == 406
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from gateway.codex_config import codex_config_toml
 from tests.codex.fake_model import ANSWER_PREFIX, FakeModel, function_call_outputs, offered_tools
-from tests.support import PY, REPO, free_port, gateway_cmd, running, write_config
+from tests.support import PASSTHROUGH, PY, REPO, free_port, gateway_cmd, running, write_config
 
 CODEX_DIR = REPO / "tests" / "codex"
 CODEX_BIN = CODEX_DIR / "node_modules" / ".bin" / "codex"
@@ -132,7 +132,7 @@ def codex_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CodexRun]:
                 "args": ["-m", "gateway.cli", "demo-upstream", "--transport", "stdio"],
             }
         ],
-        policy={"preset": "open"},
+        policy={"file": str(PASSTHROUGH)},
         store={"kind": "memory"},
     )
     codex_home = work / "codex-home"

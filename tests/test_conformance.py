@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conformance import run_conformance as rc
+from tests.support import PASSTHROUGH
 
 pytestmark = [
     pytest.mark.skipif(
@@ -67,16 +68,17 @@ needs_gateway = pytest.mark.skipif(
 def gateway_config_toml(gateway_port: int, upstream_name: str, upstream_url: str) -> str:
     """The Triplock config for fronting one HTTP upstream under its own names (empty prefix).
 
-    The policy preset is "open" because the conformance tools are unclassified test tools whose
-    calls must reach the upstream: this suite tests the proxy, not the policy.
+    The policy is the passthrough (monitor-mode) test policy: the conformance tools are
+    unclassified test tools whose calls must reach the upstream; this suite tests the proxy.
     """
+    passthrough = PASSTHROUGH
     return f"""\
 [server]
 host = "127.0.0.1"
 port = {gateway_port}
 
 [policy]
-preset = "open"
+file = "{passthrough}"
 
 [store]
 kind = "memory"

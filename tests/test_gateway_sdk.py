@@ -29,9 +29,8 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
              "args": ["-m", "gateway.cli", "demo-upstream", "--transport", "stdio"]},
         ],
     )
-    with running(demo_http_cmd(up_port), None):
-        with running(gateway_cmd(cfg), f"http://127.0.0.1:{gw_port}/readyz"):
-            yield f"http://127.0.0.1:{gw_port}/mcp"
+    with running(demo_http_cmd(up_port), None), running(gateway_cmd(cfg), f"http://127.0.0.1:{gw_port}/readyz"):
+        yield f"http://127.0.0.1:{gw_port}/mcp"
 
 
 def text_of(result: Any) -> str:

@@ -77,7 +77,7 @@ async def test_suspend_and_resume_update_the_cache(store: Any) -> None:
 
 
 async def test_approval_round_trips_exactly(store: Any) -> None:
-    a = approval(approver_hint="group:security")
+    a = approval(approver_hint="group:security", exposed_name="mail.send_email")
     await store.create_approval(a)
     assert await store.get_approval(a.id) == a
     assert await store.get_approval("01NOPE") is None

@@ -15,6 +15,7 @@ from gateway.store import (
     decide_transition,
     new_approval_id,
 )
+from policy import Legs
 
 
 def test_ids_are_time_ordered_unique_and_long() -> None:
@@ -46,6 +47,10 @@ def test_record_round_trips_through_a_dict() -> None:
         PendingApproval.from_dict({**a.to_dict(), "state": "maybe"})
     with pytest.raises(ValueError):
         check_legs({"P", "Q"})
+    assert check_legs("P+U") == check_legs("PU") == check_legs(Legs.parse("P,U")) == {"P", "U"}
+    assert check_legs("-") == frozenset()
+    b = replace(a, legs_before=Legs.format(Legs.parse("PU")), exposed_name="mail.send")  # type: ignore[arg-type]
+    assert b.legs_before == {"P", "U"} and PendingApproval.from_dict(b.to_dict()) == b
 
 
 def test_decide_rule_order() -> None:

@@ -1,0 +1,356 @@
+"""The audit log: hash-chained JSON Lines events, delivered at least once to every sink.
+
+``AuditLog.emit(event_type, **fields)`` is synchronous and never waits on I/O: it seals
+the record (event id, time, ``prev_hash``, ``hash``) and appends it to one in-memory
+queue per sink; a task per sink drains its queue in batches. A record leaves a queue
+only after its sink accepted it, so a dead sink or a full disk keeps records (and
+retries with backoff) instead of dropping them, and says so loudly: ``health()``
+fails, ``triplock.audit.sink.up`` drops to 0, ``triplock.audit.sink.errors`` counts,
+and the log says what is wrong and how many records are waiting. A retried batch may
+be delivered twice (at least once): consumers deduplicate on ``event_id``.
+
+Chain: ``hash = sha256(canonical JSON of the record without "hash")``, where the
+record includes ``prev_hash`` (the previous record's ``hash``; 64 zeros for the first
+record ever). Canonical JSON is orjson with sorted keys. :func:`verify_lines` checks a
+chain and names the first broken record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+log = logging.getLogger("triplock.audit")
+
+GENESIS = "0" * 64
+_MAX_BATCH = 512
+
+
+class EventType:
+    """Event types: seed 000 section 6.6's families where one fits, ``triplock.*`` otherwise."""
+
+    CALL_REQUESTED = "connector.call.requested"  # a tools/call was decided (allow, hold or deny)
+    CALL_COMPLETED = "connector.call.completed"  # ... and how it ended
+    AGENT_LIFECYCLE = "agent.lifecycle"  # action: suspended | resumed
+    APPROVAL_REQUESTED = "triplock.approval.requested"
+    APPROVAL_GRANTED = "triplock.approval.granted"
+    APPROVAL_DENIED = "triplock.approval.denied"
+    APPROVAL_EXPIRED = "triplock.approval.expired"
+    APPROVAL_EXECUTED = "triplock.approval.executed"
+    TOOL_DEFINITION_CHANGED = "triplock.tool.definition_changed"  # pin mismatch seen on a call
+    PIN_UPDATED = "triplock.pin.updated"  # a changed definition was re-approved and re-pinned
+    CONFIG_RELOADED = "triplock.config.reloaded"
+    UPSTREAM_ADDED = "triplock.upstream.added"
+
+
+class AuditSink(Protocol):
+    """Where sealed records go (implemented in ``adapters/audit_sinks.py``)."""
+
+    name: str
+
+    async def tail_hash(self) -> str | None:
+        """The ``hash`` of the last record this sink holds, to continue the chain (None: none/unknown)."""
+        ...
+
+    async def write(self, lines: list[bytes]) -> None:
+        """Deliver complete JSON lines (each ends in newline); raise on any failure."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    """The bytes a record's hash covers: sorted-key JSON of everything but ``hash``."""
+    return orjson.dumps({k: v for k, v in record.items() if k != "hash"}, option=orjson.OPT_SORT_KEYS)
+
+
+def _jsonable(value: Any) -> Any:
+    # Sets (legs, groups) have no JSON form: sorted lists keep records deterministic.
+    if isinstance(value, set | frozenset):
+        return sorted(str(v) for v in value)
+    raise TypeError(f"not JSON-serialisable in an audit event: {type(value).__name__}")
+
+
+class _EventIds:
+    """Unique, time-ordered ids: 48-bit milliseconds then 80 bits, random per ms and incremented within it."""
+
+    def __init__(self) -> None:
+        self._ms = 0
+        self._rand = 0
+
+    def next(self, now: float) -> str:
+        ms = int(now * 1000)
+        if ms <= self._ms:  # same millisecond (or the clock stepped back): stay ordered
+            ms, self._rand = self._ms, self._rand + 1
+        else:
+            self._ms, self._rand = ms, int.from_bytes(os.urandom(10)) >> 1  # headroom for increments
+        return f"evt_{ms:012x}{self._rand:020x}"
+
+
+class _Worker:
+    """One sink's queue and the task that drains it."""
+
+    def __init__(self, sink: AuditSink, log_owner: AuditLog) -> None:
+        self.sink = sink
+        self.owner = log_owner
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.wake = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.ok = True
+        self.last_error = ""
+        self.task: asyncio.Task[None] | None = None
+        self._last_loud = 0.0
+
+    def put(self, line: bytes) -> None:
+        self.queue.append(line)
+        self.idle.clear()
+        self.wake.set()
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self.queue:
+                self.idle.set()
+                self.wake.clear()
+                await self.wake.wait()
+                # Let a batch build up: one thread hop per ~10 ms instead of one per record (measured).
+                await asyncio.sleep(self.owner.linger)
+                continue
+            batch = [self.queue[i] for i in range(min(len(self.queue), _MAX_BATCH))]
+            try:
+                await self.sink.write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failed(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for _ in batch:  # only now: a record leaves the queue once its sink has it
+                self.queue.popleft()
+            backoff = 0.1
+            self.owner.metrics_delivered(self.sink.name, len(batch))
+            if not self.ok:
+                self.ok = True
+                log.warning("audit sink %s recovered; delivered the held records", self.sink.name)
+
+    def _failed(self, exc: Exception) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.owner.metrics_failed(self.sink.name)
+        now = time.monotonic()
+        if self.ok or now - self._last_loud > 30:
+            self._last_loud = now
+            log.error("audit sink %s is failing (%s): %d records held in memory, retrying; nothing is dropped",
+                      self.sink.name, self.last_error, len(self.queue))
+        self.ok = False
+        self.owner.check_backlog()
+
+
+class AuditLog:
+    """Seals events into the hash chain and hands them to the sinks' workers."""
+
+    def __init__(self, sinks: Iterable[AuditSink], *, metrics: Any = None, backlog_alert: int = 100_000,
+                 clock: Callable[[], float] = time.time, linger: float = 0.01) -> None:
+        self.metrics = metrics
+        self.linger = linger
+        self.backlog_alert = backlog_alert
+        self._clock = clock
+        self._ids = _EventIds()
+        self._prev = GENESIS
+        self._second, self._second_text = -1, ""
+        self._started = False
+        self._early: list[tuple[str, dict[str, Any], float]] = []
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.workers = [_Worker(s, self) for s in sinks]
+        self._alerted = False
+        if metrics is not None:
+            for w in self.workers:
+                metrics.audit_sink(w.sink.name, w.queue.__len__, lambda w=w: w.ok)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.workers or self.listeners)
+
+    async def start(self) -> None:
+        """Continue the chain from the first sink that knows its tail, then start delivering."""
+        for w in self.workers:
+            try:
+                tail = await w.sink.tail_hash()
+            except Exception as exc:
+                log.error("audit sink %s: cannot read its last record (%s); chain continues from genesis",
+                          w.sink.name, exc)
+                tail = None
+            if tail:
+                self._prev = tail
+                break
+        self._started = True
+        for event_type, fields, now in self._early:
+            self._seal(event_type, fields, now)
+        self._early.clear()
+        for w in self.workers:
+            w.task = asyncio.create_task(w.run(), name=f"audit-sink:{w.sink.name}")
+
+    def emit(self, event_type: str, **fields: Any) -> dict[str, Any] | None:
+        """Record one event; returns the sealed record (None when buffered before ``start``)."""
+        if not self.workers and not self.listeners:
+            return None
+        now = self._clock()
+        if not self._started:
+            self._early.append((event_type, fields, now))
+            return None
+        return self._seal(event_type, fields, now)
+
+    def _seal(self, event_type: str, fields: dict[str, Any], now: float) -> dict[str, Any]:
+        secs = int(now)
+        if secs != self._second:  # strftime once a second, not once a record
+            self._second, self._second_text = secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        record: dict[str, Any] = {
+            "event_id": self._ids.next(now),
+            "time": f"{self._second_text}.{int((now - secs) * 1000):03d}Z",
+            "type": event_type,
+        }
+        for k, v in fields.items():
+            if v is not None:
+                record[k] = v
+        record["prev_hash"] = self._prev
+        body = orjson.dumps(record, default=_jsonable, option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.sha256(body).hexdigest()
+        record["hash"] = self._prev = digest
+        line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
+        for w in self.workers:
+            w.put(line)
+        for listener in self.listeners:
+            listener(record)
+        return record
+
+    def check_backlog(self) -> None:
+        """Log (once per episode) when undelivered records pass the alert threshold; sinks call it on failure."""
+        if not self._alerted and self.backlog() > self.backlog_alert:
+            self._alerted = True
+            log.critical("audit backlog is over %d records: a sink has been failing for a while (see health)",
+                         self.backlog_alert)
+
+    def backlog(self) -> int:
+        return max((len(w.queue) for w in self.workers), default=0)
+
+    def health(self) -> dict[str, Any]:
+        """``ok`` is False while any sink fails or the backlog is over the alert threshold."""
+        sinks = {w.sink.name: {"ok": w.ok, "backlog": len(w.queue), "last_error": w.last_error or None}
+                 for w in self.workers}
+        backlog = self.backlog()
+        if backlog <= self.backlog_alert:
+            self._alerted = False
+        return {"ok": all(w.ok for w in self.workers) and backlog <= self.backlog_alert,
+                "backlog": backlog, "sinks": sinks}
+
+    async def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every sink has every record; False on timeout (records stay queued)."""
+        try:
+            async with asyncio.timeout(timeout):
+                for w in self.workers:
+                    await w.idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued, then stop. Undeliverable records go to stderr rather than vanish."""
+        delivered = await self.flush(timeout) if self._started else False
+        for w in self.workers:
+            if w.task is not None:
+                w.task.cancel()
+        for w in self.workers:
+            if w.queue and not delivered:
+                log.critical("audit sink %s: %d records could not be delivered before shutdown; "
+                             "writing them to stderr", w.sink.name, len(w.queue))
+                for line in w.queue:
+                    os.write(2, line)
+            try:
+                await w.sink.aclose()
+            except Exception as exc:
+                log.warning("audit sink %s did not close cleanly: %s", w.sink.name, exc)
+
+    def metrics_delivered(self, sink: str, n: int) -> None:
+        if self.metrics is not None:
+            self.metrics.audit_delivered(sink, n)
+
+    def metrics_failed(self, sink: str) -> None:
+        if self.metrics is not None:
+            self.metrics.audit_failed(sink)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    records: int
+    first_prev_hash: str | None = None
+    broken_line: int | None = None
+    broken_event_id: str | None = None
+    reason: str | None = None
+    last_hash: str | None = None
+
+
+def verify_lines(lines: Iterable[bytes | str], expected_prev: str | None = None) -> VerifyResult:
+    """Check a chain; ``expected_prev`` anchors the first record (None: accept its ``prev_hash``).
+
+    Reports the first record that does not verify: edited (hash mismatch), deleted or
+    reordered (``prev_hash`` is not the previous record's hash, or event ids go backwards).
+    """
+    prev = expected_prev
+    first: str | None = None
+    last_id = ""
+    n = 0
+    for lineno, raw in enumerate(lines, 1):
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        if not text.strip():
+            continue
+        n += 1
+        reason, event_id, record = _check(text, prev, last_id)
+        if reason is not None:
+            return VerifyResult(False, n - 1, first, lineno, event_id, reason, prev)
+        assert record is not None
+        if first is None:
+            first = record.get("prev_hash")
+        last_id = event_id if isinstance(event_id, str) else last_id
+        prev = record["hash"]
+    return VerifyResult(True, n, first, last_hash=prev)
+
+
+def _check(text: str, prev: str | None, last_id: str) -> tuple[str | None, Any, dict[str, Any] | None]:
+    """(reason it is broken or None, its event_id, the record) for one line."""
+    try:
+        record = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return "not valid JSON", None, None
+    if not isinstance(record, dict) or not isinstance(record.get("hash"), str):
+        return "not an audit record (no hash)", None, None
+    event_id = record.get("event_id")
+    if record["hash"] != hashlib.sha256(canonical(record)).hexdigest():
+        return "hash does not match the record's content (edited)", event_id, None
+    if prev is not None and record.get("prev_hash") != prev:
+        return ("prev_hash is not the previous record's hash (a record was deleted, inserted or reordered "
+                "before this one)"), event_id, None
+    if isinstance(event_id, str) and event_id <= last_id:
+        return "event_id is not after the previous record's (reordered)", event_id, None
+    return None, event_id, record
+
+
+def read_lines(paths: Iterable[str | os.PathLike[str]]) -> Iterator[bytes]:
+    """The lines of several files in order (rotated files first, then the active one)."""
+    for path in paths:
+        with open(path, "rb") as f:
+            yield from f
+
+
+__all__ = ["GENESIS", "AuditLog", "AuditSink", "EventType", "VerifyResult", "canonical", "read_lines",
+           "verify_lines"]

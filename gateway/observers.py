@@ -1,0 +1,215 @@
+"""Pipeline observers: what one tools/call's decision and outcome put on spans, metrics and the audit log.
+
+Both are called synchronously by :class:`gateway.pipeline.ToolCallPipeline` on the hot
+path, so they only copy fields: the audit log queues, the span is a dict, metrics are
+cached prometheus children. Neither ever sees tool arguments or results except as the
+arguments' hash (and, on spans, only if ``telemetry.capture_content`` is on, which
+:mod:`gateway.telemetry` handles).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway.audit import AuditLog, EventType
+from gateway.config import Settings
+from gateway.telemetry import Telemetry, setup_telemetry
+from policy import Leg, Legs
+
+if TYPE_CHECKING:
+    from gateway.pipeline import CallRecord
+
+_ALL = frozenset(Leg)
+_LEGS_TEXT: dict[frozenset[Leg], str] = {}
+
+
+def _legs(legs: frozenset[Leg]) -> str:
+    """``Legs.format`` memoised: there are only eight leg sets, and this runs several times per call."""
+    text = _LEGS_TEXT.get(legs)
+    if text is None:
+        text = _LEGS_TEXT[legs] = Legs.format(legs)
+    return text
+_RESOLVED = {"approved": "granted", "denied": "denied", "expired": "expired"}
+
+
+class TelemetryObserver:
+    """Decision attributes on the request's SERVER span, plus decision, hold and trifecta metrics."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+        self.metrics = telemetry.metrics
+
+    def decided(self, record: CallRecord) -> None:
+        d = record.decision
+        if d is None:
+            return
+        self.metrics.decision(d.effect, d.category or "", d.mode)
+        span = self.telemetry.current()
+        if span is not None and span.sampled:
+            a = span.attrs
+            a["triplock.decision"] = d.effect
+            if d.mode != "enforce":  # monitor mode: what was decided is not what was done
+                a["triplock.mode"], a["triplock.decision.enforced"] = d.mode, d.enforced_effect
+            a["triplock.legs.before"] = _legs(d.legs_before)
+            a["triplock.legs.after"] = _legs(d.legs_after)
+            if d.category:
+                a["triplock.category"] = d.category
+            a["triplock.rule_ids"] = d.rule_ids
+            a["triplock.policy.revision"] = d.policy_revision
+            a["triplock.upstream"] = record.call.upstream
+            if d.trifecta:
+                a["triplock.trifecta"] = True
+            if d.first_use:
+                a["triplock.first_use"] = True
+            if d.pin_changed:
+                a["triplock.pin_changed"] = True
+
+    def finished(self, record: CallRecord) -> None:
+        d = record.decision
+        approval = record.approval
+        if record.outcome in ("held", "pending") and approval is not None:
+            self.metrics.hold(record.exposed, (d.category if d else None) or "", approval.id)
+        if approval is not None and approval.state in _RESOLVED:
+            self.metrics.approval_resolved(approval.id, approval.state, approval.created_at, approval.decided_at)
+        legs = record.legs_after or (d.legs_after if d is not None else frozenset())
+        if legs >= _ALL:
+            self.metrics.trifecta_reached(record.ctx.session_key)
+        span = self.telemetry.current()
+        if span is not None and span.sampled:
+            a = span.attrs
+            a["triplock.outcome"] = record.outcome
+            if record.legs_after:
+                a["triplock.legs.after"] = _legs(record.legs_after)
+            if approval is not None:
+                a["triplock.approval.id"] = approval.id
+            if record.hold_waited:
+                a["triplock.hold.wait_s"] = round(record.hold_waited, 3)
+            if record.args_hash:
+                a["triplock.args.sha256"] = record.args_hash
+
+
+class AuditObserver:
+    """Audit events for each tools/call, as few as keep the record complete.
+
+    A call that is decided and answered without waiting (allow, deny) gets one
+    ``connector.call.completed`` event carrying the whole decision and the outcome: a
+    ``connector.call.requested`` written just before it would be no more durable (both
+    sit in the same in-memory queue while the upstream works) and would double the audit
+    cost per call (measured: ~50 µs per event on the benchmark machine). A held call gets
+    ``connector.call.requested`` at once, because its completion may be hours away, plus
+    ``triplock.approval.requested``/``executed``. ``every_request=True`` writes the
+    requested event for every call. Decisions made elsewhere (an approver, a suspension,
+    a reload) are emitted by that code through :meth:`AuditLog.emit`.
+    """
+
+    def __init__(self, audit: AuditLog, every_request: bool = False) -> None:
+        self.audit = audit
+        self.every_request = every_request
+
+    @staticmethod
+    def _fields(record: CallRecord) -> dict[str, Any]:
+        call, d = record.call, record.decision
+        assert d is not None
+        if not record.args_hash:
+            from gateway.approvals import args_hash
+
+            record.args_hash = args_hash(call.arguments)
+        return {
+            "principal": call.principal, "agent": call.agent, "session": call.session_id,
+            "upstream": call.upstream, "tool": call.tool, "exposed_tool": record.exposed,
+            "args_hash": record.args_hash, "protocol_version": record.ctx.protocol_version,
+            "decision": d.effect, "enforced": d.enforced_effect, "mode": d.mode, "category": d.category,
+            "legs_before": _legs(d.legs_before), "legs_after": _legs(d.legs_after), "rule_ids": d.rule_ids,
+            "reasons": d.reasons, "policy_revision": d.policy_revision, "trifecta": d.trifecta,
+            "first_use": d.first_use, "pin_changed": d.pin_changed,
+        }
+
+    def decided(self, record: CallRecord) -> None:
+        d = record.decision
+        if d is None or not self.audit.enabled:
+            return
+        if d.pin_changed:
+            profile = record.profile
+            self.audit.emit(EventType.TOOL_DEFINITION_CHANGED, **self._fields(record),
+                            definition_hash=profile.definition_hash if profile is not None else None)
+        if self.every_request or d.enforced_effect == "hold":
+            self.audit.emit(EventType.CALL_REQUESTED, **self._fields(record))
+
+    def finished(self, record: CallRecord) -> None:
+        d = record.decision
+        if d is None or not self.audit.enabled:
+            return
+        fields = self._fields(record)
+        approval = record.approval
+        if approval is not None:
+            fields["approval_id"] = approval.id
+            if record.outcome in ("held", "pending") and self._new(approval.created_at, record):
+                self.audit.emit(EventType.APPROVAL_REQUESTED, **fields, expires_at=approval.expires_at)
+            if record.outcome == "executed":
+                self.audit.emit(EventType.APPROVAL_EXECUTED, **fields)
+        if record.legs_after:
+            fields["legs_after"] = _legs(record.legs_after)
+        self.audit.emit(EventType.CALL_COMPLETED, **fields, outcome=record.outcome, is_error=record.is_error,
+                        hold_waited_s=round(record.hold_waited, 3) if record.hold_waited else None,
+                        duration_ms=round((time.perf_counter() - record.started) * 1000, 3))
+
+    @staticmethod
+    def _new(created_at: float, record: CallRecord) -> bool:
+        """True when the approval was created during this call (not an existing one being repeated)."""
+        call_began = time.time() - (time.perf_counter() - record.started)
+        return created_at >= call_began - 0.001
+
+
+def approval_metrics_listener(telemetry: Telemetry) -> Any:
+    """An :attr:`AuditLog.listeners` hook: approvals decided elsewhere (console, API, expiry) leave the gauge."""
+    states = {EventType.APPROVAL_GRANTED: "approved", EventType.APPROVAL_DENIED: "denied",
+              EventType.APPROVAL_EXPIRED: "expired"}
+    metrics = telemetry.metrics
+
+    def listen(record: dict[str, Any]) -> None:
+        state = states.get(record.get("type", ""))
+        if state is not None and isinstance(record.get("approval_id"), str):
+            metrics.approval_resolved(record["approval_id"], state, None, None)
+
+    return listen
+
+
+
+
+@dataclass
+class Observability:
+    """Telemetry, metrics and the audit log of one gateway, built from settings (see app.py wiring)."""
+
+    telemetry: Telemetry
+    audit: AuditLog
+
+    @property
+    def observers(self) -> list[Any]:
+        """The pipeline's CallObservers."""
+        return [TelemetryObserver(self.telemetry), AuditObserver(self.audit)]
+
+    async def startup(self) -> None:
+        self.telemetry.start()
+        await self.audit.start()
+
+    async def shutdown(self) -> None:
+        await self.audit.aclose()
+        self.telemetry.shutdown()
+
+
+def build_observability(settings: Settings) -> Observability:
+    """Telemetry from ``[telemetry]`` + OTEL_* env; the audit log from ``[audit]``."""
+    from adapters.audit_sinks import build_sinks
+
+    telemetry = setup_telemetry(settings.telemetry)
+    audit = AuditLog(build_sinks(settings.audit, settings.store.redis_url), metrics=telemetry.metrics,
+                     backlog_alert=settings.audit.backlog_alert)
+    if telemetry.metrics.enabled:
+        audit.listeners.append(approval_metrics_listener(telemetry))
+    return Observability(telemetry, audit)
+
+
+__all__ = ["AuditObserver", "Observability", "TelemetryObserver", "approval_metrics_listener",
+           "build_observability"]

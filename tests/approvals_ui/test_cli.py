@@ -1,0 +1,98 @@
+"""``triplock approvals ...`` against the routes served for real on a loopback port."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from adapters.store_memory import MemoryStore
+from gateway.cli_approvals import register
+
+from .conftest import TOKENS, LiveServer, Recorder, held_call
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="triplock")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+@pytest.fixture
+def alice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIPLOCK_APPROVER_TOKEN", TOKENS["alice"])
+
+
+def test_list_show_approve_deny(live: tuple[LiveServer, MemoryStore, Recorder], alice: None,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    server, store, recorder = live
+    first, second = held_call(), held_call(tool="post_to_chat", upstream="chat", principal="agent-9")
+    server.run(store.create_approval(first))
+    server.run(store.create_approval(second))
+    url = ["--url", server.url]
+
+    assert run(["approvals", "list", *url]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["ID", "STATE", "PRINCIPAL", "TOOL", "LEGS", "CREATED", "EXPIRES"]
+    assert first.id in out and second.id in out and "PU>PUE" in out
+
+    assert run(["approvals", "list", *url, "--upstream", "chat", "--json"]) == 0
+    assert [a["id"] for a in json.loads(capsys.readouterr().out)] == [second.id]
+
+    assert run(["approvals", "show", first.id, *url]) == 0
+    out = capsys.readouterr().out
+    assert f"id:          {first.id}" in out and "trifecta.complete" in out and "<script>alert(1)</script>" in out
+
+    assert run(["approvals", "approve", first.id, *url, "--reason", "expected"]) == 0
+    assert capsys.readouterr().out.strip() == f"approved: {first.id} by alice"
+    assert run(["approvals", "deny", second.id, *url, "-r", "no chat today", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "denied"
+
+    assert server.run(store.get_approval(first.id)).state == "approved"  # type: ignore[union-attr]
+    assert [e for e, _ in recorder.events] == ["triplock.approval.granted", "triplock.approval.denied"]
+
+    assert run(["approvals", "list", *url, "--state", "pending"]) == 0
+    assert capsys.readouterr().out.strip() == "no approvals match"
+    assert run(["approvals", "list", *url, "--state", "all", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def test_errors_have_messages_and_exit_codes(live: tuple[LiveServer, MemoryStore, Recorder], alice: None,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    server, store, _ = live
+    a = held_call()
+    server.run(store.create_approval(a))
+    url = ["--url", server.url]
+
+    assert run(["approvals", "show", "NOPE", *url]) == 1
+    assert "HTTP 404" in capsys.readouterr().err
+    assert run(["approvals", "approve", a.id, *url]) == 0
+    capsys.readouterr()
+    assert run(["approvals", "deny", a.id, *url, "-r", "late"]) == 1
+    err = capsys.readouterr().err
+    assert "HTTP 409" in err and "decided by alice" in err
+
+    monkeypatch.setenv("OTHER_TOKEN", "wrong")
+    assert run(["approvals", "list", *url, "--token-env", "OTHER_TOKEN"]) == 1
+    assert "HTTP 401" in capsys.readouterr().err
+    monkeypatch.delenv("TRIPLOCK_APPROVER_TOKEN")
+    assert run(["approvals", "list", *url]) == 2
+    assert "TRIPLOCK_APPROVER_TOKEN" in capsys.readouterr().err
+
+
+def test_unreachable_gateway(alice: None, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert run(["approvals", "list", "--url", f"http://127.0.0.1:{port}", "--timeout", "2"]) == 3
+    assert "cannot reach the gateway" in capsys.readouterr().err
+
+
+def test_deny_needs_a_reason() -> None:
+    with pytest.raises(SystemExit):
+        run(["approvals", "deny", "X"])
