@@ -27,10 +27,12 @@ from gateway import oauth_metadata, suspension_api
 from gateway.approvals import Approvals, HoldSettings
 from gateway.approvals_api import ApprovalsUISettings
 from gateway.approvals_api import build_routes as approval_routes
+from gateway.audit import EventType
 from gateway.auth import build_authenticator
 from gateway.catalog import Catalog
 from gateway.config import Settings, StoreConfig, UpstreamConfig
 from gateway.dispatch import Dispatcher
+from gateway.observers import Observability, build_observability
 from gateway.pipeline import ToolCallPipeline
 from gateway.policy_runtime import PolicyRuntime
 from gateway.roles import AccessPolicy
@@ -94,6 +96,7 @@ class Gateway:
     store: Store
     policy: PolicyRuntime
     pipeline: ToolCallPipeline
+    obs: Observability | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]] | None] = field(default_factory=list)
 
@@ -104,6 +107,8 @@ class Gateway:
         await self.web(scope, receive, send)  # type: ignore[arg-type]
 
     async def startup(self) -> None:
+        if self.obs is not None:
+            await self.obs.startup()  # audit chain tail + OTLP metrics thread
         await self.store.start()
         await self.pool.start()
         self.sessions.start()
@@ -130,6 +135,17 @@ class Gateway:
                 continue
             for approval in expired:
                 log.info("approval %s expired undecided", approval.id)
+                if self.obs is not None:
+                    self.obs.audit.emit(
+                        EventType.APPROVAL_EXPIRED,
+                        approval_id=approval.id,
+                        principal=approval.principal,
+                        session=approval.session_id,
+                        upstream=approval.upstream,
+                        tool=approval.tool,
+                        args_hash=approval.args_hash,
+                        policy_revision=approval.policy_revision,
+                    )
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -158,13 +174,17 @@ def build_gateway(settings: Settings) -> Gateway:
             active.approval_requested(approval, ui.console_url)
 
     approvals = Approvals(store, hold, on_created=on_created)
-    dispatcher = Dispatcher(pool)
+    obs = build_observability(settings)
+    obs.telemetry.metrics.observe_sessions(lambda: len(sessions))
+    dispatcher = Dispatcher(pool, telemetry=obs.telemetry)
     dispatcher.tool_filter = lambda ctx, entry: access.may_call(ctx, entry.upstream, entry.name)
-    pipeline = ToolCallPipeline(dispatcher, policy, store, approvals, access=access)
+    pipeline = ToolCallPipeline(dispatcher, policy, store, approvals, access=access, observers=obs.observers)
     dispatcher.call_tool = pipeline
     endpoint = McpEndpoint(settings.server, dispatcher, sessions, authenticator)
 
     async def announce_changes(old: Catalog, new: Catalog) -> None:
+        for name in sorted(set(new.upstreams) - set(old.upstreams)):
+            obs.audit.emit(EventType.UPSTREAM_ADDED, upstream=name, tools=len(new.tools))
         # Tell every live session what changed, so clients re-list.
         for kind, method in (
             ("tools", "notifications/tools/list_changed"),
@@ -188,6 +208,7 @@ def build_gateway(settings: Settings) -> Gateway:
             "status": "ready" if ready else "not ready",
             "upstreams": ups,
             "store": {"kind": settings.store.kind, "ok": store_ok},
+            "audit": obs.audit.health(),
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -204,12 +225,15 @@ def build_gateway(settings: Settings) -> Gateway:
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        *approval_routes(store, ui, notifier=notifier),
+        *approval_routes(store, ui, notifier=notifier, audit=obs.audit.emit),
+        Route(settings.telemetry.metrics_path, obs.telemetry.metrics.endpoint),
         *oauth_metadata.routes(settings),
-        *suspension_api.routes(store, authenticator, access),
+        *suspension_api.routes(store, authenticator, access, audit=obs.audit.emit),
     ]
     web = Starlette(routes=routes, lifespan=lifespan)
     gateway = Gateway(settings, pool, sessions, dispatcher, endpoint, web, store, policy, pipeline)
+    gateway.obs = obs
+    gateway.closers.append(obs.shutdown)
     gateway.closers.append(getattr(authenticator, "aclose", None))
     if notifier is not None:
         gateway.closers.append(notifier.aclose)

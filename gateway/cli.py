@@ -82,11 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Its own options are parsed by the demo server (see main()).
     sub.add_parser("demo-upstream", help="run the bundled demo MCP server (--transport stdio|http)")
 
-    from gateway import cli_approvals, cli_keys, cli_policy, codex_config
+    from gateway import cli_approvals, cli_audit, cli_keys, cli_policy, codex_config
 
     cli_policy.register(sub)
     cli_approvals.register(sub)
     cli_keys.register(sub)
+    cli_audit.register(sub)
     codex_config.register(sub)
     return parser
 

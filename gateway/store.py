@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol, Self, cast, runtime_checkable
 
+import orjson
+
 ApprovalState = Literal["pending", "approved", "denied", "expired", "executed"]
 APPROVAL_STATES: tuple[ApprovalState, ...] = ("pending", "approved", "denied", "expired", "executed")
 DecideStatus = Literal["approved", "denied", "conflict", "expired", "forbidden", "not_found"]
@@ -62,13 +64,18 @@ def legs_text(legs: Iterable[str]) -> str:
 
 
 def canonical_args(arguments: Mapping[str, Any] | None) -> str:
-    """The canonical JSON of tool-call arguments: sorted keys, no whitespace, UTF-8 kept."""
-    return json.dumps(dict(arguments or {}), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The canonical JSON of tool-call arguments: sorted keys, no whitespace, UTF-8 kept (orjson)."""
+    return _canonical_bytes(arguments).decode()
+
+
+def _canonical_bytes(arguments: Mapping[str, Any] | None) -> bytes:
+    # orjson: several times the stdlib's speed; this runs on every audited call.
+    return orjson.dumps(dict(arguments or {}), option=orjson.OPT_SORT_KEYS)
 
 
 def args_hash(arguments: Mapping[str, Any] | None) -> str:
     """'sha256:<hex>' of the canonical arguments: what binds an approval to one exact call."""
-    return "sha256:" + hashlib.sha256(canonical_args(arguments).encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(_canonical_bytes(arguments)).hexdigest()
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -25,6 +25,7 @@ from load_tests.harness import (
     run_wrk,
 )
 
+POLICY = Path(__file__).resolve().parent / "policies" / "bench.yaml"
 CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"q": "hello"}}}
 
 
@@ -40,6 +41,13 @@ name = "lean"
 prefix = ""
 transport = "http"
 url = "{upstream_url}"
+
+[policy]
+file = "{POLICY}"
+
+[store]
+kind = "sqlite"
+path = "{path.parent / 'state.sqlite'}"
 {extra}
 """
     )

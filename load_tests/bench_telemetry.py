@@ -7,7 +7,8 @@ Two gateways in front of one lean upstream, identical but for observability:
   metrics pushed every 5 s, ``/metrics`` served, every decision and outcome in the
   hash-chained audit file.
 
-The OTLP endpoint is a minimal sink process that answers 200 without decoding, so the
+A third gateway, "metrics+audit", has /metrics and the audit file but no OTLP export,
+to show where the cost goes. The OTLP endpoint is a minimal sink process that answers 200 without decoding, so the
 figures measure the gateway's cost, not a collector's. Runs alternate OFF/ON per
 repetition (machines drift); the best run of each side is compared. Target: ON keeps
 at least 85% of OFF's requests/s.
@@ -29,26 +30,6 @@ from load_tests.bench_proxy import CALL, _headers, triplock_config
 from load_tests.harness import LoadResult, free_port, machine_description, open_session, process, python, run_wrk
 
 TARGET_RATIO = 0.85
-POLICY = """version: 1
-name: bench
-description: The lean upstream's echo is a plain read, so every call is allowed.
-mode: enforce
-strict: false
-legs: {scope: session}
-first_use: {enabled: false, scope: tool}
-defaults: {read: allow, write: allow, destructive: hold, unknown: hold, store_unavailable_reads: allow}
-approval_required_actions: []
-default_upstream: {action_control: allow_all, new_actions_default: allow, trust_annotations: true}
-upstreams:
-  lean:
-    action_control: allow_all
-    new_actions_default: allow
-    tools:
-      echo: {legs: [], effect: read, category: bench_read}
-rules: []
-"""
-
-
 async def _otlp_sink(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Accept any OTLP/HTTP export: drain the body, answer 200 with an empty (valid) protobuf reply."""
     if scope["type"] != "http":
@@ -61,17 +42,20 @@ async def _otlp_sink(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def _configs(tmp: Path, up_url: str) -> tuple[Path, Path, Path, int, int]:
-    policy = tmp / "bench-policy.yaml"
-    policy.write_text(POLICY)
-    common = f'\n[policy]\nfile = "{policy}"\n\n[store]\nkind = "memory"\n'
-    off_port, on_port = free_port(), free_port()
-    off = triplock_config(tmp / "off.toml", off_port, up_url,
-                          common + '\n[telemetry]\nprometheus = false\n\n[audit]\nsinks = []\n')
-    audit = tmp / "audit.jsonl"
-    on = triplock_config(tmp / "on.toml", on_port, up_url,
-                         common + f'\n[telemetry]\nprometheus = true\n\n[audit]\nsinks = ["file"]\npath = "{audit}"\n')
-    return off, on, audit, off_port, on_port
+def _configs(tmp: Path, up_url: str) -> dict[str, tuple[Path, int]]:
+    """One config per side, each in its own directory (its own state store), bench_proxy's policy."""
+    sections = {
+        "off": '[telemetry]\nprometheus = false\n\n[audit]\nsinks = []\n',
+        "metrics+audit": '[telemetry]\nprometheus = true\n\n[audit]\nsinks = ["file"]\npath = "{dir}/audit.jsonl"\n',
+        "on": '[telemetry]\nprometheus = true\n\n[audit]\nsinks = ["file"]\npath = "{dir}/audit.jsonl"\n',
+    }
+    out = {}
+    for side, extra in sections.items():
+        d = tmp / side.replace("+", "-")
+        d.mkdir()
+        port = free_port()
+        out[side] = (triplock_config(d / "gw.toml", port, up_url, "\n" + extra.format(dir=d)), port)
+    return out
 
 
 def run(duration: float, connections: list[int], repeat: int) -> dict[str, Any]:
@@ -80,11 +64,9 @@ def run(duration: float, connections: list[int], repeat: int) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine_description(), "duration_s": duration, "runs": []}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        off_cfg, on_cfg, audit, off_port, on_port = _configs(tmp, up_url)
-        mid_port = free_port()
-        mid_cfg = Path(str(on_cfg).replace("on.toml", "mid.toml"))
-        mid_cfg.write_text(on_cfg.read_text().replace(f"port = {on_port}", f"port = {mid_port}")
-                           .replace("audit.jsonl", "audit-mid.jsonl"))
+        cfg = _configs(tmp, up_url)
+        (off_cfg, off_port), (on_cfg, on_port), (mid_cfg, mid_port) = cfg["off"], cfg["on"], cfg["metrics+audit"]
+        audit = on_cfg.parent / "audit.jsonl"
         otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}", "OTEL_METRIC_EXPORT_INTERVAL": "5000"}
         no_otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
         serve = [python(), "-m", "gateway.cli", "serve", "--config"]

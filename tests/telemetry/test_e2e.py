@@ -26,6 +26,24 @@ from tests.telemetry.receiver import OtlpReceiver
 
 SECRET = "hunter2-e2e-secret"
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
+# The lean upstream's echo, classified as an email send: every call of it waits for a human.
+POLICY = """version: 1
+name: e2e
+mode: enforce
+strict: false
+legs: {scope: session}
+first_use: {enabled: false, scope: tool}
+defaults: {read: allow, write: allow, destructive: hold, unknown: hold, store_unavailable_reads: allow}
+approval_required_actions: [email_send]
+default_upstream: {action_control: allow_all, new_actions_default: allow, trust_annotations: false}
+upstreams:
+  lean:
+    action_control: allow_all
+    new_actions_default: allow
+    tools:
+      echo: {legs: [E], effect: write, category: email_send}
+rules: []
+"""
 HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream",
            "mcp-protocol-version": "2025-11-25"}
 
@@ -86,10 +104,12 @@ def gateway(upstream: RecordingUpstream, receiver: OtlpReceiver, tmp_path_factor
     tmp = tmp_path_factory.mktemp("gw")
     port = free_port()
     audit_path = tmp / "audit.jsonl"
+    policy = tmp / "policy.yaml"
+    policy.write_text(POLICY)
     cfg = write_config(tmp / "gw.toml", port, [{"name": "lean", "prefix": "lean", "transport": "http",
                                                 "url": f"http://127.0.0.1:{upstream.port}/mcp"}],
                        server={"log_level": "info"}, audit={"path": str(audit_path)},
-                       approvals={"hold_wait": 1.0}, store={"kind": "memory"})
+                       approvals={"hold_wait": 1.0}, store={"kind": "memory"}, policy={"file": str(policy)})
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
            "OTEL_METRIC_EXPORT_INTERVAL": "500", "TRIPLOCK_APPROVER_TOKENS": "carol=tok-carol"}
     base = f"http://127.0.0.1:{port}"
@@ -110,8 +130,9 @@ def _call(gw: dict[str, Any], rid: int, name: str, args: dict[str, Any], span_id
 
 def test_held_then_approved_call_is_one_trace_to_the_upstream(gateway: dict[str, Any], upstream: RecordingUpstream,
                                                                receiver: OtlpReceiver) -> None:
-    # An unclassified upstream tool's first use is held: the call waits hold_wait, then answers "pending".
+    # The policy holds echo: the call waits hold_wait (1 s), then answers "pending" with the approval id.
     held = _call(gateway, 1, "lean__echo", {"q": SECRET}, "b7ad6b7169203331")
+    assert "_meta" in held["result"], held
     approval_id = held["result"]["_meta"]["triplock/approval"]["approval_id"]
     assert not upstream.seen
     r = httpx.post(f"{gateway['base']}/api/approvals/{approval_id}/approve", json={"reason": "fine"},
@@ -141,7 +162,7 @@ def test_held_then_approved_call_is_one_trace_to_the_upstream(gateway: dict[str,
 
 
 def test_metrics_endpoint_and_audit_log_verify(gateway: dict[str, Any], receiver: OtlpReceiver) -> None:
-    _call(gateway, 3, "lean__echo", {"q": "x"}, "b7ad6b7169203333")
+    _call(gateway, 3, "lean__echo", {"q": "x"}, "b7ad6b7169203333")  # held: pending after hold_wait
     text = httpx.get(f"{gateway['base']}/metrics", timeout=10).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     counts = [s.value for s in families["mcp_server_operation_duration_seconds"].samples
