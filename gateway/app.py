@@ -164,7 +164,10 @@ def build_gateway(settings: Settings) -> Gateway:
     ui = ApprovalsUISettings.from_settings(settings)
     notifier = notifier_from_env()
     hold = HoldSettings(
-        hold_wait=settings.approvals.hold_wait, approval_ttl=settings.approvals.ttl, console_url=ui.console_url
+        hold_wait=settings.approvals.hold_wait,
+        approval_ttl=settings.approvals.ttl,
+        console_url=ui.console_url,
+        end_user_categories=frozenset(settings.approvals.end_user_categories),
     )
     on_created = None
     if notifier is not None:

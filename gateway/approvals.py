@@ -25,6 +25,7 @@ class HoldSettings:
     approval_ttl: float = 3600.0
     console_url: str = "http://127.0.0.1:8080/console"
     progress_every: float = 5.0
+    end_user_categories: frozenset[str] = frozenset()
 
 
 class Approvals:
@@ -64,6 +65,45 @@ class Approvals:
         if self.on_created is not None:
             self.on_created(approval)
         return approval
+
+    def ask_end_user(self, category: str | None, client_capabilities: dict[str, Any]) -> bool:
+        """Whether this hold is the agent's own user's to decide, asked through MCP elicitation."""
+        elicitation = client_capabilities.get("elicitation")
+        # An empty object declares form mode (the 2025-06-18 shape); newer clients list "form".
+        form_ok = isinstance(elicitation, dict) and (not elicitation or "form" in elicitation)
+        return form_ok and category is not None and category in self.settings.end_user_categories
+
+    @staticmethod
+    def elicitation_params(approval: PendingApproval) -> dict[str, Any]:
+        """A form-mode elicitation asking the user to approve this one call (arguments shown as data)."""
+        return {
+            "mode": "form",
+            "message": (
+                f"The agent wants to call {approval.exposed_name or approval.tool} with arguments "
+                f"{approval.args_preview}. Reason held: {'; '.join(approval.reasons) or 'policy'}. Allow it once?"
+            ),
+            "requestedSchema": {
+                "type": "object",
+                "properties": {
+                    "approve": {"type": "boolean", "title": "Allow this call once"},
+                    "reason": {"type": "string", "title": "Reason (optional)"},
+                },
+                "required": ["approve"],
+            },
+        }
+
+    @staticmethod
+    def elicitation_verdict(response: dict[str, Any] | None) -> tuple[bool, str] | None:
+        """(approve, reason) from the client's answer; None when it gave none (timeout, cancel)."""
+        if response is None or not isinstance(response.get("result"), dict):
+            return None
+        result = response["result"]
+        if result.get("action") == "decline":
+            return False, "declined by the user"
+        if result.get("action") != "accept" or not isinstance(result.get("content"), dict):
+            return None
+        content = result["content"]
+        return content.get("approve") is True, str(content.get("reason") or "answered by the user")
 
     def pending_result(self, approval: PendingApproval) -> dict[str, Any]:
         """What the agent gets when nobody decided in time: a tool error that says what to do."""

@@ -149,6 +149,11 @@ class ApprovalsConfig(_Strict):
     hold_wait: float = Field(default=40.0, ge=0, le=600, description="Seconds a held call waits in-band.")
     ttl: float = Field(default=3600.0, gt=0, description="Seconds until an undecided approval expires.")
     console_url: str | None = Field(default=None, description="Where approvers decide (default: public_url).")
+    end_user_categories: tuple[str, ...] = Field(
+        default=(),
+        description="Categories the agent's own user approves, asked through MCP elicitation when the client"
+        " supports it (e.g. email_send_internal).",
+    )
     approver_tokens_env: str = Field(
         default="TRIPLOCK_APPROVER_TOKENS",
         description="Env var with comma-separated name=token pairs for approvers (until identity lands).",

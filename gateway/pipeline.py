@@ -165,7 +165,9 @@ class ToolCallPipeline:
                 return None
             approval = record.approval = await self.approvals.request(call, record.exposed, decision, digest, now)
             record.outcome = "held"
-            decided = await self._wait(record, approval)
+            decided = await self._ask_end_user(record, approval)
+            if decided is None:
+                decided = await self._wait(record, approval)
         except StoreUnavailable:
             record.outcome = "denied"
             return tool_error("Refused: the approval store became unavailable while holding this call (fail closed).")
@@ -181,6 +183,24 @@ class ToolCallPipeline:
             return None
         record.outcome = "denied"
         return self.approvals.denied_result(decided)
+
+    async def _ask_end_user(self, record: CallRecord, approval: PendingApproval) -> PendingApproval | None:
+        """For categories the agent's own user decides: ask through elicitation on this call's stream."""
+        ctx = record.ctx
+        if ctx.session is None or ctx.emit is None:
+            return None
+        if not self.approvals.ask_end_user(approval.category, ctx.client_capabilities):
+            return None
+        response = await ctx.session.ask(
+            "elicitation/create", self.approvals.elicitation_params(approval), ctx.emit, self.approvals.settings.hold_wait
+        )
+        verdict = self.approvals.elicitation_verdict(response)
+        if verdict is None:
+            return None  # no answer: fall back to the approvers
+        approve, reason = verdict
+        # The user is recorded as a distinct approver id: the store never lets a principal approve itself.
+        outcome = await self.store.decide(approval.id, approve, f"end-user:{approval.principal}", reason, time.time())
+        return outcome.approval
 
     async def _wait(self, record: CallRecord, approval: PendingApproval) -> PendingApproval | None:
         """Wait in-band up to hold_wait; progress notifications keep the client's call alive."""

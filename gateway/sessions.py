@@ -44,6 +44,7 @@ class DownstreamSession:
     get_stream_open: bool = False
     relayed: dict[str, tuple[UpstreamSession, Any]] = field(default_factory=dict)
     in_flight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
+    asked: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     initialized: bool = False
     closed: bool = False
     persisted_at: float = 0.0
@@ -66,6 +67,31 @@ class DownstreamSession:
             self.outbox.put_nowait(msg)
         except asyncio.QueueFull:
             log.warning("session %s: GET-stream queue full; dropped %s", self.id[:8], msg.get("method"))
+
+    async def ask(self, method: str, params: dict[str, Any], emit: Emit, timeout: float) -> dict[str, Any] | None:
+        """Send the client a request of the gateway's own (e.g. elicitation) and wait for its answer.
+
+        Returns the response message, or None when the client did not answer in time.
+        """
+        gateway_id = f"tl-ask-{next(_relay_ids)}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.asked[gateway_id] = future
+        try:
+            await emit({"jsonrpc": "2.0", "id": gateway_id, "method": method, "params": params})
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            return None
+        finally:
+            self.asked.pop(gateway_id, None)
+
+    def answer(self, message: dict[str, Any]) -> bool:
+        """Deliver the client's response to a request sent with :meth:`ask`; False if none matches."""
+        future = self.asked.get(message.get("id"))  # type: ignore[arg-type]
+        if future is None or future.done():
+            return False
+        future.set_result(message)
+        return True
 
     def take_relayed(self, gateway_id: Any) -> tuple[UpstreamSession, Any] | None:
         """The upstream session and original id for a client's answer to a relayed request."""

@@ -248,6 +248,8 @@ class McpEndpoint:
             if relayed is not None:
                 upstream, original_id = relayed
                 await upstream.send_response({**msg.raw, "id": original_id})
+            else:
+                session.answer(msg.raw)
             await send_empty(send, 202)
             return
         channel = ResponseChannel(send, [], _accepts(headers, "text/event-stream"))

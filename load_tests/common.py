@@ -281,6 +281,7 @@ class TriplockSpec:
     audit_sinks: tuple[str, ...] | None = None  # None = the gateway's default (file, in the workdir); () = off
     audit_path: Path | None = None
     telemetry_prometheus: bool | None = None
+    policy: Path = POLICY
 
 
 def triplock_toml(spec: TriplockSpec, port: int) -> str:
@@ -290,7 +291,7 @@ def triplock_toml(spec: TriplockSpec, port: int) -> str:
     for name, url in spec.upstreams:
         lines += ["[[upstreams]]", f'name = "{name}"', *(['prefix = ""'] if single else []),
                   'transport = "http"', f'url = "{url}"', ""]
-    lines += ["[policy]", f'file = "{POLICY}"', "", "[store]", f'kind = "{spec.store}"']
+    lines += ["[policy]", f'file = "{spec.policy}"', "", "[store]", f'kind = "{spec.store}"']
     if spec.store_path:
         lines.append(f'path = "{spec.store_path}"')
     if spec.redis_url:
@@ -307,6 +308,16 @@ def triplock_toml(spec: TriplockSpec, port: int) -> str:
     if spec.telemetry_prometheus is not None:
         lines += ["[telemetry]", f"prometheus = {'true' if spec.telemetry_prometheus else 'false'}", ""]
     return "\n".join(lines)
+
+
+def fanout_policy(path: Path, names: list[str]) -> Path:
+    """The compare policy plus one entry per fan-out upstream (an upstream the policy does not
+    name is not published at all), its tools left to the defaults."""
+    text = POLICY.read_text().rstrip("\n") + "\n"
+    for name in names:
+        text += f"  {name}:\n    action_control: allow_all\n    new_actions_default: hold\n"
+    path.write_text(text)
+    return path
 
 
 def api_key(path: Path) -> str:

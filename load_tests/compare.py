@@ -33,6 +33,7 @@ from load_tests.common import (
     TriplockSpec,
     api_key,
     call_body,
+    fanout_policy,
     lean_upstreams,
     measure,
     measure_parallel,
@@ -185,7 +186,9 @@ def scenario_tools_list(ctx: Context) -> None:
     n = 10 if ctx.quick else 50
     print(f"  starting {n} lean upstreams with 100 tools each ...", flush=True)
     with lean_upstreams(n, 100) as ups:
-        spec = ctx.spec(upstreams=[(f"u{i:02d}", u) for i, (u, _) in enumerate(ups)])
+        names = [f"u{i:02d}" for i in range(n)]
+        policy = fanout_policy(ctx.workdir / "fanout.yaml", names)
+        spec = ctx.spec(upstreams=[(name, u) for name, (u, _) in zip(names, ups, strict=True)], policy=policy)
         with triplock(spec, ctx.workdir, "fanout") as (url, pid):
             h = session_headers(url, ctx.auth)
             pages, tools = tools_pages(url, h)
@@ -297,12 +300,14 @@ def scenario_pending(ctx: Context) -> None:
     asyncio.run(prefill())
     body = call_body("echo", {"q": "hello"})
     c = max(ctx.conns)
-    for label, path in (("triplock 0 pending", ctx.workdir / "empty.sqlite"),
-                        (f"triplock {count} pending", full)):
-        with triplock(ctx.spec(store_path=path), ctx.workdir, "pend") as (url, pid):
-            h = session_headers(url, ctx.auth)
-            ctx.add(measure("pending approvals", label, url, body, h, connections=c, seconds=ctx.duration, pid=pid,
-                            upstream_pids=(ctx.upstream_pid,)), ("allowed", c))
+    empty_label, full_label = "triplock 0 pending", f"triplock {count} pending"
+    with triplock(ctx.spec(store_path=ctx.workdir / "empty.sqlite"), ctx.workdir, "pend0") as (u0, p0), \
+            triplock(ctx.spec(store_path=full), ctx.workdir, "pendN") as (u1, p1):
+        h0, h1 = session_headers(u0, ctx.auth), session_headers(u1, ctx.auth)
+        for _ in range(1 if ctx.quick else 2):  # interleaved, so drift on the shared machine hits both
+            for label, url, h, pid in ((empty_label, u0, h0, p0), (full_label, u1, h1, p1)):
+                ctx.add(measure("pending approvals", label, url, body, h, connections=c, seconds=ctx.duration,
+                                pid=pid, upstream_pids=(ctx.upstream_pid,)), ("allowed", c))
 
 
 def scenario_profile(ctx: Context, gw_url: str, gw_pid: int) -> None:
@@ -363,10 +368,11 @@ def summary(ctx: Context) -> dict[str, Any]:
     if isinstance(ctx.notes.get("sessions"), dict):
         out["rss_at_idle_sessions_mb"] = ctx.notes["sessions"]["rss_after_mb"]
         out["rss_at_idle_sessions_target"] = "<= 200 MB at 1,000"
-    p0 = next((r for r in ctx.runs if r.scenario == "pending approvals" and "0 pending" in r.target), None)
-    pn = next((r for r in ctx.runs if r.scenario == "pending approvals" and "0 pending" not in r.target), None)
+    p0 = [r.rps for r in ctx.runs if r.scenario == "pending approvals" and r.target == "triplock 0 pending"]
+    pn = [r.rps for r in ctx.runs if r.scenario == "pending approvals" and r.target != "triplock 0 pending"]
     if p0 and pn:
-        out["allowed_rps_with_pending_vs_empty"] = round(pn.rps / p0.rps, 3)
+        out["allowed_rps_with_pending_vs_empty"] = round(sum(pn) / sum(p0), 3)
+        out["allowed_rps_with_pending_target"] = "not measurably slower (~1.0 within noise)"
     return out
 
 

@@ -41,14 +41,15 @@ class Stack:
     upstream_mcp: str
 
 
-def start_stack(tmp: Path, hold_wait: float, store: dict[str, Any] | None = None) -> Iterator[Stack]:
+def start_stack(tmp: Path, hold_wait: float, store: dict[str, Any] | None = None,
+                approvals: dict[str, Any] | None = None) -> Iterator[Stack]:
     up_port, gw_port = free_port(), free_port()
     cfg = write_config(
         tmp / "triplock.toml", gw_port,
         [{"name": "demo", "transport": "http", "url": f"http://127.0.0.1:{up_port}/mcp"}],
         policy={"file": str(e2e_policy(tmp))},
         store=store or {"kind": "sqlite", "path": str(tmp / "state.sqlite")},
-        approvals={"hold_wait": hold_wait},
+        approvals={"hold_wait": hold_wait, **(approvals or {})},
     )
     env = {"TRIPLOCK_APPROVER_TOKENS": f"{APPROVER[0]}={APPROVER[1]}"}
     with running(demo_http_cmd(up_port), None), running(gateway_cmd(cfg), f"http://127.0.0.1:{gw_port}/readyz",
@@ -187,3 +188,26 @@ async def test_approver_approves_in_the_browser_and_the_call_completes(waiting_s
     assert not result.is_error, result
     assert await sent_count(waiting_stack.upstream_mcp) == 1
 
+
+
+@pytest.fixture
+def end_user_stack(tmp_path: Path) -> Iterator[Stack]:
+    """Internal email is the agent's own user's to approve, through MCP elicitation."""
+    yield from start_stack(tmp_path, hold_wait=20.0, approvals={"end_user_categories": ["email_send_internal"]})
+
+
+@pytest.mark.parametrize("user_approves", [True, False])
+async def test_end_user_approves_through_elicitation(end_user_stack: Stack, user_approves: bool) -> None:
+    from mcp_types import ElicitResult
+
+    asked: list[str] = []
+
+    async def on_elicit(context: Any, params: Any) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"approve": user_approves, "reason": "I asked for it"})
+
+    async with Client(end_user_stack.mcp, mode="legacy", elicitation_callback=on_elicit) as agent:
+        result = await agent.call_tool("demo__send_email", {**OUTSIDE, "to": "carol@example.com"})
+    assert len(asked) == 1 and "carol@example.com" in asked[0]
+    assert result.is_error is (not user_approves)
+    assert await sent_count(end_user_stack.upstream_mcp) == (1 if user_approves else 0)
