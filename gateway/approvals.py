@@ -115,10 +115,19 @@ class Approvals:
             f"An approver can decide at {link} until {until}. "
             "Once approved, repeat exactly the same call (same arguments) and it will run once."
         )
-        return _tool_error(text, {"triplock/approval": {
-            "status": "pending", "approval_id": approval.id, "approve_url": link, "expires_at": until,
-            "rule_ids": list(approval.rule_ids), "category": approval.category,
-        }})
+        return _tool_error(
+            text,
+            {
+                "triplock/approval": {
+                    "status": "pending",
+                    "approval_id": approval.id,
+                    "approve_url": link,
+                    "expires_at": until,
+                    "rule_ids": list(approval.rule_ids),
+                    "category": approval.category,
+                }
+            },
+        )
 
     @staticmethod
     def denied_result(approval: PendingApproval) -> dict[str, Any]:
@@ -126,12 +135,21 @@ class Approvals:
         if approval.state == "expired":
             text = f"Approval {approval.id} expired without a decision; the call was not made."
         else:
-            text = (f"Denied by {approval.decided_by}: {approval.reason or 'no reason given'} "
-                    f"(approval id {approval.id}); the call was not made.")
-        return _tool_error(text, {"triplock/approval": {
-            "status": approval.state, "approval_id": approval.id, "decided_by": approval.decided_by,
-            "reason": approval.reason,
-        }})
+            text = (
+                f"Denied by {approval.decided_by}: {approval.reason or 'no reason given'} "
+                f"(approval id {approval.id}); the call was not made."
+            )
+        return _tool_error(
+            text,
+            {
+                "triplock/approval": {
+                    "status": approval.state,
+                    "approval_id": approval.id,
+                    "decided_by": approval.decided_by,
+                    "reason": approval.reason,
+                }
+            },
+        )
 
 
 def _tool_error(text: str, meta: dict[str, Any]) -> dict[str, Any]:

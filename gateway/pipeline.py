@@ -192,7 +192,10 @@ class ToolCallPipeline:
         if not self.approvals.ask_end_user(approval.category, ctx.client_capabilities):
             return None
         response = await ctx.session.ask(
-            "elicitation/create", self.approvals.elicitation_params(approval), ctx.emit, self.approvals.settings.hold_wait
+            "elicitation/create",
+            self.approvals.elicitation_params(approval),
+            ctx.emit,
+            self.approvals.settings.hold_wait,
         )
         verdict = self.approvals.elicitation_verdict(response)
         if verdict is None:

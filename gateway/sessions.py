@@ -51,8 +51,12 @@ class DownstreamSession:
 
     def record(self) -> dict[str, Any]:
         """What survives a gateway restart: enough to serve the session again."""
-        return {"principal": self.principal, "protocol_version": self.protocol_version,
-                "client_info": self.client_info, "capabilities": self.capabilities}
+        return {
+            "principal": self.principal,
+            "protocol_version": self.protocol_version,
+            "client_info": self.client_info,
+            "capabilities": self.capabilities,
+        }
 
     async def relay(self, upstream: UpstreamSession, msg: dict[str, Any], emit: Emit | None = None) -> None:
         """Pass a message from ``upstream`` to the client, on ``emit`` or else the GET stream."""
