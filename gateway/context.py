@@ -20,6 +20,7 @@ class RequestContext:
     agent: str | None = None
     groups: frozenset[str] = field(default_factory=frozenset)
     roles: frozenset[str] = field(default_factory=frozenset)
+    in_task: bool = False  # runs as an MCP task: a hold may wait for the whole approval lifetime
 
     @property
     def modern(self) -> bool:

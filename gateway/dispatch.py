@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
@@ -16,6 +17,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from gateway.catalog import BadCursor, CatalogEntry
 from gateway.context import RequestContext
 from gateway.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, ProtocolError, result_response
+from gateway.tasks import TaskRegistry, client_wants_tasks
 from gateway.telemetry import DISABLED as _NO_TELEMETRY
 from gateway.telemetry import Telemetry
 from gateway.upstream import UpstreamError, UpstreamSession
@@ -68,6 +70,7 @@ class Dispatcher:
         self.telemetry = telemetry or _NO_TELEMETRY  # CLIENT spans + trace context toward upstreams
         self.call_tool: ToolCaller = call_tool or self.forward_tool_call
         self.tool_filter: ToolFilter | None = None
+        self.tasks = TaskRegistry()
 
     def capabilities(self) -> dict[str, Any]:
         """What the gateway offers: the union of what its live upstreams offer, plus list_changed."""
@@ -76,6 +79,7 @@ class Dispatcher:
             "prompts": {"listChanged": True},
             "resources": {"listChanged": True},
             "logging": {},
+            "tasks": {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}},
         }
         ups = self.pool.upstream_capabilities()
         if any((c.get("resources") or {}).get("subscribe") for c in ups):
@@ -122,7 +126,11 @@ class Dispatcher:
         method: str = msg["method"]
         params: dict[str, Any] = msg.get("params") or {}
         if method == "tools/call":
+            if "task" in params and ctx.session is not None and client_wants_tasks(ctx.client_capabilities):
+                return self._start_task(ctx, msg)
             return await self.call_tool(ctx, msg)
+        if method.startswith("tasks/") and ctx.session is not None:
+            return await self._task_method(ctx.session.id, method, params)
         if method in _LIST_KINDS:
             cursor = params.get("cursor")
             if cursor is not None and not isinstance(cursor, str):
@@ -162,6 +170,27 @@ class Dispatcher:
             return {}
         if method == "initialize":
             raise ProtocolError(-32600, "Invalid Request: the session is already initialized")
+        raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}")
+
+    def _start_task(self, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
+        params = dict(msg.get("params") or {})
+        task_meta = params.pop("task")
+        ttl = task_meta.get("ttl") if isinstance(task_meta, dict) else None
+        # The POST that started it is answered now; the call runs without a response stream.
+        background = replace(ctx, emit=None, in_task=True)
+        call = {**msg, "params": params}
+        assert ctx.session is not None
+        return self.tasks.start(ctx.session.id, ttl, lambda: self.call_tool(background, call))
+
+    async def _task_method(self, owner: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "tasks/get":
+            return self.tasks.get(owner, params).describe()
+        if method == "tasks/result":
+            return await self.tasks.result(owner, params)
+        if method == "tasks/cancel":
+            return self.tasks.cancel(owner, params)
+        if method == "tasks/list":
+            return self.tasks.list(owner)
         raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}")
 
     async def _forward_named(

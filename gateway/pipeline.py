@@ -211,7 +211,8 @@ class ToolCallPipeline:
         ctx = record.ctx
         token = record.progress_token
         start = time.monotonic()
-        deadline = start + settings.hold_wait
+        # A task's client polls, so the hold can last as long as the approval itself.
+        deadline = start + (max(0.0, approval.expires_at - time.time()) if ctx.in_task else settings.hold_wait)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

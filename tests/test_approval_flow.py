@@ -211,3 +211,37 @@ async def test_end_user_approves_through_elicitation(end_user_stack: Stack, user
     assert len(asked) == 1 and "carol@example.com" in asked[0]
     assert result.is_error is (not user_approves)
     assert await sent_count(end_user_stack.upstream_mcp) == (1 if user_approves else 0)
+
+
+async def test_client_with_tasks_gets_a_task_that_finishes_on_approval(quick_stack: Stack) -> None:
+    """A held call made as an MCP task: CreateTaskResult at once, result after the approver decides."""
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        init = await http.post(quick_stack.mcp, headers=headers, json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {"tasks": {}},
+                "clientInfo": {"name": "tasks-client", "version": "1"}}})
+        assert "tasks" in init.json()["result"]["capabilities"]
+        h = {**headers, "mcp-session-id": init.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+
+        async def rpc(rid: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+            r = await http.post(quick_stack.mcp, headers=h,
+                                json={"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+            body = r.json()
+            assert "result" in body, body
+            return body["result"]  # type: ignore[no-any-return]
+
+        await rpc(1, "tools/call", {"name": "demo__read_inbox", "arguments": {}})
+        created = await rpc(2, "tools/call", {"name": "demo__send_email", "arguments": OUTSIDE,
+                                              "task": {"ttl": 60000}})
+        task_id = created["task"]["taskId"]
+        assert created["task"]["status"] == "working"
+        assert (await rpc(3, "tasks/get", {"taskId": task_id}))["status"] == "working"
+        assert await sent_count(quick_stack.upstream_mcp) == 0
+        approval = await pending_approval(quick_stack.base)
+        assert (await approve(quick_stack.base, approval["id"])).status_code == 200
+        result = await rpc(4, "tasks/result", {"taskId": task_id})
+        assert not result.get("isError"), result
+        assert (await rpc(5, "tasks/get", {"taskId": task_id}))["status"] == "completed"
+        assert [t["taskId"] for t in (await rpc(6, "tasks/list", {}))["tasks"]] == [task_id]
+    assert await sent_count(quick_stack.upstream_mcp) == 1
