@@ -35,6 +35,11 @@ _CF_ENV = {
     "MCPGATEWAY_UI_ENABLED": "false",
     "SSRF_ALLOW_LOCALHOST": "true",  # the lean upstream is on 127.0.0.1
     "LOG_LEVEL": "WARNING",
+    # Its default limiter (tiered requests/minute, 10 concurrent tool calls) turns a load test into
+    # a test of the limiter (HTTP 429s); off, so the proxy path itself is what gets measured.
+    "RATE_LIMITING_ENABLED": "false",
+    "TOOL_RATE_LIMIT": "1000",
+    "TOOL_CONCURRENT_LIMIT": "64",
 }
 
 
@@ -145,6 +150,7 @@ def contextforge(upstream_url: str) -> Iterator[PeerTarget]:
             names = {t["originalName"]: t["name"] for t in tools if isinstance(t, dict) and "originalName" in t}
             yield PeerTarget("contextforge", f"{base}/mcp", proc.pid, auth, names, notes=[
                 "embedded defaults (SQLite, JWT); SSRF_ALLOW_LOCALHOST=true to reach the 127.0.0.1 upstream",
+                "rate limiting off (RATE_LIMITING_ENABLED=false, TOOL_RATE_LIMIT=1000, TOOL_CONCURRENT_LIMIT=64)",
                 "upstream registered via POST /gateways; tools called via /mcp as <slug>-<tool>",
             ])
 

@@ -12,9 +12,9 @@ existing raw profile without running anything.
 Stages: parse (HTTP request parsing in uvicorn/httptools, body read, JSON-RPC decode),
 authenticate, decide (policy, access roles), state (session lookup, state cache, store,
 approvals), forward (upstream pool, HTTP/1.1 client, upstream reply), respond (JSON encode,
-ASGI send, uvicorn's response write), telemetry (spans, metrics, audit), routing/glue
-(transport, dispatcher and pipeline code between the stages), event loop (asyncio/uvloop
-scheduling and socket I/O not attributable to a stage), other.
+ASGI send, uvicorn's response write), telemetry (spans, metrics, audit events, the audit
+file sink's thread), routing/glue (transport, dispatcher and pipeline code between the
+stages), event loop (asyncio/uvloop scheduling and socket I/O not attributable to a stage), other.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ("telemetry", "gateway/observers.py", None),
     ("telemetry", "gateway/audit.py", None),
     ("telemetry", "gateway/otlp_wire.py", None),
+    ("telemetry", "adapters/audit_sinks.py", None),
     ("telemetry", "opentelemetry/", None),
     ("telemetry", "prometheus_client/", None),
     ("authenticate", "gateway/auth.py", None),
@@ -124,6 +125,9 @@ def parse_raw(text: str, frames_out: Counter[str] | None = None) -> Counter[str]
         for frame in stack_text.split(";"):
             m = _FRAME.match(frame.strip())
             frames.append((m.group("func"), m.group("file")) if m else (frame, ""))
+        if frames and frames[-1][0] == "_worker" and frames[-1][1].endswith("concurrent/futures/thread.py"):
+            counts["idle"] += int(n)  # a pool thread blocked on its queue: not work (left out of the budget)
+            continue
         stage, where = stage_of(frames)
         counts[stage] += int(n)
         if frames_out is not None:
@@ -134,11 +138,11 @@ def parse_raw(text: str, frames_out: Counter[str] | None = None) -> Counter[str]
 def budget_from(counts: Counter[str], cpu_us_per_call: float, rps: float | None = None,
                 frames: Counter[str] | None = None, top: int = 25) -> dict[str, Any]:
     """Shares and µs per call per stage, in the fixed stage order (plus the top deciding frames)."""
-    total = sum(counts.values()) or 1
+    total = sum(counts.get(s, 0) for s in STAGE_ORDER) or 1
     stages = {s: {"samples": counts.get(s, 0), "share": round(counts.get(s, 0) / total, 4),
                   "us_per_call": round(counts.get(s, 0) / total * cpu_us_per_call, 1)} for s in STAGE_ORDER}
     out: dict[str, Any] = {"cpu_us_per_call": round(cpu_us_per_call, 1), "rps": rps, "samples": total,
-                           "stages": stages}
+                           "idle_thread_samples_excluded": counts.get("idle", 0), "stages": stages}
     if frames:
         out["top_frames"] = [{"frame": f, "share": round(n / total, 4),
                               "us_per_call": round(n / total * cpu_us_per_call, 1)} for f, n in frames.most_common(top)]

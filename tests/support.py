@@ -66,6 +66,7 @@ def write_config(path: Path, port: int, upstreams: list[dict[str, Any]], **secti
     """
     sections.setdefault("policy", {"file": str(PASSTHROUGH)})
     sections.setdefault("store", {"kind": "memory"})
+    sections.setdefault("audit", {"path": str(path.parent / "audit.jsonl")})
     lines = ["[server]", 'host = "127.0.0.1"', f"port = {port}"]
     for k, v in sections.pop("server", {}).items():
         lines.append(f"{k} = {toml_value(v)}")
