@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -181,6 +182,7 @@ def build_gateway(settings: Settings) -> Gateway:
     obs.telemetry.metrics.observe_sessions(lambda: len(sessions))
     dispatcher = Dispatcher(pool, telemetry=obs.telemetry)
     dispatcher.tool_filter = lambda ctx, entry: access.may_call(ctx, entry.upstream, entry.name)
+    dispatcher.tool_filter_key = access.roles_of  # may_call depends on the caller's roles only
     pipeline = ToolCallPipeline(dispatcher, policy, store, approvals, access=access, observers=obs.observers)
     dispatcher.call_tool = pipeline
     endpoint = McpEndpoint(settings.server, dispatcher, sessions, authenticator)
@@ -241,3 +243,13 @@ def build_gateway(settings: Settings) -> Gateway:
     if notifier is not None:
         gateway.closers.append(notifier.aclose)
     return gateway
+
+
+def app_from_env() -> Gateway:
+    """ASGI factory for uvicorn worker processes: the config file named by TRIPLOCK_CONFIG_FILE."""
+    from pathlib import Path
+
+    from gateway.config import load_settings
+
+    path = os.environ.get("TRIPLOCK_CONFIG_FILE") or None
+    return build_gateway(load_settings(Path(path) if path else None))

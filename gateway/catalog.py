@@ -139,14 +139,22 @@ class Catalog:
         ``keep`` filters tools per caller (roles); offsets then count the filtered list.
         """
         if keep is not None and kind == "tools":
-            entries = sorted(self.tools.values(), key=lambda e: e.exposed)
-            return self._slice("tools", [self._expose(e) for e in entries if keep(e)], cursor)
+            return self._slice("tools", self.visible_tools(keep), cursor)
         items = {
             "tools": self._tool_list,
             "prompts": self._prompt_list,
             "resources": self._resources,
             "resourceTemplates": self._template_defs,
         }[kind]
+        return self._slice(kind, items, cursor)
+
+    def visible_tools(self, keep: Callable[[CatalogEntry], bool]) -> list[dict[str, Any]]:
+        """The tools ``keep`` lets one caller see, as listed (cache it per caller class)."""
+        entries = sorted(self.tools.values(), key=lambda e: e.exposed)
+        return [self._expose(e) for e in entries if keep(e)]
+
+    def page_of(self, kind: str, items: list[dict[str, Any]], cursor: str | None) -> dict[str, Any]:
+        """One page of an already-filtered list (see :meth:`visible_tools`)."""
         return self._slice(kind, items, cursor)
 
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -34,11 +35,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning("authentication is OFF (local development on %s only)", settings.server.host)
     if args.config is None:
         log.warning("no --config given: embedded defaults with the bundled demo upstream")
-    gateway = build_gateway(settings)
     srv = settings.server
     log.info("Triplock listening on http://%s:%d%s", srv.host, srv.port, srv.path)
+    app: object = build_gateway(settings)
+    if srv.workers > 1:
+        if "{pid}" not in str(settings.audit.path) and "file" in settings.audit.sinks:
+            print("triplock: audit.path: with server.workers > 1 it must contain {pid} (one hash chain per process)",
+                  file=sys.stderr)
+            return 2
+        # Each worker process builds its own gateway from the same file (see gateway.app.app_from_env).
+        os.environ["TRIPLOCK_CONFIG_FILE"] = str(args.config) if args.config else ""
+        app = "gateway.app:app_from_env"
     uvicorn.run(
-        gateway,
+        app,  # type: ignore[arg-type]
+        factory=srv.workers > 1,
+        workers=srv.workers,
         host=srv.host,
         port=srv.port,
         loop="uvloop",

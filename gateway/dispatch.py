@@ -7,14 +7,14 @@ approvals, audit); everything else is routed here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import replace
 from typing import Any
 
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from gateway.catalog import BadCursor, CatalogEntry
+from gateway.catalog import BadCursor, Catalog, CatalogEntry
 from gateway.context import RequestContext
 from gateway.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, ProtocolError, result_response
 from gateway.tasks import TaskRegistry, client_wants_tasks
@@ -70,6 +70,10 @@ class Dispatcher:
         self.telemetry = telemetry or _NO_TELEMETRY  # CLIENT spans + trace context toward upstreams
         self.call_tool: ToolCaller = call_tool or self.forward_tool_call
         self.tool_filter: ToolFilter | None = None
+        # What the filter's answer depends on (e.g. the caller's roles): lists are cached per key.
+        self.tool_filter_key: Callable[[RequestContext], Hashable] | None = None
+        self._visible: dict[Hashable, list[dict[str, Any]]] = {}
+        self._visible_for: Catalog | None = None
         self.tasks = TaskRegistry()
 
     def capabilities(self) -> dict[str, Any]:
@@ -137,7 +141,7 @@ class Dispatcher:
                 raise ProtocolError(INVALID_PARAMS, "Invalid params: 'cursor' must be a string")
             try:
                 if method == "tools/list" and self.tool_filter is not None:
-                    page = self.pool.catalog.page("tools", cursor, lambda e: self.tool_filter(ctx, e))  # type: ignore[misc]
+                    page = self.pool.catalog.page_of("tools", self._visible_tools(ctx), cursor)
                 else:
                     page = self.pool.catalog.page(_LIST_KINDS[method], cursor)
             except BadCursor:
@@ -171,6 +175,21 @@ class Dispatcher:
         if method == "initialize":
             raise ProtocolError(-32600, "Invalid Request: the session is already initialized")
         raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}")
+
+    def _visible_tools(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        """The caller's tool list, computed once per catalog version and filter key."""
+        tool_filter = self.tool_filter
+        assert tool_filter is not None
+        catalog = self.pool.catalog
+        if self._visible_for is not catalog:
+            self._visible, self._visible_for = {}, catalog
+        key = self.tool_filter_key(ctx) if self.tool_filter_key is not None else None
+        cached = self._visible.get(key) if key is not None else None
+        if cached is None:
+            cached = catalog.visible_tools(lambda e: tool_filter(ctx, e))
+            if key is not None:
+                self._visible[key] = cached
+        return cached
 
     def _start_task(self, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
         params = dict(msg.get("params") or {})

@@ -48,6 +48,9 @@ file = "{POLICY}"
 [store]
 kind = "sqlite"
 path = "{path.parent / 'state.sqlite'}"
+
+[audit]
+path = "{path.parent / 'audit.jsonl'}"
 {extra}
 """
     )

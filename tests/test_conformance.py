@@ -83,6 +83,9 @@ file = "{passthrough}"
 [store]
 kind = "memory"
 
+[audit]
+sinks = []
+
 [[upstreams]]
 name = "{upstream_name}"
 prefix = ""
