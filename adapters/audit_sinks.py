@@ -88,7 +88,7 @@ class FileSink:
         except OSError:
             self._cut_back(pos)
             raise
-        if self.path.is_file() and pos + len(data) >= self.max_bytes:
+        if pos + len(data) >= self.max_bytes and self.path.is_file():  # stat only near the limit
             self._rotate()
 
     def _cut_back(self, pos: int) -> None:

@@ -24,6 +24,9 @@ _PATTERNS = {
     "stripe_secret_key": r"\b(?:sk|rk)_live_[0-9A-Za-z]{16,}",
 }
 
+_SECRET_RE = re.compile("|".join(f"(?P<{name}>{pat})" for name, pat in _PATTERNS.items()))
+_SHORT = 4096  # below this, one combined regex (one C call) beats the per-pattern prefilter
+
 # A literal every match must contain. Substring search runs at memory speed, so each regex only
 # runs on text that could match it: a 1 MiB result costs about a millisecond, not 0.4 s (measured).
 _MARKERS: dict[str, tuple[str, ...]] = {
@@ -48,6 +51,8 @@ MAX_SCAN_CHARS = 1_000_000
 def secret_kinds(text: str) -> frozenset[str]:
     """Kinds of secrets found in `text` (e.g. {'aws_access_key_id', 'jwt'})."""
     text = text[:MAX_SCAN_CHARS]
+    if len(text) < _SHORT:
+        return frozenset(m.lastgroup for m in _SECRET_RE.finditer(text) if m.lastgroup)
     return frozenset(
         name for name, markers, rx in _CHECKS if any(m in text for m in markers) and rx.search(text) is not None
     )
@@ -55,6 +60,8 @@ def secret_kinds(text: str) -> frozenset[str]:
 
 def has_secret(text: str) -> bool:
     """True when `text` contains anything that looks like a credential."""
+    if len(text) < _SHORT:
+        return _SECRET_RE.search(text) is not None
     text = text[:MAX_SCAN_CHARS]
     return any(any(m in text for m in markers) and rx.search(text) is not None for _, markers, rx in _CHECKS)
 
