@@ -12,6 +12,7 @@ Needs `npm ci` in tests/codex (the CI script does it); without it these tests sk
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -92,6 +93,7 @@ class CodexRun:
     last_message: str
     seconds: float
     model: FakeModel
+    mcp_url: str = ""
 
     def describe(self) -> str:
         """Context for assertion messages."""
@@ -102,14 +104,14 @@ class CodexRun:
         )
 
 
-def _codex_env(home: Path, codex_home: Path) -> dict[str, str]:
+def _codex_env(home: Path, codex_home: Path, token: str) -> dict[str, str]:
     """The caller's environment minus anything that could point Codex at a real account."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CODEX_"))}
     env.update(
         HOME=str(home),
         CODEX_HOME=str(codex_home),
-        # Codex sends it as `Authorization: Bearer ...`; the gateway ignores it until auth lands.
-        TRIPLOCK_TOKEN="test-token-not-a-secret",
+        # Codex sends it as `Authorization: Bearer ...` (bearer_token_env_var): a Triplock API key.
+        TRIPLOCK_TOKEN=token,
         RUST_LOG="warn",
         NO_COLOR="1",
     )
@@ -134,7 +136,14 @@ def codex_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CodexRun]:
         ],
         policy={"file": str(PASSTHROUGH)},
         store={"kind": "memory"},
+        auth={"mode": "api_key", "api_keys_file": str(work / "keys.json")},
     )
+    created = subprocess.run(
+        [PY, "-m", "gateway.cli", "keys", "create", "--file", str(work / "keys.json"), "--principal", "codex-agent",
+         "--groups", "agents-run", "--json"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    token = json.loads(created.stdout)["key"]
     codex_home = work / "codex-home"
     codex_home.mkdir()
     project = work / "project"  # Codex's working directory: empty, not a git repository
@@ -163,7 +172,7 @@ def codex_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CodexRun]:
             proc = subprocess.run(
                 cmd,
                 cwd=project,
-                env=_codex_env(work, codex_home),
+                env=_codex_env(work, codex_home, token),
                 stdin=subprocess.DEVNULL,  # with piped stdin, codex exec would append it to the prompt
                 capture_output=True,
                 text=True,
@@ -178,6 +187,7 @@ def codex_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CodexRun]:
             last_message=last_message.read_text() if last_message.exists() else "",
             seconds=time.monotonic() - started,
             model=model,
+            mcp_url=mcp_url,
         )
 
 
@@ -214,3 +224,17 @@ def test_codex_keeps_a_healthy_get_stream(codex_run: CodexRun) -> None:
     """Codex opens the session's GET stream; it should stay open, not fail and reconnect."""
     errors = codex_run.stderr.count("sse stream error")
     assert errors == 0, f"{errors} GET-stream errors in codex's log"
+
+
+def test_gateway_demanded_the_token_codex_sent(codex_run: CodexRun) -> None:
+    """Codex got in with its API key (the runs above); without one, or with a wrong one, nobody does."""
+    import httpx
+
+    body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}}
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    bare = httpx.post(codex_run.mcp_url, json=body, headers=headers)
+    assert bare.status_code == 401
+    assert "resource_metadata=" in bare.headers["www-authenticate"]
+    wrong = httpx.post(codex_run.mcp_url, json=body, headers={**headers, "authorization": "Bearer tlk_x_y"})
+    assert wrong.status_code == 401 and 'error="invalid_token"' in wrong.headers["www-authenticate"]
