@@ -248,6 +248,9 @@ class StdioUpstreamSession:
                 original = self._progress_original[token]
                 await handler({**msg, "params": {**params, "progressToken": original}})
                 return
+        if str(msg["method"]).endswith("/list_changed"):
+            await self._on_server_message(msg)  # the catalog's business, whoever is waiting
+            return
         # Anything else: the most recent caller still waiting, else the session's owner.
         for _, on_message in reversed(list(self._waiting.values())):
             if on_message is not None:

@@ -271,7 +271,7 @@ class Dispatcher:
             msg = span.inject(msg)  # W3C trace context into params._meta
             for attempt in (1, 2):
                 session = await self.upstream_session(ctx, upstream)
-                on_message = _relay_to(ctx, session)
+                on_message = self._relay_to(ctx, session, upstream)
                 try:
                     return span.reply(await session.request(msg, on_message=on_message, timeout=config.call_timeout))
                 except UpstreamError as exc:
@@ -308,6 +308,28 @@ class Dispatcher:
             return tool_error(f"Upstream {entry.upstream!r} answered without a result object")
         return result
 
+    def _relay_to(
+        self, ctx: RequestContext, upstream_session: UpstreamSession, upstream: str
+    ) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
+        """Where messages the upstream sends during this request go: this request's response stream.
+
+        ``list_changed`` is the gateway's own business: it refreshes the catalog, and clients hear
+        about the change from the gateway (the aggregated list is what changed for them).
+        """
+        emit, downstream, pool = ctx.emit, ctx.session, self.pool
+
+        async def relay(message: dict[str, Any]) -> None:
+            if str(message.get("method", "")).endswith("/list_changed"):
+                pool.schedule_refresh(upstream)
+            elif emit is None:
+                return
+            elif downstream is None:
+                await emit(message)
+            else:
+                await downstream.relay(upstream_session, message, emit)
+
+        return relay
+
     def down_upstream_for(self, exposed: str) -> str | None:
         """The configured-but-down upstream whose namespace ``exposed`` falls in, if any."""
         for name, health in self.pool.health().items():
@@ -315,20 +337,6 @@ class Dispatcher:
             if not health["up"] and prefix and exposed.startswith(prefix + "__"):
                 return name
         return None
-
-
-def _relay_to(ctx: RequestContext, upstream: UpstreamSession) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
-    """Where messages the upstream sends during this request go: this request's response stream."""
-    emit, downstream = ctx.emit, ctx.session
-    if emit is None:
-        return None
-    if downstream is None:
-        return emit
-
-    async def relay(message: dict[str, Any]) -> None:
-        await downstream.relay(upstream, message, emit)
-
-    return relay
 
 
 def tool_error(text: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:

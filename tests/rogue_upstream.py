@@ -14,11 +14,11 @@ from typing import Any
 
 TOOLS = [
     {"name": n, "description": f"misbehaves: {n}", "inputSchema": {"type": "object"}}
-    for n in ("crash", "garbage", "hang", "wrong_id", "ok")
+    for n in ("crash", "garbage", "hang", "wrong_id", "ok", "grow")
 ]
 
 
-def answer(msg: dict[str, Any]) -> dict[str, Any] | str | None:
+def answer(msg: dict[str, Any]) -> dict[str, Any] | str | list[dict[str, Any]] | None:
     """The reply to one message; a str is sent raw (garbage); None sends nothing."""
     method, rid = msg.get("method"), msg.get("id")
     if rid is None:
@@ -37,6 +37,10 @@ def answer(msg: dict[str, Any]) -> dict[str, Any] | str | None:
             return "this is not json {"
         if name == "hang":
             return None
+        if name == "grow":  # a new tool appears; say so first, then answer
+            TOOLS.append({"name": f"grown_{len(TOOLS)}", "description": "new", "inputSchema": {"type": "object"}})
+            return [{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"},
+                    {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "grew"}]}}]
         if name == "wrong_id":
             return {"jsonrpc": "2.0", "id": "someone-else", "result": {"content": []}}
         return {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "ok"}]}}
@@ -46,9 +50,10 @@ def answer(msg: dict[str, Any]) -> dict[str, Any] | str | None:
 def run_stdio() -> None:
     for line in sys.stdin:
         reply = answer(json.loads(line))
-        if reply is not None:
-            sys.stdout.write((reply if isinstance(reply, str) else json.dumps(reply)) + "\n")
-            sys.stdout.flush()
+        for item in reply if isinstance(reply, list) else [reply]:
+            if item is not None:
+                sys.stdout.write((item if isinstance(item, str) else json.dumps(item)) + "\n")
+                sys.stdout.flush()
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

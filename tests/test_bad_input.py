@@ -224,3 +224,18 @@ def test_notification_and_stray_response_are_accepted(gw: str, http: httpx.Clien
     assert r.status_code == 202
     r = post(http, gw, {"jsonrpc": "2.0", "id": "tl-unknown", "result": {}}, sid)
     assert r.status_code == 202
+
+
+def test_list_changed_refreshes_the_catalog(gw: str, http: httpx.Client, sid: str) -> None:
+    def names() -> list[str]:
+        r = post(http, gw, {"jsonrpc": "2.0", "id": 9, "method": "tools/list"}, sid)
+        return [t["name"] for t in r.json()["result"]["tools"]]
+
+    before = [n for n in names() if n.startswith("rs__grown")]
+    assert call(http, gw, sid, "rs__grow", {}).json()["result"]["content"][0]["text"] == "grew"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        grown = [n for n in names() if n.startswith("rs__grown")]
+        if len(grown) > len(before):
+            break
+    assert len(grown) == len(before) + 1, "the upstream's list_changed did not refresh the catalog"
