@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -35,6 +36,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning("authentication is OFF (local development on %s only)", settings.server.host)
     if args.config is None:
         log.warning("no --config given: embedded defaults with the bundled demo upstream")
+        if not os.environ.get(settings.approvals.approver_tokens_env):
+            # The quickstart needs someone who can approve held calls: a one-off token for this run.
+            token = secrets.token_urlsafe(18)
+            os.environ[settings.approvals.approver_tokens_env] = f"quickstart={token}"
+            log.warning("approver console: http://%s:%d/console  (token for this run: %s)",
+                        settings.server.host, settings.server.port, token)
     srv = settings.server
     log.info("Triplock listening on http://%s:%d%s", srv.host, srv.port, srv.path)
     app: object = build_gateway(settings)

@@ -300,6 +300,9 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
+QUICKSTART_POLICY = Path(__file__).with_name("quickstart_policy.yaml")
+
+
 class ConfigError(Exception):
     """The configuration is invalid; the message names each bad key and why."""
 
@@ -329,7 +332,7 @@ def load_settings(path: Path | None, *, demo_default: bool = True) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     elif demo_default:
-        data = {"demo_upstream": True}
+        data = {"demo_upstream": True, "policy": {"file": QUICKSTART_POLICY}}
     try:
         return Settings(**data)
     except ValidationError as exc:
