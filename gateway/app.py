@@ -42,6 +42,7 @@ from gateway.store import PendingApproval, Store, StoreUnavailable
 from gateway.transport import McpEndpoint, Receive, Scope, Send
 from gateway.upstream import UpstreamConnector
 from gateway.upstreams import UpstreamPool
+from policy import PolicyError
 
 log = logging.getLogger("triplock")
 
@@ -114,6 +115,7 @@ class Gateway:
         await self.pool.start()
         self.sessions.start()
         self.background.append(asyncio.create_task(self._expire_approvals(), name="approval-expiry"))
+        self.background.append(asyncio.create_task(self._watch_policy(), name="policy-watch"))
 
     async def shutdown(self) -> None:
         for task in self.background:
@@ -125,6 +127,29 @@ class Gateway:
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
+
+    async def _watch_policy(self, interval: float = 1.0) -> None:
+        """Hot reload: when the policy file changes, load it and swap it in; a bad file keeps the old one."""
+        stamp = self.policy.file_stamp()
+        while True:
+            await asyncio.sleep(interval)
+            now = self.policy.file_stamp()
+            if now is None or now == stamp:
+                continue
+            stamp = now
+            try:
+                old, new = self.policy.reload()
+            except PolicyError as exc:
+                log.error("policy file changed but is invalid; keeping revision %s:\n%s", self.policy.revision, exc)
+                if self.obs is not None:
+                    self.obs.audit.emit(EventType.CONFIG_RELOADED, ok=False, policy_revision=self.policy.revision,
+                                        reason=str(exc)[:500])
+                continue
+            log.info("policy reloaded: %s -> %s", old, new)
+            self.pipeline.state.forget_pins()
+            await self.pool.rebuild()  # tools/list now shows the new policy's view
+            if self.obs is not None:
+                self.obs.audit.emit(EventType.CONFIG_RELOADED, ok=True, policy_revision=new, previous_revision=old)
 
     async def _expire_approvals(self) -> None:
         """Undecided approvals past their expiry count as denied; sweep them regularly."""

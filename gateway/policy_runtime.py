@@ -37,6 +37,16 @@ class PolicyRuntime:
     def revision(self) -> str:
         return self.policy.revision
 
+    def file_stamp(self) -> tuple[float, int] | None:
+        """(mtime, size) of the policy file, None for a preset or a missing file: what the watcher compares."""
+        if self._cfg.file is None:
+            return None
+        try:
+            st = Path(self._cfg.file).stat()
+        except OSError:
+            return None
+        return st.st_mtime, st.st_size
+
     def reload(self) -> tuple[str, str]:
         """Load the policy again and swap it in; returns (old, new) revision. Keeps the old one on error."""
         new = load_configured_policy(self._cfg)
