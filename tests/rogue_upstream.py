@@ -14,8 +14,9 @@ from typing import Any
 
 TOOLS = [
     {"name": n, "description": f"misbehaves: {n}", "inputSchema": {"type": "object"}}
-    for n in ("crash", "garbage", "hang", "wrong_id", "ok", "grow")
+    for n in ("crash", "garbage", "hang", "wrong_id", "ok", "grow", "headers")
 ]
+SEEN_HEADERS: list[dict[str, str]] = []  # HTTP mode: every request's headers, for the "headers" tool
 
 
 def answer(msg: dict[str, Any]) -> dict[str, Any] | str | list[dict[str, Any]] | None:
@@ -41,6 +42,8 @@ def answer(msg: dict[str, Any]) -> dict[str, Any] | str | list[dict[str, Any]] |
             TOOLS.append({"name": f"grown_{len(TOOLS)}", "description": "new", "inputSchema": {"type": "object"}})
             return [{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"},
                     {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "grew"}]}}]
+        if name == "headers":
+            return {"jsonrpc": "2.0", "id": rid, "result": {"content": [], "structuredContent": {"seen": SEEN_HEADERS}}}
         if name == "wrong_id":
             return {"jsonrpc": "2.0", "id": "someone-else", "result": {"content": []}}
         return {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "ok"}]}}
@@ -63,6 +66,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 405, "headers": []})
         await send({"type": "http.response.body", "body": b""})
         return
+    SEEN_HEADERS.append({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
     body = b""
     while True:
         m = await receive()
