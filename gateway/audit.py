@@ -202,6 +202,10 @@ class AuditLog:
 
     def emit(self, event_type: str, **fields: Any) -> dict[str, Any] | None:
         """Record one event; returns the sealed record (None when buffered before ``start``)."""
+        return self.emit_fields(event_type, fields)
+
+    def emit_fields(self, event_type: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """:meth:`emit` for a fields dict the caller hands over (not copied: the hot path's form)."""
         if not self.workers and not self.listeners:
             return None
         now = self._clock()
@@ -214,14 +218,10 @@ class AuditLog:
         secs = int(now)
         if secs != self._second:  # strftime once a second, not once a record
             self._second, self._second_text = secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-        record: dict[str, Any] = {
-            "event_id": self._ids.next(now),
-            "time": f"{self._second_text}.{int((now - secs) * 1000):03d}Z",
-            "type": event_type,
-        }
-        for k, v in fields.items():
-            if v is not None:
-                record[k] = v
+        record: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+        record["event_id"] = self._ids.next(now)
+        record["time"] = f"{self._second_text}.{int((now - secs) * 1000):03d}Z"
+        record["type"] = event_type
         record["prev_hash"] = self._prev
         body = orjson.dumps(record, default=_jsonable, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(body).hexdigest()
