@@ -18,6 +18,12 @@ import orjson
 
 from adapters.http1 import Http1Pool, HttpError, Response
 from adapters.sse import iter_sse
+from adapters.upstream_oauth import (
+    ClientCredentialsTokenSource,
+    UpstreamAuthError,
+    identity_headers,
+    strip_client_credentials,
+)
 from gateway.config import UpstreamConfig
 from gateway.upstream import UPSTREAM_PROTOCOL_VERSION, ClientIdentity, MessageHandler, UpstreamError
 
@@ -46,32 +52,42 @@ class HttpUpstream:
         self.config = config
         assert config.url is not None
         self.url = config.url
-        headers = {"accept": _ACCEPT, "content-type": "application/json", **config.headers}
+        # Only the upstream's own credentials: nothing from the client is ever copied in.
+        headers = {
+            "accept": _ACCEPT,
+            "content-type": "application/json",
+            **strip_client_credentials(dict(config.headers), config),
+        }
         token = config.bearer_token()
         if token:
             headers["authorization"] = f"Bearer {token}"
         self._base_headers = headers
         self._pool = Http1Pool(config.url, connect_timeout=config.connect_timeout)
+        self.token_source = ClientCredentialsTokenSource.from_config(config)
 
     async def open_session(self, identity: ClientIdentity, on_server_message: MessageHandler) -> HttpUpstreamSession:
         """Run the initialize handshake and open the session's GET stream."""
-        session = HttpUpstreamSession(self, on_server_message)
+        session = HttpUpstreamSession(self, on_server_message, identity_headers(self.config, identity.principal))
         await session.initialize(identity)
         return session
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+        if self.token_source is not None:
+            await self.token_source.aclose()
 
 
 class HttpUpstreamSession:
     """One MCP session with an HTTP upstream."""
 
-    def __init__(self, connector: HttpUpstream, on_server_message: MessageHandler) -> None:
+    def __init__(
+        self, connector: HttpUpstream, on_server_message: MessageHandler, extra_headers: dict[str, str] | None = None
+    ) -> None:
         self.upstream = connector.name
         self._connector = connector
         self._pool = connector._pool
         self._on_server_message = on_server_message
-        self._headers = dict(connector._base_headers)
+        self._headers = {**connector._base_headers, **(extra_headers or {})}
         self._ids = itertools.count(1)
         self._get_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -134,20 +150,20 @@ class HttpUpstreamSession:
         if self._get_task:
             self._get_task.cancel()
         if "mcp-session-id" in self._headers:
-            with contextlib.suppress(HttpError, TimeoutError):
+            with contextlib.suppress(HttpError, TimeoutError, UpstreamAuthError):
                 async with asyncio.timeout(2.0):
-                    resp = await self._pool.request("DELETE", self._headers)
+                    resp = await self._pool.request("DELETE", await self._request_headers())
                     await resp.read()
 
     async def _fire(self, message: dict[str, Any]) -> None:
         try:
             async with asyncio.timeout(self._connector.config.call_timeout):
-                resp = await self._pool.request("POST", self._headers, orjson.dumps(message))
+                resp = await self._pool.request("POST", await self._request_headers(), orjson.dumps(message))
                 await resp.read()
             if resp.status >= 400:
                 what = message.get("method", "response")
                 log.warning("upstream %s refused a %s: HTTP %s", self.upstream, what, resp.status)
-        except (HttpError, TimeoutError) as exc:
+        except (HttpError, TimeoutError, UpstreamAuthError) as exc:
             log.warning("upstream %s: could not deliver message: %s", self.upstream, exc)
 
     async def _post(
@@ -163,8 +179,18 @@ class HttpUpstreamSession:
         resp: Response | None = None
         try:
             async with asyncio.timeout(timeout):
-                headers = {**self._headers, **extra_headers} if extra_headers else self._headers
-                resp = await self._pool.request("POST", headers, orjson.dumps(message))
+                base = await self._request_headers()
+                headers = {**base, **extra_headers} if extra_headers else base
+                body = orjson.dumps(message)
+                resp = await self._pool.request("POST", headers, body)
+                source = self._connector.token_source
+                if resp.status == 401 and source is not None:
+                    # The upstream refused our token (revoked, rotated): one fresh token, one retry.
+                    # A 401 means the request was not acted on, so the retry cannot run it twice.
+                    await resp.read()
+                    source.invalidate()
+                    base = await self._request_headers()
+                    resp = await self._pool.request("POST", {**base, **extra_headers} if extra_headers else base, body)
                 if resp.status == 404 and "mcp-session-id" in self._headers:
                     self._closed = True
                     raise UpstreamError(self.upstream, "session_expired", "upstream no longer knows the session")
@@ -179,6 +205,8 @@ class HttpUpstreamSession:
             raise UpstreamError(self.upstream, "timeout", f"no answer within {timeout:g}s") from None
         except HttpError as exc:
             raise UpstreamError(self.upstream, "unreachable", str(exc)) from None
+        except UpstreamAuthError as exc:
+            raise UpstreamError(self.upstream, "unreachable", f"cannot get its access token: {exc}") from None
         except asyncio.CancelledError:
             # The client cancelled: tell the upstream, without waiting (we are being cancelled).
             if self.initialize_result:
@@ -192,6 +220,12 @@ class HttpUpstreamSession:
         finally:
             if resp is not None:
                 resp.abandon()
+
+    async def _request_headers(self) -> dict[str, str]:
+        source = self._connector.token_source
+        if source is None:
+            return self._headers
+        return {**self._headers, **await source.headers()}
 
     def _parse_json_reply(self, body: bytes, want_id: Any) -> dict[str, Any]:
         try:
@@ -228,7 +262,7 @@ class HttpUpstreamSession:
         while not self._closed:
             resp: Response | None = None
             try:
-                resp = await self._pool.request("GET", {**self._headers, "accept": "text/event-stream"})
+                resp = await self._pool.request("GET", {**await self._request_headers(), "accept": "text/event-stream"})
                 ready.set()
                 if resp.status >= 400:
                     return  # 405: the server offers no GET stream; nothing to listen to

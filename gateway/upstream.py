@@ -38,6 +38,7 @@ class ClientIdentity:
 
     client_info: dict[str, Any] = field(default_factory=lambda: {"name": "triplock", "version": "0.1.0"})
     capabilities: dict[str, Any] = field(default_factory=dict)
+    principal: str | None = None  # passed on in the upstream's identity_header, when one is configured
 
 
 class UpstreamSession(Protocol):

@@ -233,7 +233,9 @@ class UpstreamPool:
                 await downstream.relay(holder[0], msg)
 
         try:
-            identity = ClientIdentity(client_info=downstream.client_info, capabilities=downstream.capabilities)
+            identity = ClientIdentity(
+                client_info=downstream.client_info, capabilities=downstream.capabilities, principal=downstream.principal
+            )
             session = await state.connector.open_session(identity, on_server_message)
             holder.append(session)
             downstream.upstreams[name] = session
