@@ -42,6 +42,10 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body."""
+        if self.complete and self.error is None:  # usual for small JSON answers: no async iteration
+            parts = list(self._chunks)
+            self._chunks.clear()
+            return parts[0] if len(parts) == 1 else b"".join(parts)
         parts = [chunk async for chunk in self.iter_bytes()]
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
