@@ -58,8 +58,13 @@ def secret_kinds(text: str) -> frozenset[str]:
     )
 
 
+_MIN_LEN = 14  # the shortest match any pattern can make ('xoxb-' + 10 characters, say 'hooks.slack.com')
+
+
 def has_secret(text: str) -> bool:
     """True when `text` contains anything that looks like a credential."""
+    if len(text) < _MIN_LEN:
+        return False
     if len(text) < _SHORT:
         return _SECRET_RE.search(text) is not None
     text = text[:MAX_SCAN_CHARS]
@@ -67,16 +72,21 @@ def has_secret(text: str) -> bool:
 
 
 def iter_strings(value: Any, depth: int = 0) -> Iterator[str]:
-    """Every string (keys included) in a JSON-like value, depth-limited against hostile nesting."""
-    if depth > 64:
-        return
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            if isinstance(k, str):
-                yield k
-            yield from iter_strings(v, depth + 1)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from iter_strings(item, depth + 1)
+    """Every string (keys included) in a JSON-like value, depth-limited against hostile nesting.
+
+    Iterative (an explicit stack): a generator per nesting level cost more than the scanning.
+    """
+    stack: list[tuple[Any, int]] = [(value, depth)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, str):
+            yield node
+        elif level > 64:
+            continue
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                if isinstance(k, str):
+                    yield k
+                stack.append((v, level + 1))
+        elif isinstance(node, list | tuple):
+            stack.extend((item, level + 1) for item in node)
