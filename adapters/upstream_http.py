@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 
 from adapters.http1 import Http1Pool, HttpError, Response
-from adapters.sse import iter_sse
 from adapters.upstream_oauth import (
     ClientCredentialsTokenSource,
     UpstreamAuthError,
@@ -25,6 +24,7 @@ from adapters.upstream_oauth import (
     strip_client_credentials,
 )
 from gateway.config import UpstreamConfig
+from gateway.sse import iter_sse
 from gateway.upstream import UPSTREAM_PROTOCOL_VERSION, ClientIdentity, MessageHandler, UpstreamError
 
 log = logging.getLogger("triplock.upstream.http")

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adapters.audit_sinks import build_sinks
 from adapters.notifiers import notifier_from_env
 from adapters.upstream_http import HttpUpstream
 from adapters.upstream_stdio import StdioUpstream
@@ -203,7 +204,7 @@ def build_gateway(settings: Settings) -> Gateway:
             active.approval_requested(approval, ui.console_url)
 
     approvals = Approvals(store, hold, on_created=on_created)
-    obs = build_observability(settings)
+    obs = build_observability(settings, build_sinks(settings.audit, settings.store.redis_url))
     obs.telemetry.metrics.observe_sessions(lambda: len(sessions))
     dispatcher = Dispatcher(pool, telemetry=obs.telemetry)
     dispatcher.tool_filter = lambda ctx, entry: access.may_call(ctx, entry.upstream, entry.name)

@@ -68,7 +68,8 @@ class Dispatcher:
     ) -> None:
         self.pool = pool
         self.telemetry = telemetry or _NO_TELEMETRY  # CLIENT spans + trace context toward upstreams
-        self.call_tool: ToolCaller = call_tool or self.forward_tool_call
+        # tools/call is the pipeline's (policy, approvals, audit): the app sets it once built.
+        self.call_tool: ToolCaller = call_tool or _no_tool_pipeline
         self.tool_filter: ToolFilter | None = None
         # What the filter's answer depends on (e.g. the caller's roles): lists are cached per key.
         self.tool_filter_key: Callable[[RequestContext], Hashable] | None = None
@@ -282,32 +283,6 @@ class Dispatcher:
                         ctx.session.upstreams.pop(upstream, None)
         raise AssertionError("unreachable")
 
-    async def forward_tool_call(self, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
-        """The bare forwarding step of ``tools/call``: resolve the name and forward."""
-        params = msg.get("params") or {}
-        name = params.get("name")
-        if not isinstance(name, str):
-            raise ProtocolError(INVALID_PARAMS, "Invalid params: tool 'name' must be a string")
-        if "arguments" in params and not isinstance(params["arguments"], dict | None):
-            raise ProtocolError(INVALID_PARAMS, "Invalid params: 'arguments' must be an object")
-        entry = self.pool.catalog.tools.get(name)
-        if entry is None:
-            down = self.down_upstream_for(name)
-            if down is not None:
-                return tool_error(f"Upstream {down!r} is unavailable; tool {name!r} cannot be called now.")
-            raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
-        forwarded = {**msg, "params": {**params, "name": entry.name}}
-        try:
-            reply = await self.forward_raw(ctx, entry.upstream, forwarded)
-        except UpstreamError as exc:
-            return tool_error(f"Upstream {entry.upstream!r} failed ({exc.kind}): {exc.detail}")
-        if "error" in reply:
-            return reply
-        result = reply.get("result")
-        if not isinstance(result, dict):
-            return tool_error(f"Upstream {entry.upstream!r} answered without a result object")
-        return result
-
     def _relay_to(
         self, ctx: RequestContext, upstream_session: UpstreamSession, upstream: str
     ) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
@@ -337,6 +312,10 @@ class Dispatcher:
             if not health["up"] and prefix and exposed.startswith(prefix + "__"):
                 return name
         return None
+
+
+async def _no_tool_pipeline(ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
+    raise ProtocolError(INTERNAL_ERROR, "Internal error: no tools/call pipeline is configured")
 
 
 def tool_error(text: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -10,10 +10,11 @@ arguments' hash (and, on spans, only if ``telemetry.capture_content`` is on, whi
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.audit import AuditLog, EventType
+from gateway.audit import AuditLog, AuditSink, EventType
 from gateway.config import Settings
 from gateway.telemetry import Telemetry, setup_telemetry
 from policy import Leg, Legs
@@ -202,12 +203,10 @@ class Observability:
         self.telemetry.shutdown()
 
 
-def build_observability(settings: Settings) -> Observability:
-    """Telemetry from ``[telemetry]`` + OTEL_* env; the audit log from ``[audit]``."""
-    from adapters.audit_sinks import build_sinks
-
+def build_observability(settings: Settings, sinks: Iterable[AuditSink]) -> Observability:
+    """Telemetry from ``[telemetry]`` + OTEL_* env; the audit log writing to ``sinks`` (built by the app)."""
     telemetry = setup_telemetry(settings.telemetry)
-    audit = AuditLog(build_sinks(settings.audit, settings.store.redis_url), metrics=telemetry.metrics,
+    audit = AuditLog(sinks, metrics=telemetry.metrics,
                      backlog_alert=settings.audit.backlog_alert)
     if telemetry.metrics.enabled:
         audit.listeners.append(approval_metrics_listener(telemetry))

@@ -23,13 +23,13 @@ import orjson
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, classify_inbound_request, find_duplicated_routing_header
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
-from adapters.sse import format_sse
 from gateway.config import ServerConfig
 from gateway.context import RequestContext
 from gateway.dispatch import Dispatcher
 from gateway.identity import Authenticator, AuthFailure, Principal
 from gateway.jsonrpc import INVALID_REQUEST, ProtocolError, decode_message, error_response
 from gateway.sessions import DownstreamSession, SessionRegistry
+from gateway.sse import format_sse
 
 log = logging.getLogger("triplock.transport")
 

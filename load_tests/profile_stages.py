@@ -65,7 +65,7 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ("forward", "gateway/upstreams.py", None),
     ("forward", "gateway/upstream.py", None),
     ("forward", "gateway/dispatch.py",
-     frozenset({"forward", "forward_raw", "forward_tool_call", "upstream_session", "_forward_named"})),
+     frozenset({"forward", "forward_raw", "upstream_session", "_forward_named"})),
     ("forward", "gateway/pipeline.py", frozenset({"_forward"})),
     ("parse", "gateway/jsonrpc.py", frozenset({"decode_message", "_too_deep", "_valid_id", "id", "method", "params"})),
     ("parse", "gateway/transport.py", frozenset({"read_body", "_accepts"})),

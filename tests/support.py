@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -26,8 +27,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until_ready(url: str, proc: subprocess.Popen[bytes] | None = None, deadline: float = 30.0,
-                     ok: tuple[int, ...] = (200,)) -> None:
+def wait_until_ready(
+    url: str, proc: subprocess.Popen[bytes] | None = None, deadline: float = 30.0, ok: tuple[int, ...] = (200,)
+) -> None:
     """Poll ``url`` until it answers with a status in ``ok``; fail fast if ``proc`` dies."""
     end = time.monotonic() + deadline
     last: Exception | int | None = None
@@ -81,11 +83,18 @@ def write_config(path: Path, port: int, upstreams: list[dict[str, Any]], **secti
 
 
 @contextlib.contextmanager
-def running(cmd: list[str], ready_url: str | None, env: dict[str, str] | None = None,
-            ready_status: tuple[int, ...] = (200,)) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    cmd: list[str], ready_url: str | None, env: dict[str, str] | None = None, ready_status: tuple[int, ...] = (200,)
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``cmd`` until the block ends; wait for ``ready_url`` first. Output is kept for failures."""
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     try:
         if ready_url:
             wait_until_ready(ready_url, proc, ok=ready_status)
@@ -102,8 +111,7 @@ def running(cmd: list[str], ready_url: str | None, env: dict[str, str] | None = 
 
 
 def demo_http_cmd(port: int) -> list[str]:
-    return [PY, "-m", "gateway.cli", "demo-upstream", "--transport", "http", "--host", "127.0.0.1",
-            "--port", str(port)]
+    return [PY, "-m", "gateway.cli", "demo-upstream", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)]
 
 
 def gateway_cmd(config: Path) -> list[str]:
@@ -113,14 +121,50 @@ def gateway_cmd(config: Path) -> list[str]:
 MCP_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 
 
-def initialize(client: httpx.Client, url: str, version: str = "2025-11-25") -> str:
-    """Open a handshake-era session with raw HTTP; returns the session id."""
-    r = client.post(url, headers=MCP_HEADERS, json={
-        "jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
-    })
+def initialize(
+    client: httpx.Client, url: str, version: str = "2025-11-25", headers: dict[str, str] | None = None
+) -> str:
+    """Open a handshake-era session with raw HTTP (``headers``: e.g. a bearer token); returns the session id."""
+    r = client.post(
+        url,
+        headers={**MCP_HEADERS, **(headers or {})},
+        json={
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+        },
+    )
     assert r.status_code == 200, r.text
     sid = r.headers["mcp-session-id"]
-    client.post(url, headers={**MCP_HEADERS, "mcp-session-id": sid, "mcp-protocol-version": version},
-                json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    client.post(
+        url,
+        headers={**MCP_HEADERS, **(headers or {}), "mcp-session-id": sid, "mcp-protocol-version": version},
+        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+    )
     return sid
+
+
+def create_api_key(keys_file: Path, principal: str, groups: str = "agents-run") -> str:
+    """A Triplock API key for ``principal``, made with the real `triplock keys create`."""
+    created = subprocess.run(
+        [
+            PY,
+            "-m",
+            "gateway.cli",
+            "keys",
+            "create",
+            "--file",
+            str(keys_file),
+            "--principal",
+            principal,
+            "--groups",
+            groups,
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return str(json.loads(created.stdout)["key"])

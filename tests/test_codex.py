@@ -12,7 +12,6 @@ Needs `npm ci` in tests/codex (the CI script does it); without it these tests sk
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -24,7 +23,7 @@ import pytest
 
 from gateway.codex_config import codex_config_toml
 from tests.codex.fake_model import ANSWER_PREFIX, FakeModel, function_call_outputs, offered_tools
-from tests.support import PASSTHROUGH, PY, REPO, free_port, gateway_cmd, running, write_config
+from tests.support import PASSTHROUGH, PY, REPO, create_api_key, free_port, gateway_cmd, running, write_config
 
 CODEX_DIR = REPO / "tests" / "codex"
 CODEX_BIN = CODEX_DIR / "node_modules" / ".bin" / "codex"
@@ -138,12 +137,7 @@ def codex_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CodexRun]:
         store={"kind": "memory"},
         auth={"mode": "api_key", "api_keys_file": str(work / "keys.json")},
     )
-    created = subprocess.run(
-        [PY, "-m", "gateway.cli", "keys", "create", "--file", str(work / "keys.json"), "--principal", "codex-agent",
-         "--groups", "agents-run", "--json"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    )
-    token = json.loads(created.stdout)["key"]
+    token = create_api_key(work / "keys.json", "codex-agent")
     codex_home = work / "codex-home"
     codex_home.mkdir()
     project = work / "project"  # Codex's working directory: empty, not a git repository
