@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from adapters.deadlines import deadline
 from adapters.http1 import Http1Pool, HttpError, Response
 from adapters.upstream_oauth import (
     ClientCredentialsTokenSource,
@@ -178,7 +179,7 @@ class HttpUpstreamSession:
         want_id = message["id"]
         resp: Response | None = None
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline(timeout):
                 base = await self._request_headers()
                 headers = {**base, **extra_headers} if extra_headers else base
                 body = orjson.dumps(message)

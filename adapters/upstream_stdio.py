@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from adapters.deadlines import deadline
 from gateway.config import UpstreamConfig
 from gateway.upstream import UPSTREAM_PROTOCOL_VERSION, ClientIdentity, MessageHandler, UpstreamError
 
@@ -127,7 +128,7 @@ class StdioUpstreamSession:
         self._waiting[wire_id] = (future, on_message)
         try:
             await self._write(outbound)
-            async with asyncio.timeout(timeout):
+            async with deadline(timeout):
                 reply = await future
         except TimeoutError:
             await self._write_quiet(

@@ -27,6 +27,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.hot_instruments import HotCounter, HotHistogram
+
 log = logging.getLogger("triplock.metrics")
 
 # The MCP conventions' ExplicitBucketBoundaries for the operation-duration histograms.
@@ -91,6 +93,19 @@ INSTRUMENTS: tuple[Instrument, ...] = (
                "1 while the sink's last delivery succeeded, 0 while it is failing.", ("triplock.audit.sink",)),
 )
 _BY_OTEL = {i.otel: i for i in INSTRUMENTS}
+# Recorded on every request: lock-free (see gateway/hot_instruments.py).
+_HOT = frozenset({"mcp.server.operation.duration", "mcp.client.operation.duration", "triplock.decisions"})
+
+
+def _hot_instrument(spec: Instrument, registry: CollectorRegistry) -> HotCounter | HotHistogram:
+    collector: HotCounter | HotHistogram
+    if spec.kind == "histogram":
+        collector = HotHistogram(spec.prom.removesuffix("_seconds"), spec.help, spec.prom_labels, spec.buckets,
+                                 unit="seconds")
+    else:
+        collector = HotCounter(spec.prom, spec.help, spec.prom_labels)
+    registry.register(collector)
+    return collector
 
 
 class Metrics:
@@ -101,6 +116,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collectors: dict[str, Any] = {}
         for spec in INSTRUMENTS:
+            if spec.otel in _HOT:
+                self.collectors[spec.otel] = _hot_instrument(spec, self.registry)
+                continue
             cls = {"counter": Counter, "histogram": Histogram, "gauge": Gauge}[spec.kind]
             kwargs: dict[str, Any] = {"registry": self.registry}
             if spec.buckets:

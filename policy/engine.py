@@ -367,14 +367,19 @@ class CompiledPolicy:
 
     # -- results and sessions ---------------------------------------------------------------
     def inspect_result(
-        self, profile: ToolProfile, result: Mapping[str, Any], arguments: Mapping[str, Any] | None = None
+        self,
+        profile: ToolProfile,
+        result: Mapping[str, Any],
+        arguments: Mapping[str, Any] | None = None,
+        known: frozenset[Leg] = frozenset(),
     ) -> frozenset[Leg]:
         """Legs a tool result adds to the session: P for secrets, U for untrusted content.
 
         U comes from the tool itself being a U tool (unless `arguments` show an allowlisted URL)
-        or from resource links to hosts outside the URL allowlist.
+        or from resource links to hosts outside the URL allowlist. Legs in `known` (already
+        the session's) are not looked for again.
         """
-        return result_legs(self._fresh(profile), result, arguments)
+        return result_legs(self._fresh(profile), result, arguments, known)
 
     def trifecta_capable(self, profiles: Iterable[ToolProfile]) -> bool:
         """True when the tools together span P, U and E (a session could complete the trifecta)."""

@@ -24,25 +24,39 @@ def _remote_host(uri: str) -> str | None:
 
 
 def result_legs(
-    profile: ToolProfile, result: Mapping[str, Any], arguments: Mapping[str, Any] | None = None
+    profile: ToolProfile,
+    result: Mapping[str, Any],
+    arguments: Mapping[str, Any] | None = None,
+    known: frozenset[Leg] = frozenset(),
 ) -> frozenset[Leg]:
-    """Legs `result` adds; `profile` must be compiled under the current policy revision."""
+    """Legs `result` adds; `profile` must be compiled under the current policy revision.
+
+    Legs in `known` (the session has them already) are not looked for again: once a session
+    holds private data, scanning every later result for credentials cannot change anything.
+    """
     legs: set[Leg] = set()
+    if Leg.U not in known and _adds_untrusted(profile, result, arguments):
+        legs.add(Leg.U)
+    if Leg.P not in known and any(has_secret(text) for text in iter_strings(result)):
+        legs.add(Leg.P)
+    return frozenset(legs)
+
+
+def _adds_untrusted(profile: ToolProfile, result: Mapping[str, Any], arguments: Mapping[str, Any] | None) -> bool:
     if Leg.U in profile.legs:
         out = profile.plan.conditions.evaluate(arguments) if arguments else NOTHING
         if Leg.U not in out.drop:
-            legs.add(Leg.U)
+            return True
     allow = profile.plan.url_allowlist
     content = result.get("content")
+    # Results are decoded JSON: dict checks, not Mapping (an ABC check costs several times more).
     for item in content if isinstance(content, list) else ():
-        if not isinstance(item, Mapping):
+        if not isinstance(item, dict):
             continue
         uri = item.get("uri") if item.get("type") == "resource_link" else None
-        if item.get("type") == "resource" and isinstance(item.get("resource"), Mapping):
+        if item.get("type") == "resource" and isinstance(item.get("resource"), dict):
             uri = item["resource"].get("uri")
         host = _remote_host(uri) if isinstance(uri, str) else None
         if host and not allow(host):
-            legs.add(Leg.U)
-    if any(has_secret(text) for text in iter_strings(result)):
-        legs.add(Leg.P)
-    return frozenset(legs)
+            return True
+    return False

@@ -73,3 +73,12 @@ def test_hostile_nesting_does_not_crash() -> None:
     for _ in range(500):
         deep = [deep]
     assert POLICY.inspect_result(DOC, {"structuredContent": deep}) == frozenset()
+
+
+def test_legs_the_session_already_has_are_not_looked_for_again() -> None:
+    secret = text("key AKIAIOSFODNN7EXAMPLE end")
+    # Without `known` both legs are found; with it, only what is new comes back.
+    assert POLICY.inspect_result(FETCH, secret) == {P, U}
+    assert POLICY.inspect_result(FETCH, secret, known=frozenset({P})) == {U}
+    assert POLICY.inspect_result(FETCH, secret, known=frozenset({U})) == {P}
+    assert POLICY.inspect_result(FETCH, secret, known=frozenset({P, U})) == frozenset()
