@@ -86,14 +86,16 @@ class _EventIds:
     def __init__(self) -> None:
         self._ms = 0
         self._rand = 0
+        self._prefix = ""
 
     def next(self, now: float) -> str:
         ms = int(now * 1000)
         if ms <= self._ms:  # same millisecond (or the clock stepped back): stay ordered
-            ms, self._rand = self._ms, self._rand + 1
+            self._rand += 1
         else:
             self._ms, self._rand = ms, int.from_bytes(os.urandom(10)) >> 1  # headroom for increments
-        return f"evt_{ms:012x}{self._rand:020x}"
+            self._prefix = f"evt_{ms:012x}"
+        return f"{self._prefix}{self._rand:020x}"
 
 
 class _Worker:
@@ -201,11 +203,14 @@ class AuditLog:
             w.task = asyncio.create_task(w.run(), name=f"audit-sink:{w.sink.name}")
 
     def emit(self, event_type: str, **fields: Any) -> dict[str, Any] | None:
-        """Record one event; returns the sealed record (None when buffered before ``start``)."""
-        return self.emit_fields(event_type, fields)
+        """Record one event (None values are left out); returns the sealed record (None before ``start``)."""
+        return self.emit_fields(event_type, {k: v for k, v in fields.items() if v is not None})
 
     def emit_fields(self, event_type: str, fields: dict[str, Any]) -> dict[str, Any] | None:
-        """:meth:`emit` for a fields dict the caller hands over (not copied: the hot path's form)."""
+        """:meth:`emit` for a dict the caller hands over: not copied, and it must hold no None values.
+
+        The hot path's form: the record is sealed in place, without a filtering copy.
+        """
         if not self.workers and not self.listeners:
             return None
         now = self._clock()
@@ -218,7 +223,7 @@ class AuditLog:
         secs = int(now)
         if secs != self._second:  # strftime once a second, not once a record
             self._second, self._second_text = secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-        record: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+        record = fields
         record["event_id"] = self._ids.next(now)
         record["time"] = f"{self._second_text}.{int((now - secs) * 1000):03d}Z"
         record["type"] = event_type

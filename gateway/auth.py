@@ -240,6 +240,8 @@ class ApiKeyAuthenticator:
         self._records: dict[str, ApiKeyRecord] = {}
         self._signature: tuple[int, int] | None = None
         self._checked_at = float("-inf")
+        # Verified keys by their SHA-256, dropped whenever the key file changes (revocation).
+        self._verified: dict[bytes, Principal] = {}
 
     def claims(self, token: str) -> bool:
         return token.startswith("tlk_")
@@ -251,10 +253,14 @@ class ApiKeyAuthenticator:
         return await self.verify(token)
 
     async def verify(self, token: str) -> Principal | AuthFailure:
+        self._maybe_reload()
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._verified.get(digest)
+        if hit is not None:
+            return hit
         key_id = parse_key(token)
         if key_id is None:
             return self.challenges.invalid("malformed API key")
-        self._maybe_reload()
         record = self._records.get(key_id)
         # Hash even for an unknown id, so timing does not tell which ids exist.
         ok = key_matches(token, record.hash if record is not None else "sha256:" + "0" * 64)
@@ -263,8 +269,12 @@ class ApiKeyAuthenticator:
         if not record.active:
             return self.challenges.invalid("the API key was revoked")
         groups = frozenset(record.groups)
-        return Principal(id=record.principal, agent=record.agent, groups=groups,
-                         roles=self.access.roles_for(groups), via="api_key")
+        principal = Principal(id=record.principal, agent=record.agent, groups=groups,
+                              roles=self.access.roles_for(groups), via="api_key")
+        if len(self._verified) >= _TOKEN_CACHE_MAX:
+            self._verified.clear()
+        self._verified[digest] = principal
+        return principal
 
     def _maybe_reload(self) -> None:
         now = self._clock()
@@ -281,6 +291,7 @@ class ApiKeyAuthenticator:
             log.error("cannot read API key file %s: %s", self.store.path, exc)
             return
         self._signature = signature
+        self._verified = {}
 
     async def aclose(self) -> None:
         return None

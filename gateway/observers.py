@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.audit import AuditLog, AuditSink, EventType
 from gateway.config import Settings
+from gateway.store import args_hash
 from gateway.telemetry import Telemetry, setup_telemetry
 from policy import Leg, Legs
 
@@ -111,21 +112,25 @@ class AuditObserver:
 
     @staticmethod
     def _fields(record: CallRecord) -> dict[str, Any]:
+        """The call's fields, with no None values (see :meth:`AuditLog.emit_fields`)."""
         call, d = record.call, record.decision
         assert d is not None
         if not record.args_hash:
-            from gateway.approvals import args_hash
-
             record.args_hash = args_hash(call.arguments)
-        return {
-            "principal": call.principal, "agent": call.agent, "session": call.session_id,
+        fields = {
+            "principal": call.principal, "session": call.session_id,
             "upstream": call.upstream, "tool": call.tool, "exposed_tool": record.exposed,
             "args_hash": record.args_hash, "protocol_version": record.ctx.protocol_version,
-            "decision": d.effect, "enforced": d.enforced_effect, "mode": d.mode, "category": d.category,
+            "decision": d.effect, "enforced": d.enforced_effect, "mode": d.mode,
             "legs_before": _legs(d.legs_before), "legs_after": _legs(d.legs_after), "rule_ids": d.rule_ids,
             "reasons": d.reasons, "policy_revision": d.policy_revision, "trifecta": d.trifecta,
             "first_use": d.first_use, "pin_changed": d.pin_changed,
         }
+        if call.agent is not None:
+            fields["agent"] = call.agent
+        if d.category is not None:
+            fields["category"] = d.category
+        return fields
 
     def decided(self, record: CallRecord) -> None:
         d = record.decision
@@ -133,10 +138,12 @@ class AuditObserver:
             return
         if d.pin_changed:
             profile = record.profile
-            self.audit.emit(EventType.TOOL_DEFINITION_CHANGED, **self._fields(record),
-                            definition_hash=profile.definition_hash if profile is not None else None)
+            fields = self._fields(record)
+            if profile is not None:
+                fields["definition_hash"] = profile.definition_hash
+            self.audit.emit_fields(EventType.TOOL_DEFINITION_CHANGED, fields)
         if self.every_request or d.enforced_effect == "hold":
-            self.audit.emit(EventType.CALL_REQUESTED, **self._fields(record))
+            self.audit.emit_fields(EventType.CALL_REQUESTED, self._fields(record))
 
     def finished(self, record: CallRecord) -> None:
         d = record.decision
@@ -147,9 +154,9 @@ class AuditObserver:
         if approval is not None:
             fields["approval_id"] = approval.id
             if record.outcome in ("held", "pending") and self._new(approval.created_at, record):
-                self.audit.emit(EventType.APPROVAL_REQUESTED, **fields, expires_at=approval.expires_at)
+                self.audit.emit_fields(EventType.APPROVAL_REQUESTED, {**fields, "expires_at": approval.expires_at})
             if record.outcome == "executed":
-                self.audit.emit(EventType.APPROVAL_EXECUTED, **fields)
+                self.audit.emit_fields(EventType.APPROVAL_EXECUTED, dict(fields))
         if record.legs_after:
             fields["legs_after"] = _legs(record.legs_after)
         fields["outcome"] = record.outcome

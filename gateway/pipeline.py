@@ -49,6 +49,17 @@ class CallRecord:
     progress_token: Any = None
 
 
+_LEGS: dict[frozenset[str], frozenset[Leg]] = {}
+
+
+def _legs_of(names: frozenset[str]) -> frozenset[Leg]:
+    """Stored leg names as Legs, memoised (eight possible sets; an unknown name raises, so none is kept)."""
+    legs = _LEGS.get(names)
+    if legs is None:
+        legs = _LEGS[names] = frozenset(Leg(x) for x in names)
+    return legs
+
+
 class CallObserver(Protocol):
     """Audit and telemetry hook into the pipeline."""
 
@@ -116,9 +127,7 @@ class ToolCallPipeline:
         store_ok = True
         try:
             st = await self.state.call_state(legs_key, first_use_key, call.upstream, call.tool)
-            state = CallState(
-                frozenset(Leg(x) for x in st.legs), st.tool_used_before, st.pinned_hash, self.store.suspended(), True
-            )
+            state = CallState(_legs_of(st.legs), st.tool_used_before, st.pinned_hash, self.store.suspended(), True)
         except StoreUnavailable as exc:
             log.error("state store unavailable (%s): failing closed for writes and holds", exc)
             store_ok = False
@@ -264,7 +273,9 @@ class ToolCallPipeline:
         policy = self.policy.policy
         decision, profile = record.decision, record.profile
         assert decision is not None and profile is not None
-        legs = decision.legs_after | policy.inspect_result(profile, result, record.call.arguments)
+        legs = decision.legs_after | policy.inspect_result(
+            profile, result, record.call.arguments, known=decision.legs_after
+        )
         record.legs_after = legs
         writes: list[Awaitable[None]] = []
         if legs != state.session_legs:
