@@ -129,12 +129,20 @@ class HttpUpstreamSession:
                 await ready.wait()
 
     async def request(
-        self, message: dict[str, Any], *, on_message: MessageHandler | None, timeout: float
+        self,
+        message: dict[str, Any],
+        *,
+        on_message: MessageHandler | None,
+        timeout: float,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Forward one request; the answer comes back with the caller's id."""
         caller_id = message.get("id")
         outbound = {**message, "id": next(self._ids)}
-        response, _ = await self._post(outbound, on_message, timeout, _trace_headers(message))
+        extra = _trace_headers(message)
+        if headers:
+            extra = {**extra, **headers} if extra else headers
+        response, _ = await self._post(outbound, on_message, timeout, extra)
         response["id"] = caller_id
         return response
 

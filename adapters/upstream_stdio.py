@@ -116,7 +116,12 @@ class StdioUpstreamSession:
         await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     async def request(
-        self, message: dict[str, Any], *, on_message: MessageHandler | None, timeout: float
+        self,
+        message: dict[str, Any],
+        *,
+        on_message: MessageHandler | None,
+        timeout: float,
+        headers: dict[str, str] | None = None,  # stdio has no headers
     ) -> dict[str, Any]:
         if self._closed:
             raise UpstreamError(self.upstream, "closed", "process is not running")

@@ -268,13 +268,20 @@ class Dispatcher:
         if ctx.modern and isinstance(params, dict):
             msg = {**msg, "params": strip_envelope(params)}
         config = self.pool.config(upstream)
+        # Stateless requests share the gateway's own upstream session: the caller goes per request.
+        identity = None
+        if ctx.session is None and config.identity_header:
+            identity = {config.identity_header.lower(): ctx.principal}
         with self.telemetry.client_span(upstream, msg, config) as span:  # CLIENT span; NOOP when off
             msg = span.inject(msg)  # W3C trace context into params._meta
             for attempt in (1, 2):
                 session = await self.upstream_session(ctx, upstream)
                 on_message = self._relay_to(ctx, session, upstream)
                 try:
-                    return span.reply(await session.request(msg, on_message=on_message, timeout=config.call_timeout))
+                    reply = await session.request(
+                        msg, on_message=on_message, timeout=config.call_timeout, headers=identity
+                    )
+                    return span.reply(reply)
                 except UpstreamError as exc:
                     # The upstream forgot the session, so it never saw this request: safe to retry once.
                     if exc.kind != "session_expired" or attempt == 2:

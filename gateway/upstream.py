@@ -51,13 +51,19 @@ class UpstreamSession(Protocol):
     def closed(self) -> bool: ...
 
     async def request(
-        self, message: dict[str, Any], *, on_message: MessageHandler | None, timeout: float
+        self,
+        message: dict[str, Any],
+        *,
+        on_message: MessageHandler | None,
+        timeout: float,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Send a JSON-RPC request and return the upstream's response message.
 
         The response carries the same ``id`` as ``message``. Messages the upstream
         sends while the request is open (progress, logging, sampling requests) go to
-        ``on_message``. Raises :class:`UpstreamError`.
+        ``on_message``. ``headers`` are added to this one request where the transport
+        has headers (HTTP). Raises :class:`UpstreamError`.
         """
         ...
 

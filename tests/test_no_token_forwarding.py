@@ -14,7 +14,22 @@ from tests.support import MCP_HEADERS, PY, create_api_key, free_port, gateway_cm
 ROGUE = str(Path(__file__).with_name("rogue_upstream.py"))
 
 
-def headers_seen_upstream(tmp_path: Path, upstream: dict[str, Any], env: dict[str, str]) -> tuple[str, list[Any]]:
+def _stateless_call(http: httpx.Client, url: str, auth: dict[str, str]) -> httpx.Response:
+    """A 2026-07-28 tools/call: no session, the envelope in params._meta, routing headers."""
+    version = "2026-07-28"
+    meta = {"io.modelcontextprotocol/protocolVersion": version, "io.modelcontextprotocol/clientCapabilities": {}}
+    return http.post(
+        url,
+        headers={**MCP_HEADERS, **auth, "mcp-protocol-version": version, "mcp-method": "tools/call",
+                 "mcp-name": "rh__headers"},
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+              "params": {"name": "rh__headers", "arguments": {}, "_meta": meta}},
+    )
+
+
+def headers_seen_upstream(
+    tmp_path: Path, upstream: dict[str, Any], env: dict[str, str], stateless: bool = False
+) -> tuple[str, list[Any]]:
     """Call the rogue upstream's `headers` tool through an API-key gateway; (client key, upstream's log)."""
     up_port, gw_port = free_port(), free_port()
     keys = tmp_path / "keys.json"
@@ -32,17 +47,20 @@ def headers_seen_upstream(tmp_path: Path, upstream: dict[str, Any], env: dict[st
         running(gateway_cmd(cfg), f"http://127.0.0.1:{gw_port}/readyz", env=env),
         httpx.Client() as http,
     ):
-        sid = initialize(http, url, headers=auth)
-        r = http.post(
-            url,
-            headers={**MCP_HEADERS, **auth, "mcp-session-id": sid},
-            json={
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "tools/call",
-                "params": {"name": "rh__headers", "arguments": {}},
-            },
-        )
+        if stateless:
+            r = _stateless_call(http, url, auth)
+        else:
+            sid = initialize(http, url, headers=auth)
+            r = http.post(
+                url,
+                headers={**MCP_HEADERS, **auth, "mcp-session-id": sid},
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "tools/call",
+                    "params": {"name": "rh__headers", "arguments": {}},
+                },
+            )
     seen = r.json()["result"]["structuredContent"]["seen"]
     assert seen, "the upstream saw no requests"
     assert all(client_token not in json.dumps(req) for req in seen), "the client's key reached the upstream"
@@ -78,3 +96,17 @@ def test_upstream_gets_its_oauth_token_and_the_principal_header(tmp_path: Path) 
     assert all(req["authorization"].startswith("Bearer ey") for req in seen)  # the IdP's JWT, not the client's key
     # The session opened for alice-agent carries her identity; the gateway's own catalog session does not.
     assert any(req.get("x-triplock-principal") == "alice-agent" for req in seen)
+
+
+def test_stateless_requests_name_the_caller_per_request(tmp_path: Path) -> None:
+    """2026-07-28 calls ride the gateway's shared upstream session, so the identity header goes per request."""
+    _, seen = headers_seen_upstream(
+        tmp_path,
+        {"bearer_token_env": "RH_UPSTREAM_TOKEN", "identity_header": "X-Triplock-Principal"},
+        {"RH_UPSTREAM_TOKEN": "upstream-own-secret"},
+        stateless=True,
+    )
+    # The last request the upstream saw is this call; the shared session's own requests name no one.
+    assert seen[-1].get("x-triplock-principal") == "alice-agent"
+    assert all("x-triplock-principal" not in req for req in seen[:-1])
+    assert all(req.get("authorization") == "Bearer upstream-own-secret" for req in seen)
