@@ -125,9 +125,11 @@ class _Worker:
                 self.idle.set()
                 self.wake.clear()
                 await self.wake.wait()
-                # Let a batch build up: one thread hop per ~10 ms instead of one per record (measured).
+            if len(self.queue) < _MAX_BATCH:
+                # Let a batch build up, also under steady load (when the queue never empties): the
+                # file sink's thread hop costs far more than a record (measured ~25 us per call
+                # when it hopped for every few records), so hop at most 1/linger times a second.
                 await asyncio.sleep(self.owner.linger)
-                continue
             batch = [self.queue[i] for i in range(min(len(self.queue), _MAX_BATCH))]
             try:
                 await self.sink.write(batch)
@@ -162,7 +164,7 @@ class AuditLog:
     """Seals events into the hash chain and hands them to the sinks' workers."""
 
     def __init__(self, sinks: Iterable[AuditSink], *, metrics: Any = None, backlog_alert: int = 100_000,
-                 clock: Callable[[], float] = time.time, linger: float = 0.01) -> None:
+                 clock: Callable[[], float] = time.time, linger: float = 0.05) -> None:
         self.metrics = metrics
         self.linger = linger
         self.backlog_alert = backlog_alert
@@ -172,6 +174,8 @@ class AuditLog:
         self._second, self._second_text = -1, ""
         self._started = False
         self._early: list[tuple[str, dict[str, Any], float]] = []
+        self._unsealed: collections.deque[tuple[str, dict[str, Any], float]] = collections.deque()
+        self._seal_scheduled = False
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.workers = [_Worker(s, self) for s in sinks]
         self._alerted = False
@@ -204,20 +208,45 @@ class AuditLog:
 
     def emit(self, event_type: str, **fields: Any) -> dict[str, Any] | None:
         """Record one event (None values are left out); returns the sealed record (None before ``start``)."""
-        return self.emit_fields(event_type, {k: v for k, v in fields.items() if v is not None})
-
-    def emit_fields(self, event_type: str, fields: dict[str, Any]) -> dict[str, Any] | None:
-        """:meth:`emit` for a dict the caller hands over: not copied, and it must hold no None values.
-
-        The hot path's form: the record is sealed in place, without a filtering copy.
-        """
         if not self.workers and not self.listeners:
             return None
         now = self._clock()
+        fields = {k: v for k, v in fields.items() if v is not None}
         if not self._started:
             self._early.append((event_type, fields, now))
             return None
+        self.seal_pending()  # keep the chain in emission order
         return self._seal(event_type, fields, now)
+
+    def emit_fields(self, event_type: str, fields: dict[str, Any]) -> None:
+        """The hot path's :meth:`emit`: ``fields`` is handed over (not copied) and holds no None values.
+
+        The record is sealed at the end of the event loop's current iteration, together with
+        the others emitted in it: sealing in a tight batch measured cheaper per record than
+        one at a time between requests. Nothing waits for I/O in between, so no record can
+        be lost that would not also be lost from the in-memory queues.
+        """
+        if not self.workers and not self.listeners:
+            return
+        now = self._clock()
+        if not self._started:
+            self._early.append((event_type, fields, now))
+            return
+        self._unsealed.append((event_type, fields, now))
+        if not self._seal_scheduled:
+            try:
+                asyncio.get_running_loop().call_soon(self.seal_pending)
+            except RuntimeError:  # no loop (a synchronous caller): seal at once
+                self.seal_pending()
+                return
+            self._seal_scheduled = True
+
+    def seal_pending(self) -> None:
+        """Seal what :meth:`emit_fields` queued, in order."""
+        self._seal_scheduled = False
+        unsealed = self._unsealed
+        while unsealed:
+            self._seal(*unsealed.popleft())
 
     def _seal(self, event_type: str, fields: dict[str, Any], now: float) -> dict[str, Any]:
         secs = int(now)
@@ -260,6 +289,7 @@ class AuditLog:
 
     async def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until every sink has every record; False on timeout (records stay queued)."""
+        self.seal_pending()
         try:
             async with asyncio.timeout(timeout):
                 for w in self.workers:
@@ -270,6 +300,7 @@ class AuditLog:
 
     async def aclose(self, timeout: float = 5.0) -> None:
         """Deliver what is queued, then stop. Undeliverable records go to stderr rather than vanish."""
+        self.seal_pending()
         delivered = await self.flush(timeout) if self._started else False
         for w in self.workers:
             if w.task is not None:
