@@ -88,7 +88,7 @@ def build_connector(config: UpstreamConfig) -> UpstreamConnector:
 
 @dataclass
 class Gateway:
-    """Everything one gateway process runs; ``asgi`` is what uvicorn serves."""
+    """Everything one gateway process runs; the instance itself is the ASGI app the HTTP server serves."""
 
     settings: Settings
     pool: UpstreamPool
@@ -272,7 +272,7 @@ def build_gateway(settings: Settings) -> Gateway:
 
 
 def app_from_env() -> Gateway:
-    """ASGI factory for uvicorn worker processes: the config file named by TRIPLOCK_CONFIG_FILE."""
+    """ASGI factory for worker processes (adapters.http_workers): the config file named by TRIPLOCK_CONFIG_FILE."""
     from pathlib import Path
 
     from gateway.config import load_settings

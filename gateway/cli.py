@@ -13,6 +13,9 @@ from gateway.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("triplock")
 
+_KEEPALIVE_SECONDS = 5.0  # idle keep-alive connections are closed after this
+_GRACEFUL_SECONDS = 5.0  # on SIGTERM, requests in flight (SSE streams included) get this long
+
 
 def _load(path: Path | None) -> Settings:
     try:
@@ -23,9 +26,8 @@ def _load(path: Path | None) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the gateway under uvicorn (uvloop + httptools)."""
-    import uvicorn
-
+    """Run the gateway on Triplock's own HTTP/1.1 server (uvloop + httptools; see adapters.http_server)."""
+    from adapters import http_server, http_workers
     from gateway.app import build_gateway
 
     settings = _load(args.config)
@@ -44,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         settings.server.host, settings.server.port, token)
     srv = settings.server
     log.info("Triplock listening on http://%s:%d%s", srv.host, srv.port, srv.path)
-    app: object = build_gateway(settings)
+    app = build_gateway(settings)
     if srv.workers > 1:
         if "{pid}" not in str(settings.audit.path) and "file" in settings.audit.sinks:
             print("triplock: audit.path: with server.workers > 1 it must contain {pid} (one hash chain per process)",
@@ -52,22 +54,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
         # Each worker process builds its own gateway from the same file (see gateway.app.app_from_env).
         os.environ["TRIPLOCK_CONFIG_FILE"] = str(args.config) if args.config else ""
-        app = "gateway.app:app_from_env"
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        factory=srv.workers > 1,
-        workers=srv.workers,
-        host=srv.host,
-        port=srv.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-        proxy_headers=False,  # nothing here reads X-Forwarded-*; saves a middleware on every request
-        server_header=False,
-    )
+    try:
+        if srv.workers > 1:
+            return http_workers.supervise(
+                "gateway.app:app_from_env",
+                host=srv.host,
+                port=srv.port,
+                workers=srv.workers,
+                factory=True,
+                log_level=srv.log_level,
+                keepalive_timeout=_KEEPALIVE_SECONDS,
+                graceful_timeout=_GRACEFUL_SECONDS,
+            )
+        http_server.run(
+            app, host=srv.host, port=srv.port, keepalive_timeout=_KEEPALIVE_SECONDS, graceful_timeout=_GRACEFUL_SECONDS
+        )
+    except http_server.LifespanFailure as exc:
+        log.error("startup failed: %s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot serve on %s:%d: %s", srv.host, srv.port, exc)
+        return 1
     return 0
 
 

@@ -9,10 +9,10 @@ innermost frame that belongs to one (leaf first). Each stage's share of the samp
 the gateway's measured CPU per call gives µs per call. ``--raw FILE`` re-aggregates an
 existing raw profile without running anything.
 
-Stages: parse (HTTP request parsing in uvicorn/httptools, body read, JSON-RPC decode),
+Stages: parse (HTTP request parsing in adapters/http_protocol.py + httptools, body read, JSON-RPC decode),
 authenticate, decide (policy, access roles), state (session lookup, state cache, store,
 approvals), forward (upstream pool, HTTP/1.1 client, upstream reply), respond (JSON encode,
-ASGI send, uvicorn's response write), telemetry (spans, metrics, audit events, the audit
+ASGI send, the HTTP server's response write), telemetry (spans, metrics, audit events, the audit
 file sink's thread), routing/glue (transport, dispatcher and pipeline code between the
 stages), event loop (asyncio/uvloop scheduling and socket I/O not attributable to a stage), other.
 """
@@ -69,18 +69,21 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ("forward", "gateway/pipeline.py", frozenset({"_forward"})),
     ("parse", "gateway/jsonrpc.py", frozenset({"decode_message", "_too_deep", "_valid_id", "id", "method", "params"})),
     ("parse", "gateway/transport.py", frozenset({"read_body", "_accepts"})),
-    ("parse", "uvicorn/protocols/http/httptools_impl.py",
+    ("parse", "adapters/http_protocol.py",
      frozenset({"data_received", "on_message_begin", "on_url", "on_header", "on_headers_complete", "on_body",
-                "on_message_complete", "receive", "_parse_url"})),
+                "on_message_complete"})),
+    ("parse", "adapters/http_cycle.py", frozenset({"receive"})),
     ("respond", "gateway/jsonrpc.py", frozenset({"encode", "result_response", "error_response"})),
     ("respond", "gateway/transport.py", frozenset({"send_json", "send_empty", "send_error", "emit", "finish"})),
-    ("respond", "uvicorn/protocols/http/httptools_impl.py", frozenset({"send", "on_response_complete"})),
+    ("respond", "adapters/http_cycle.py", frozenset({"send", "_start", "_body", "_payload"})),
+    ("respond", "adapters/http_protocol.py", frozenset({"response_done"})),
     ("routing/glue", "gateway/transport.py", None),
     ("routing/glue", "gateway/dispatch.py", None),
     ("routing/glue", "gateway/pipeline.py", None),
     ("routing/glue", "gateway/app.py", None),
     ("routing/glue", "gateway/context.py", None),
-    ("routing/glue", "uvicorn/", None),
+    ("routing/glue", "adapters/http_cycle.py", None),
+    ("routing/glue", "adapters/http_protocol.py", None),
     ("event loop", "asyncio/", None),
     ("event loop", "uvloop/", None),
 ]
