@@ -153,7 +153,9 @@ class OtlpHttpSpanSink:
             self.dropped += 1
             return
         self.queue.append(span)
-        if len(self.queue) >= self.batch:
+        # Only on reaching a batch: Event.set() takes a lock and notifies, and the queue stays at or
+        # over a batch for as long as the thread is busy draining (which drains until empty anyway).
+        if len(self.queue) == self.batch:
             self._wake.set()
 
     def _run(self) -> None:
