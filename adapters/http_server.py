@@ -199,31 +199,6 @@ class Server:
             conn.close()
 
 
-async def serve(
-    app: App,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    sock: socket.socket | None = None,
-    keepalive_timeout: float = 5.0,
-    graceful_timeout: float = 5.0,
-    max_header_bytes: int = 65536,
-    started: asyncio.Event | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Serve ``app`` until ``stop`` is set, then stop gracefully (see :class:`Server`)."""
-    server = Server(
-        app,
-        host=host,
-        port=port,
-        sock=sock,
-        keepalive_timeout=keepalive_timeout,
-        graceful_timeout=graceful_timeout,
-        max_header_bytes=max_header_bytes,
-    )
-    await server.serve(started=started, stop=stop)
-
-
 async def serve_until_signalled(server: Server, started: asyncio.Event | None = None) -> None:
     """Run ``server`` until SIGINT or SIGTERM."""
     stop = asyncio.Event()

@@ -134,14 +134,14 @@ class HttpUpstreamSession:
         *,
         on_message: MessageHandler | None,
         timeout: float,
-        headers: dict[str, str] | None = None,
+        principal: str | None = None,
     ) -> dict[str, Any]:
         """Forward one request; the answer comes back with the caller's id."""
         caller_id = message.get("id")
         outbound = {**message, "id": next(self._ids)}
         extra = _trace_headers(message)
-        if headers:
-            extra = {**extra, **headers} if extra else headers
+        if principal is not None and (named := identity_headers(self._connector.config, principal)):
+            extra = {**extra, **named} if extra else named
         response, _ = await self._post(outbound, on_message, timeout, extra)
         response["id"] = caller_id
         return response

@@ -121,7 +121,7 @@ class StdioUpstreamSession:
         *,
         on_message: MessageHandler | None,
         timeout: float,
-        headers: dict[str, str] | None = None,  # stdio has no headers
+        principal: str | None = None,  # stdio has no identity header
     ) -> dict[str, Any]:
         if self._closed:
             raise UpstreamError(self.upstream, "closed", "process is not running")

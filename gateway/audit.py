@@ -208,15 +208,9 @@ class AuditLog:
 
     def emit(self, event_type: str, **fields: Any) -> dict[str, Any] | None:
         """Record one event (None values are left out); returns the sealed record (None before ``start``)."""
-        if not self.workers and not self.listeners:
-            return None
-        now = self._clock()
-        fields = {k: v for k, v in fields.items() if v is not None}
-        if not self._started:
-            self._early.append((event_type, fields, now))
-            return None
-        self.seal_pending()  # keep the chain in emission order
-        return self._seal(event_type, fields, now)
+        if self._queue(event_type, {k: v for k, v in fields.items() if v is not None}):
+            return self.seal_pending()  # now, after whatever was queued before it
+        return None
 
     def emit_fields(self, event_type: str, fields: dict[str, Any]) -> None:
         """The hot path's :meth:`emit`: ``fields`` is handed over (not copied) and holds no None values.
@@ -226,14 +220,7 @@ class AuditLog:
         one at a time between requests. Nothing waits for I/O in between, so no record can
         be lost that would not also be lost from the in-memory queues.
         """
-        if not self.workers and not self.listeners:
-            return
-        now = self._clock()
-        if not self._started:
-            self._early.append((event_type, fields, now))
-            return
-        self._unsealed.append((event_type, fields, now))
-        if not self._seal_scheduled:
+        if self._queue(event_type, fields) and not self._seal_scheduled:
             try:
                 asyncio.get_running_loop().call_soon(self.seal_pending)
             except RuntimeError:  # no loop (a synchronous caller): seal at once
@@ -241,12 +228,25 @@ class AuditLog:
                 return
             self._seal_scheduled = True
 
-    def seal_pending(self) -> None:
-        """Seal what :meth:`emit_fields` queued, in order."""
+    def _queue(self, event_type: str, fields: dict[str, Any]) -> bool:
+        """Queue one event for sealing; False when there is nothing to seal now (disabled, or before start)."""
+        if not self.workers and not self.listeners:
+            return False
+        now = self._clock()
+        if not self._started:
+            self._early.append((event_type, fields, now))
+            return False
+        self._unsealed.append((event_type, fields, now))
+        return True
+
+    def seal_pending(self) -> dict[str, Any] | None:
+        """Seal what is queued, in order; returns the last record sealed."""
         self._seal_scheduled = False
+        record = None
         unsealed = self._unsealed
         while unsealed:
-            self._seal(*unsealed.popleft())
+            record = self._seal(*unsealed.popleft())
+        return record
 
     def _seal(self, event_type: str, fields: dict[str, Any], now: float) -> dict[str, Any]:
         secs = int(now)

@@ -268,10 +268,8 @@ class Dispatcher:
         if ctx.modern and isinstance(params, dict):
             msg = {**msg, "params": strip_envelope(params)}
         config = self.pool.config(upstream)
-        # Stateless requests share the gateway's own upstream session: the caller goes per request.
-        identity = None
-        if ctx.session is None and config.identity_header:
-            identity = {config.identity_header.lower(): ctx.principal}
+        # Stateless requests share the gateway's own upstream session: the caller is named per request.
+        caller = ctx.principal if ctx.session is None else None
         with self.telemetry.client_span(upstream, msg, config) as span:  # CLIENT span; NOOP when off
             msg = span.inject(msg)  # W3C trace context into params._meta
             for attempt in (1, 2):
@@ -279,7 +277,7 @@ class Dispatcher:
                 on_message = self._relay_to(ctx, session, upstream)
                 try:
                     reply = await session.request(
-                        msg, on_message=on_message, timeout=config.call_timeout, headers=identity
+                        msg, on_message=on_message, timeout=config.call_timeout, principal=caller
                     )
                     return span.reply(reply)
                 except UpstreamError as exc:

@@ -56,14 +56,15 @@ class UpstreamSession(Protocol):
         *,
         on_message: MessageHandler | None,
         timeout: float,
-        headers: dict[str, str] | None = None,
+        principal: str | None = None,
     ) -> dict[str, Any]:
         """Send a JSON-RPC request and return the upstream's response message.
 
         The response carries the same ``id`` as ``message``. Messages the upstream
         sends while the request is open (progress, logging, sampling requests) go to
-        ``on_message``. ``headers`` are added to this one request where the transport
-        has headers (HTTP). Raises :class:`UpstreamError`.
+        ``on_message``. ``principal`` names the caller of this one request on a session
+        shared by many (HTTP upstreams put it in their ``identity_header``, if configured).
+        Raises :class:`UpstreamError`.
         """
         ...
 
