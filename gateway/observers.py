@@ -149,22 +149,34 @@ class AuditObserver:
         d = record.decision
         if d is None or not self.audit.enabled:
             return
-        fields = self._fields(record)
+        record.ended = time.perf_counter()
+        if record.approval is None:  # the common case: the record is built when the log seals it
+            self.audit.emit_later(EventType.CALL_COMPLETED, self._completed, record)
+            return
+        fields = self._fields(record)  # approvals change later: copy their state now
         approval = record.approval
-        if approval is not None:
-            fields["approval_id"] = approval.id
-            if record.outcome in ("held", "pending") and self._new(approval.created_at, record):
-                self.audit.emit_fields(EventType.APPROVAL_REQUESTED, {**fields, "expires_at": approval.expires_at})
-            if record.outcome == "executed":
-                self.audit.emit_fields(EventType.APPROVAL_EXECUTED, dict(fields))
+        fields["approval_id"] = approval.id
+        if record.outcome in ("held", "pending") and self._new(approval.created_at, record):
+            self.audit.emit_fields(EventType.APPROVAL_REQUESTED, {**fields, "expires_at": approval.expires_at})
+        if record.outcome == "executed":
+            self.audit.emit_fields(EventType.APPROVAL_EXECUTED, dict(fields))
+        self.audit.emit_fields(EventType.CALL_COMPLETED, self._outcome(record, fields))
+
+    @classmethod
+    def _completed(cls, record: CallRecord) -> dict[str, Any]:
+        """``connector.call.completed`` of a call without an approval (built at sealing time)."""
+        return cls._outcome(record, cls._fields(record))
+
+    @staticmethod
+    def _outcome(record: CallRecord, fields: dict[str, Any]) -> dict[str, Any]:
         if record.legs_after:
             fields["legs_after"] = _legs(record.legs_after)
         fields["outcome"] = record.outcome
         fields["is_error"] = record.is_error
         if record.hold_waited:
             fields["hold_waited_s"] = round(record.hold_waited, 3)
-        fields["duration_ms"] = round((time.perf_counter() - record.started) * 1000, 3)
-        self.audit.emit_fields(EventType.CALL_COMPLETED, fields)  # fields is ours: no copy
+        fields["duration_ms"] = round((record.ended - record.started) * 1000, 3)
+        return fields
 
     @staticmethod
     def _new(created_at: float, record: CallRecord) -> bool:
@@ -173,10 +185,13 @@ class AuditObserver:
         return created_at >= call_began - 0.001
 
 
+APPROVAL_OUTCOMES = {EventType.APPROVAL_GRANTED: "approved", EventType.APPROVAL_DENIED: "denied",
+                     EventType.APPROVAL_EXPIRED: "expired"}
+
+
 def approval_metrics_listener(telemetry: Telemetry) -> Any:
-    """An :attr:`AuditLog.listeners` hook: approvals decided elsewhere (console, API, expiry) leave the gauge."""
-    states = {EventType.APPROVAL_GRANTED: "approved", EventType.APPROVAL_DENIED: "denied",
-              EventType.APPROVAL_EXPIRED: "expired"}
+    """An :meth:`AuditLog.listen` hook: approvals decided elsewhere (console, API, expiry) leave the gauge."""
+    states = APPROVAL_OUTCOMES
     metrics = telemetry.metrics
 
     def listen(record: dict[str, Any]) -> None:
@@ -216,7 +231,7 @@ def build_observability(settings: Settings, sinks: Iterable[AuditSink]) -> Obser
     audit = AuditLog(sinks, metrics=telemetry.metrics,
                      backlog_alert=settings.audit.backlog_alert)
     if telemetry.metrics.enabled:
-        audit.listeners.append(approval_metrics_listener(telemetry))
+        audit.listen(approval_metrics_listener(telemetry), APPROVAL_OUTCOMES)
     return Observability(telemetry, audit)
 
 

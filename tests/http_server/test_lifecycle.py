@@ -189,3 +189,36 @@ def test_supervisor_exits_non_zero_when_workers_cannot_start() -> None:
     )
     done = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, timeout=60)
     assert done.returncode == 1 and b"failed to start" in done.stderr, done.stderr
+
+
+def test_a_serving_process_settles_its_heap_once_started() -> None:
+    # In a child process: freezing the heap of the test process itself would keep every test's garbage.
+    script = """
+import asyncio, gc, sys
+from adapters.http_server import YOUNG_GC_THRESHOLD, Server
+from tests.http_server.harness import echo
+
+async def main():
+    started, stop = asyncio.Event(), asyncio.Event()
+    before = (gc.get_threshold()[0], gc.get_freeze_count())
+    server = Server(echo, port=0, settle=True)
+    task = asyncio.create_task(server.serve(started=started, stop=stop))
+    await started.wait()
+    after = (gc.get_threshold()[0], gc.get_freeze_count())
+    stop.set()
+    await task
+    plain = Server(echo, port=0)  # the default (tests, embedding) leaves the collector alone
+    started, stop = asyncio.Event(), asyncio.Event()
+    gc.unfreeze(); gc.set_threshold(700)
+    task = asyncio.create_task(plain.serve(started=started, stop=stop))
+    await started.wait()
+    untouched = (gc.get_threshold()[0], gc.get_freeze_count())
+    stop.set()
+    await task
+    print(before[0], before[1] == 0, after[0] == YOUNG_GC_THRESHOLD, after[1] > 10_000, untouched)
+
+asyncio.run(main())
+"""
+    out = subprocess.run([PY, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["700", "True", "True", "True", "(700,", "0)"]

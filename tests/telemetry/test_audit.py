@@ -165,3 +165,22 @@ async def test_redis_stream_sink_dead_then_alive(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_typed_listener_sees_its_events_without_sealing_anything() -> None:
+    # With no sinks, the approval-metrics listener must not make every call pay for a sealed record.
+    audit = AuditLog([])
+    seen: list[dict[str, object]] = []
+    audit.listen(seen.append, {EventType.APPROVAL_GRANTED})
+    await audit.start()
+    assert not audit.enabled
+    assert audit.emit(EventType.CALL_COMPLETED, tool="send_email") is None
+    audit.emit(EventType.APPROVAL_GRANTED, approval_id="apr-1")
+    assert seen == [{"approval_id": "apr-1", "type": EventType.APPROVAL_GRANTED}]
+    everything: list[dict[str, object]] = []
+    audit.listen(everything.append)  # a listener for every type: records are sealed for it
+    assert audit.enabled
+    record = audit.emit(EventType.CALL_COMPLETED, tool="send_email")
+    assert record is not None and record["prev_hash"] == GENESIS and everything == [record]
+    assert len(seen) == 1
+    await audit.aclose()

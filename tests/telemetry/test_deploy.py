@@ -56,7 +56,7 @@ def _rule(name: str) -> dict[str, Any]:
 def _events(effect: str, trifecta: bool, first_use: bool, pin_changed: bool) -> list[dict[str, Any]]:
     audit = AuditLog([])
     seen: list[dict[str, Any]] = []
-    audit.listeners.append(seen.append)
+    audit.listen(seen.append)
     audit._started = True  # no sinks: only the listener sees the sealed records
     obs = AuditObserver(audit)
     record = CallRecord(_ctx(), "mail__send_email", ToolCall("alice", "codex", frozenset(), "s1", "mail",
