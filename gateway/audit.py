@@ -3,9 +3,8 @@
 ``AuditLog.emit(event_type, **fields)`` is synchronous and never waits on I/O: it seals
 the record (event id, time, ``prev_hash``, ``hash``) and appends it to one in-memory
 queue per sink; a task per sink drains its queue in batches. The hot path's
-:meth:`AuditLog.emit_later` queues the event and seals it (builds its fields, hashes
-it) within ``linger`` seconds, in a batch with the others: sealed one by one between
-requests, a record measured ~45 µs of CPU; in a batch, under half that. A record leaves a queue
+:meth:`AuditLog.emit_fields` queues the event and seals it within ``linger`` seconds,
+in a batch with the others, so that sinks get batches without waiting themselves. A record leaves a queue
 only after its sink accepted it, so a dead sink or a full disk keeps records (and
 retries with backoff) instead of dropping them, and says so loudly: ``health()``
 fails, ``triplock.audit.sink.up`` drops to 0, ``triplock.audit.sink.errors`` counts,
@@ -84,12 +83,8 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable in an audit event: {type(value).__name__}")
 
 
-def _given(fields: dict[str, Any]) -> dict[str, Any]:
-    return fields
-
-
-# An event waiting to be sealed: type, builder, its source, time.
-_Queued = tuple[str, Callable[[Any], dict[str, Any]], Any, float]
+# An event waiting to be sealed: type, fields, time.
+_Queued = tuple[str, dict[str, Any], float]
 
 
 class _EventIds:
@@ -143,7 +138,7 @@ class _Worker:
                 self.idle.set()
                 self.wake.clear()
                 await self.wake.wait()
-            # No waiting here: records arrive in batches (see AuditLog.emit_later), and the file
+            # No waiting here: records arrive in batches (see AuditLog.emit_fields), and the file
             # sink's thread hop costs far more than a record (~25 µs per call when it hopped for
             # every few records).
             batch = [self.queue[i] for i in range(min(len(self.queue), _MAX_BATCH))]
@@ -240,25 +235,19 @@ class AuditLog:
 
     def emit(self, event_type: str, **fields: Any) -> dict[str, Any] | None:
         """Record one event (None values are left out); returns the sealed record (None before ``start``)."""
-        if self._queue(event_type, _given, {k: v for k, v in fields.items() if v is not None}):
+        if self._queue(event_type, {k: v for k, v in fields.items() if v is not None}):
             return self.seal_pending()  # now, after whatever was queued before it
         return None
 
     def emit_fields(self, event_type: str, fields: dict[str, Any]) -> None:
-        """:meth:`emit_later` with the fields already built (handed over, not copied; no None values)."""
-        self.emit_later(event_type, _given, fields)
+        """The hot path's :meth:`emit`: sealed within ``linger`` seconds, in a batch with the others.
 
-    def emit_later(self, event_type: str, build: Callable[[Any], dict[str, Any]], source: Any) -> None:
-        """The hot path's :meth:`emit`: the record is sealed within ``linger`` seconds, in a batch.
-
-        ``build(source)`` makes the event's fields (no None values) at sealing time, so
-        ``source`` must not change after this call. The event's time is now. Sealing in a
-        batch measured less than half the CPU of sealing each record between requests
-        (warm caches); nothing waits for I/O in between, so no record can be lost that would
-        not also be lost from the sinks' in-memory queues. :meth:`emit`, :meth:`flush` and
-        :meth:`aclose` seal what is queued first, so the chain keeps emission order.
+        ``fields`` is handed over (not copied) and holds no None values. Nothing waits for
+        I/O before sealing, so no record can be lost that would not also be lost from the
+        sinks' in-memory queues; :meth:`emit`, :meth:`flush` and :meth:`aclose` seal what is
+        queued first, so the chain keeps emission order.
         """
-        if not self._queue(event_type, build, source):
+        if not self._queue(event_type, fields):
             return
         n = len(self._unsealed)
         if n >= _MAX_BATCH:
@@ -269,17 +258,17 @@ class AuditLog:
             except RuntimeError:  # no loop (a synchronous caller): seal at once
                 self.seal_pending()
 
-    def _queue(self, event_type: str, build: Callable[[Any], dict[str, Any]], source: Any) -> bool:
+    def _queue(self, event_type: str, fields: dict[str, Any]) -> bool:
         """Queue one event for sealing; False when there is nothing to seal now (disabled, or before start)."""
         if not self.workers and not self._seal_all:
             if event_type in self._listened:  # nothing to seal: tell the typed listeners only
-                self._tell({**build(source), "type": event_type})
+                self._tell({**fields, "type": event_type})
             return False
         now = self._clock()
         if not self._started:
-            self._early.append((event_type, build, source, now))
+            self._early.append((event_type, fields, now))
             return False
-        self._unsealed.append((event_type, build, source, now))
+        self._unsealed.append((event_type, fields, now))
         return True
 
     def seal_pending(self) -> dict[str, Any] | None:
@@ -290,12 +279,11 @@ class AuditLog:
             record = self._seal(*unsealed.popleft())
         return record
 
-    def _seal(self, event_type: str, build: Callable[[Any], dict[str, Any]], source: Any,
-              now: float) -> dict[str, Any]:
+    def _seal(self, event_type: str, fields: dict[str, Any], now: float) -> dict[str, Any]:
         secs = int(now)
         if secs != self._second:  # strftime once a second, not once a record
             self._second, self._second_text = secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-        record = build(source)
+        record = fields
         record["event_id"] = self._ids.next(now)
         record["time"] = f"{self._second_text}.{int((now - secs) * 1000):03d}Z"
         record["type"] = event_type

@@ -128,6 +128,9 @@ class Metrics:
                 kwargs["unit"] = "seconds"
             self.collectors[spec.otel] = cls(name, spec.help, spec.prom_labels, **kwargs)
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._server_children: dict[tuple[str, ...], Any] = {}
+        self._client_children: dict[tuple[str, ...], Any] = {}
+        self._decision_children: dict[tuple[str, ...], Any] = {}
         self._pending: dict[str, float] = {}
         self._resolved: dict[str, None] = {}  # insertion-ordered, bounded: approvals already timed
         self._trifecta: dict[str, None] = {}
@@ -147,17 +150,37 @@ class Metrics:
 
     # -- the hot path -------------------------------------------------------------------------------
 
+    # Each request looks its children up by label values alone (no (name, values) key to build).
+
+    def _hot_child(self, cache: dict[tuple[str, ...], Any], otel: str, values: tuple[str, ...]) -> Any:
+        child = self._child(otel, values)
+        if len(cache) < _CHILD_LIMIT:  # bounded like _child: invented tool names must not grow it
+            cache[values] = child
+        return child
+
     def server_operation(self, method: str, tool: str, error: str, version: str, seconds: float) -> None:
         if self.enabled:
-            self._child("mcp.server.operation.duration", (method, tool, error, version)).observe(seconds)
+            values = (method, tool, error, version)
+            child = self._server_children.get(values)
+            if child is None:
+                child = self._hot_child(self._server_children, "mcp.server.operation.duration", values)
+            child.observe(seconds)
 
     def client_operation(self, method: str, tool: str, error: str, upstream: str, seconds: float) -> None:
         if self.enabled:
-            self._child("mcp.client.operation.duration", (method, tool, error, upstream)).observe(seconds)
+            values = (method, tool, error, upstream)
+            child = self._client_children.get(values)
+            if child is None:
+                child = self._hot_child(self._client_children, "mcp.client.operation.duration", values)
+            child.observe(seconds)
 
     def decision(self, effect: str, category: str, mode: str) -> None:
         if self.enabled:
-            self._child("triplock.decisions", (effect, category, mode)).inc()
+            values = (effect, category, mode)
+            child = self._decision_children.get(values)
+            if child is None:
+                child = self._hot_child(self._decision_children, "triplock.decisions", values)
+            child.inc()
 
     def upstream_error(self, upstream: str, error: str) -> None:
         if self.enabled:

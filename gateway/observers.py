@@ -48,6 +48,8 @@ class TelemetryObserver:
         if d is None:
             return
         self.metrics.decision(d.effect, d.category or "", d.mode)
+        if not self.telemetry.tracing:
+            return
         span = self.telemetry.current()
         if span is not None and span.sampled:
             a = span.attrs
@@ -78,6 +80,8 @@ class TelemetryObserver:
         legs = record.legs_after or (d.legs_after if d is not None else frozenset())
         if legs >= _ALL:
             self.metrics.trifecta_reached(record.ctx.session_key)
+        if not self.telemetry.tracing:
+            return
         span = self.telemetry.current()
         if span is not None and span.sampled:
             a = span.attrs
@@ -149,34 +153,22 @@ class AuditObserver:
         d = record.decision
         if d is None or not self.audit.enabled:
             return
-        record.ended = time.perf_counter()
-        if record.approval is None:  # the common case: the record is built when the log seals it
-            self.audit.emit_later(EventType.CALL_COMPLETED, self._completed, record)
-            return
-        fields = self._fields(record)  # approvals change later: copy their state now
+        fields = self._fields(record)
         approval = record.approval
-        fields["approval_id"] = approval.id
-        if record.outcome in ("held", "pending") and self._new(approval.created_at, record):
-            self.audit.emit_fields(EventType.APPROVAL_REQUESTED, {**fields, "expires_at": approval.expires_at})
-        if record.outcome == "executed":
-            self.audit.emit_fields(EventType.APPROVAL_EXECUTED, dict(fields))
-        self.audit.emit_fields(EventType.CALL_COMPLETED, self._outcome(record, fields))
-
-    @classmethod
-    def _completed(cls, record: CallRecord) -> dict[str, Any]:
-        """``connector.call.completed`` of a call without an approval (built at sealing time)."""
-        return cls._outcome(record, cls._fields(record))
-
-    @staticmethod
-    def _outcome(record: CallRecord, fields: dict[str, Any]) -> dict[str, Any]:
+        if approval is not None:
+            fields["approval_id"] = approval.id
+            if record.outcome in ("held", "pending") and self._new(approval.created_at, record):
+                self.audit.emit_fields(EventType.APPROVAL_REQUESTED, {**fields, "expires_at": approval.expires_at})
+            if record.outcome == "executed":
+                self.audit.emit_fields(EventType.APPROVAL_EXECUTED, dict(fields))
         if record.legs_after:
             fields["legs_after"] = _legs(record.legs_after)
         fields["outcome"] = record.outcome
         fields["is_error"] = record.is_error
         if record.hold_waited:
             fields["hold_waited_s"] = round(record.hold_waited, 3)
-        fields["duration_ms"] = round((record.ended - record.started) * 1000, 3)
-        return fields
+        fields["duration_ms"] = round((time.perf_counter() - record.started) * 1000, 3)
+        self.audit.emit_fields(EventType.CALL_COMPLETED, fields)  # fields is ours: no copy
 
     @staticmethod
     def _new(created_at: float, record: CallRecord) -> bool:

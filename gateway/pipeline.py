@@ -45,7 +45,6 @@ class CallRecord:
     is_error: bool = False
     legs_after: frozenset[Leg] = frozenset()
     started: float = field(default_factory=time.perf_counter)
-    ended: float = 0.0  # set when the call is finished (perf_counter)
     hold_waited: float = 0.0
     progress_token: Any = None
 

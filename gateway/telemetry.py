@@ -13,8 +13,9 @@ machine (attribute validation, locks, sampler, context objects); two per call wo
 cost a fifth of the gateway's throughput. So a request records into a slotted
 object with a plain dict, and only when it ends is one SDK ``ReadableSpan`` built and
 handed to the SDK's ``BatchSpanProcessor`` (~9 µs), which exports with the standard
-OTLP exporters. With no exporter configured every hook returns a shared no-op object
-(a few hundred nanoseconds per request).
+OTLP exporters. With metrics on but no trace exporter, a request gets a
+:class:`MeteredRequest` (duration and error type only); with neither, every hook returns a
+shared no-op object (a few hundred nanoseconds per request).
 
 Trace context: W3C ``traceparent``/``tracestate`` (and ``baggage``) are read from
 ``params._meta`` first (the conventions' choice), else from the HTTP headers; when
@@ -25,11 +26,9 @@ headers too).
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 import random
-import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +45,7 @@ from opentelemetry.trace.status import Status, StatusCode
 
 from gateway.config import TelemetryConfig, UpstreamConfig
 from gateway.context import RequestContext
-from gateway.metrics import OTHER, Metrics, OtlpMetricsPusher
+from gateway.metrics import Metrics, OtlpMetricsPusher
 from gateway.otel_env import (
     format_traceparent,
     metric_exporter_from_env,
@@ -55,21 +54,15 @@ from gateway.otel_env import (
     wants_fast_otlp_http,
 )
 from gateway.otlp_wire import OtlpHttpSpanSink
-from gateway.upstream import UPSTREAM_PROTOCOL_VERSION, UpstreamError
+from gateway.spans import CURRENT, NOOP, ClientSpan, MeteredCall, MeteredRequest, ServerSpan
+from gateway.upstream import UPSTREAM_PROTOCOL_VERSION
 
 log = logging.getLogger("triplock.telemetry")
 
-_CURRENT: contextvars.ContextVar[ServerSpan | None] = contextvars.ContextVar("triplock_server_span", default=None)
 _UNSET = Status(StatusCode.UNSET)
 _SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 _NAMED = {"tools/call": "gen_ai.tool.name", "prompts/get": "gen_ai.prompt.name"}
 _URI_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
-# Well-known mcp.method.name values: anything else is reported as _OTHER in metrics (cardinality).
-KNOWN_METHODS = frozenset({
-    "completion/complete", "elicitation/create", "initialize", "logging/setLevel", "ping", "prompts/get",
-    "prompts/list", "resources/list", "resources/read", "resources/subscribe", "resources/templates/list",
-    "resources/unsubscribe", "roots/list", "sampling/createMessage", "tools/call", "tools/list", "server/discover",
-})
 
 
 _TRACE_ID_LOW64 = (1 << 64) - 1
@@ -96,146 +89,6 @@ def _root_bound(env: Mapping[str, str]) -> int | None:
     return TraceIdRatioBased.get_bound_for_rate(rate)
 
 
-class _Noop:
-    """Stands in for a span when telemetry is off: every hook is a cheap pass-through."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> _Noop:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def reply(self, reply: Any) -> Any:
-        return reply
-
-    def inject(self, msg: dict[str, Any]) -> dict[str, Any]:
-        return msg
-
-
-NOOP = _Noop()
-
-
-class ServerSpan:
-    """One MCP request as the gateway serves it (SERVER span); also the duration metric's source."""
-
-    __slots__ = ("attrs", "baggage", "error", "links", "message", "method", "name", "parent", "recording",
-                 "sampled", "span_id", "start", "tel", "token", "tool", "trace_id", "tracestate", "version")
-
-    def __init__(self, tel: Telemetry, method: str, tool: str, version: str) -> None:
-        self.tel = tel
-        self.method, self.tool, self.version = method, tool, version
-        self.name = f"{method} {tool}" if tool else method
-        self.attrs: dict[str, Any] = {}
-        self.error = ""
-        self.message = ""
-        self.recording = self.sampled = False
-        self.parent: SpanContext | None = None
-        self.links: list[Link] = []
-        self.trace_id = self.span_id = 0
-        self.tracestate = self.baggage = ""
-        self.token: contextvars.Token[ServerSpan | None] | None = None
-        self.start = time.time_ns()
-
-    def __enter__(self) -> ServerSpan:
-        self.token = _CURRENT.set(self)
-        return self
-
-    def reply(self, reply: Any) -> Any:
-        """Note the JSON-RPC answer: an error code, or a tool result with ``isError``."""
-        if isinstance(reply, dict):
-            err = reply.get("error")
-            if isinstance(err, dict):
-                self.error = str(err.get("code", OTHER))
-                self.attrs["rpc.response.status_code"] = self.error
-                self.message = str(err.get("message", ""))[:200]
-            elif isinstance(res := reply.get("result"), dict) and res.get("isError") is True:
-                self.error = "tool_error"
-        return reply
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if self.token is not None:
-            _CURRENT.reset(self.token)
-        if exc_type is not None and not self.error:
-            self.error = "cancelled" if exc_type.__name__ == "CancelledError" else exc_type.__qualname__
-        end = time.time_ns()
-        tel = self.tel
-        tel.metrics.server_operation(self.method if self.method in KNOWN_METHODS else OTHER, self.tool,
-                                     self.error, self.version, (end - self.start) / 1e9)
-        if self.sampled:
-            if self.error:
-                self.attrs["error.type"] = self.error
-            tel.export(self.name, SpanKind.SERVER, self.trace_id, self.span_id, self.parent, self.attrs,
-                       self.links, self.start, end, self.error, self.message, self.tracestate)
-
-
-class ClientSpan:
-    """One request sent to an upstream (CLIENT span), child of the current SERVER span."""
-
-    __slots__ = ("attrs", "error", "message", "method", "parent", "sampled", "server", "span_id", "start", "tel",
-                 "tool", "trace_id", "upstream")
-
-    def __init__(self, tel: Telemetry, upstream: str, method: str, tool: str, server: ServerSpan | None) -> None:
-        self.tel, self.upstream, self.method, self.tool, self.server = tel, upstream, method, tool, server
-        self.attrs: dict[str, Any] = {}
-        self.error = self.message = ""
-        self.sampled = False
-        self.trace_id = self.span_id = 0
-        self.parent: SpanContext | None = None
-        self.start = time.time_ns()
-
-    def __enter__(self) -> ClientSpan:
-        return self
-
-    def inject(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """A copy of ``msg`` whose ``params._meta`` carries this span's trace context."""
-        if not self.tel.tracing:
-            return msg
-        params = msg.get("params")
-        params = params if isinstance(params, dict) else {}
-        meta = params.get("_meta")
-        meta = dict(meta) if isinstance(meta, dict) else {}
-        meta["traceparent"] = format_traceparent(self.trace_id, self.span_id, self.sampled)
-        srv = self.server
-        if srv is not None and srv.tracestate:
-            meta["tracestate"] = srv.tracestate
-        if srv is not None and srv.baggage:
-            meta["baggage"] = srv.baggage
-        return {**msg, "params": {**params, "_meta": meta}}
-
-    def reply(self, reply: dict[str, Any]) -> dict[str, Any]:
-        err = reply.get("error")
-        if isinstance(err, dict):
-            self.error = str(err.get("code", OTHER))
-            self.attrs["rpc.response.status_code"] = self.error
-            self.message = str(err.get("message", ""))[:200]
-        elif isinstance(res := reply.get("result"), dict):
-            if res.get("isError") is True:
-                self.error = "tool_error"
-            elif self.tel.capture_content and self.sampled and self.method == "tools/call":
-                self.attrs["gen_ai.tool.call.result"] = orjson.dumps(res).decode()
-        return reply
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        tel = self.tel
-        if isinstance(exc, UpstreamError):
-            self.error, self.message = exc.kind, exc.detail[:200]
-        elif exc_type is not None:
-            self.error = "cancelled" if exc_type.__name__ == "CancelledError" else exc_type.__qualname__
-        if self.error and self.error != "tool_error" and self.error != "cancelled":
-            tel.metrics.upstream_error(self.upstream, self.error)
-        end = time.time_ns()
-        tel.metrics.client_operation(self.method if self.method in KNOWN_METHODS else OTHER, self.tool, self.error,
-                                     self.upstream, (end - self.start) / 1e9)
-        if self.sampled:
-            if self.error:
-                self.attrs["error.type"] = self.error
-            name = f"{self.method} {self.tool}" if self.tool else self.method
-            tel.export(name, SpanKind.CLIENT, self.trace_id, self.span_id, self.parent, self.attrs, (),
-                       self.start, end, self.error, self.message, self.server.tracestate if self.server else "")
-
-
 class Telemetry:
     """The process's tracing and metrics; build it with :func:`setup_telemetry`."""
 
@@ -260,7 +113,7 @@ class Telemetry:
     @staticmethod
     def current() -> ServerSpan | None:
         """The SERVER span of the request being handled in this task, if any."""
-        return _CURRENT.get()
+        return CURRENT.get()
 
     def server_span(self, ctx: RequestContext, raw: Mapping[str, Any], scope: Mapping[str, Any] | None) -> Any:
         """Context manager around one MCP request; NOOP when telemetry is off."""
@@ -270,9 +123,10 @@ class Telemetry:
         params = raw.get("params")
         params = params if isinstance(params, dict) else {}
         target = params.get("name") if method in _NAMED else None
+        if not self.tracing:
+            return MeteredRequest(self, method, target if isinstance(target, str) else "", ctx.protocol_version)
         span = ServerSpan(self, method, target if isinstance(target, str) else "", ctx.protocol_version)
-        if self.tracing:
-            self._start_server(span, ctx, raw, params, scope or {})
+        self._start_server(span, ctx, raw, params, scope or {})
         return span
 
     def _start_server(self, span: ServerSpan, ctx: RequestContext, raw: Mapping[str, Any],
@@ -334,28 +188,29 @@ class Telemetry:
         method = str(msg.get("method", ""))
         params = msg.get("params")
         tool = params.get("name") if isinstance(params, dict) and method in _NAMED else None
-        server = _CURRENT.get()
+        if not self.tracing:
+            return MeteredCall(self, upstream, method, tool if isinstance(tool, str) else "")
+        server = CURRENT.get()
         span = ClientSpan(self, upstream, method, tool if isinstance(tool, str) else "", server)
-        if self.tracing:
-            if server is not None and server.trace_id:
-                span.trace_id, span.sampled = server.trace_id, server.sampled
-                span.parent = SpanContext(server.trace_id, server.span_id, False,
-                                          _SAMPLED if server.sampled else _NOT_SAMPLED)
-            else:
-                span.trace_id = random.getrandbits(128)
-                span.sampled = self._sample(None, span.trace_id, method, SpanKind.CLIENT)
-            span.span_id = random.getrandbits(64)
-            if span.sampled:
-                a = span.attrs
-                a["mcp.method.name"] = method
-                a["mcp.protocol.version"] = UPSTREAM_PROTOCOL_VERSION
-                a["triplock.upstream"] = upstream
-                if span.tool:
-                    a[_NAMED[method]] = span.tool
-                if method == "tools/call":
-                    a["gen_ai.operation.name"] = "execute_tool"
-                if config is not None:
-                    a.update(self._peer(config))
+        if server is not None and server.trace_id:
+            span.trace_id, span.sampled = server.trace_id, server.sampled
+            span.parent = SpanContext(server.trace_id, server.span_id, False,
+                                      _SAMPLED if server.sampled else _NOT_SAMPLED)
+        else:
+            span.trace_id = random.getrandbits(128)
+            span.sampled = self._sample(None, span.trace_id, method, SpanKind.CLIENT)
+        span.span_id = random.getrandbits(64)
+        if span.sampled:
+            a = span.attrs
+            a["mcp.method.name"] = method
+            a["mcp.protocol.version"] = UPSTREAM_PROTOCOL_VERSION
+            a["triplock.upstream"] = upstream
+            if span.tool:
+                a[_NAMED[method]] = span.tool
+            if method == "tools/call":
+                a["gen_ai.operation.name"] = "execute_tool"
+            if config is not None:
+                a.update(self._peer(config))
         return span
 
     def _peer(self, config: UpstreamConfig) -> dict[str, Any]:

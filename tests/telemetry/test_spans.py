@@ -185,3 +185,26 @@ def test_grpc_protocol_selects_the_grpc_exporter() -> None:
     assert type(exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.grpc")
     assert span_exporter_from_env({}) is None
     assert span_exporter_from_env({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "x"}) is None
+
+
+def test_metrics_without_tracing_record_durations_errors_and_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
+    # /metrics on, no OTEL exporter: the lean per-request objects must still label errors as spans would.
+    for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER"):
+        monkeypatch.delenv(var, raising=False)
+    tel = setup_telemetry(TelemetryConfig(prometheus=True))
+    assert tel.active and not tel.tracing
+    _call(tel, {"content": [], "isError": True})
+    _call(tel, {"content": []}, fail=UpstreamError("mail", "timeout", "no answer within 30s"))
+    samples = [s for f in text_string_to_metric_families(tel.metrics.exposition().decode()) for s in f.samples]
+
+    def count(name: str, **labels: str) -> float:
+        return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
+    assert count("mcp_server_operation_duration_seconds_count", error_type="tool_error",
+                 gen_ai_tool_name="mail__send_email") == 2
+    assert count("mcp_client_operation_duration_seconds_count", error_type="tool_error",
+                 triplock_upstream="mail") == 1
+    assert count("mcp_client_operation_duration_seconds_count", error_type="timeout") == 1
+    assert count("triplock_upstream_errors_total", triplock_upstream="mail", error_type="timeout") == 1
+    assert count("triplock_decisions_total", triplock_decision="hold") == 2
+    assert tel.current() is None  # no span context to carry without tracing
