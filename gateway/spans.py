@@ -53,6 +53,16 @@ class _Noop:
 NOOP = _Noop()
 
 
+def error_type(reply: dict[str, Any]) -> str:
+    """The ``error.type`` of a JSON-RPC answer: its error code, ``tool_error`` for ``isError``, else ''."""
+    err = reply.get("error")
+    if isinstance(err, dict):
+        return str(err.get("code", OTHER))
+    if isinstance(res := reply.get("result"), dict) and res.get("isError") is True:
+        return "tool_error"
+    return ""
+
+
 class MeteredRequest:
     """One MCP request when metrics are on but tracing is off: only what the duration metric needs.
 
@@ -71,11 +81,7 @@ class MeteredRequest:
 
     def reply(self, reply: Any) -> Any:
         if isinstance(reply, dict):
-            err = reply.get("error")
-            if isinstance(err, dict):
-                self.error = str(err.get("code", OTHER))
-            elif isinstance(res := reply.get("result"), dict) and res.get("isError") is True:
-                self.error = "tool_error"
+            self.error = error_type(reply)
         return reply
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
@@ -103,11 +109,7 @@ class MeteredCall:
         return msg
 
     def reply(self, reply: dict[str, Any]) -> dict[str, Any]:
-        err = reply.get("error")
-        if isinstance(err, dict):
-            self.error = str(err.get("code", OTHER))
-        elif isinstance(res := reply.get("result"), dict) and res.get("isError") is True:
-            self.error = "tool_error"
+        self.error = error_type(reply)
         return reply
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
@@ -242,4 +244,5 @@ class ClientSpan:
                        self.start, end, self.error, self.message, self.server.tracestate if self.server else "")
 
 
-__all__ = ["CURRENT", "KNOWN_METHODS", "NOOP", "ClientSpan", "MeteredCall", "MeteredRequest", "ServerSpan"]
+__all__ = ["CURRENT", "KNOWN_METHODS", "NOOP", "ClientSpan", "MeteredCall", "MeteredRequest", "ServerSpan",
+           "error_type"]
