@@ -2,9 +2,8 @@
 
 ``AuditLog.emit(event_type, **fields)`` is synchronous and never waits on I/O: it seals
 the record (event id, time, ``prev_hash``, ``hash``) and appends it to one in-memory
-queue per sink; a task per sink drains its queue in batches. The hot path's
-:meth:`AuditLog.emit_fields` queues the event and seals it within ``linger`` seconds,
-in a batch with the others, so that sinks get batches without waiting themselves. A record leaves a queue
+queue per sink; a task per sink drains its queue in batches, at most every ``linger``
+seconds. A record leaves a queue
 only after its sink accepted it, so a dead sink or a full disk keeps records (and
 retries with backoff) instead of dropping them, and says so loudly: ``health()``
 fails, ``triplock.audit.sink.up`` drops to 0, ``triplock.audit.sink.errors`` counts,
@@ -138,9 +137,11 @@ class _Worker:
                 self.idle.set()
                 self.wake.clear()
                 await self.wake.wait()
-            # No waiting here: records arrive in batches (see AuditLog.emit_fields), and the file
-            # sink's thread hop costs far more than a record (~25 µs per call when it hopped for
-            # every few records).
+            if len(self.queue) < _MAX_BATCH:
+                # Let a batch build up, also under steady load (when the queue never empties): the
+                # file sink's thread hop costs far more than a record (measured ~25 us per call
+                # when it hopped for every few records), so hop at most 1/linger times a second.
+                await asyncio.sleep(self.owner.linger)
             batch = [self.queue[i] for i in range(min(len(self.queue), _MAX_BATCH))]
             try:
                 await self.sink.write(batch)
@@ -186,6 +187,7 @@ class AuditLog:
         self._started = False
         self._early: list[_Queued] = []
         self._unsealed: collections.deque[_Queued] = collections.deque()
+        self._seal_scheduled = False
         self._listeners: list[tuple[Callable[[dict[str, Any]], None], frozenset[str] | None]] = []
         self._seal_all = False  # a listener for every event type: seal records even with no sinks
         self._listened: frozenset[str] = frozenset()  # the types typed listeners want
@@ -240,23 +242,22 @@ class AuditLog:
         return None
 
     def emit_fields(self, event_type: str, fields: dict[str, Any]) -> None:
-        """The hot path's :meth:`emit`: sealed within ``linger`` seconds, in a batch with the others.
+        """The hot path's :meth:`emit`: ``fields`` is handed over (not copied) and holds no None values.
 
-        ``fields`` is handed over (not copied) and holds no None values. Nothing waits for
-        I/O before sealing, so no record can be lost that would not also be lost from the
-        sinks' in-memory queues; :meth:`emit`, :meth:`flush` and :meth:`aclose` seal what is
-        queued first, so the chain keeps emission order.
+        The record is sealed at the end of the event loop's current iteration, together with
+        the others emitted in it: nothing waits for I/O in between, so no record can be lost
+        that would not also be lost from the sinks' in-memory queues. Sealing a record takes
+        tens of µs, so records are not held back for a bigger batch: sealing 50 ms worth at
+        once measured no cheaper and stalled the loop for milliseconds (p99 at 1 connection
+        +1.8 ms instead of +1.1 ms).
         """
-        if not self._queue(event_type, fields):
-            return
-        n = len(self._unsealed)
-        if n >= _MAX_BATCH:
-            self.seal_pending()
-        elif n == 1:
+        if self._queue(event_type, fields) and not self._seal_scheduled:
             try:
-                asyncio.get_running_loop().call_later(self.linger, self.seal_pending)
+                asyncio.get_running_loop().call_soon(self.seal_pending)
             except RuntimeError:  # no loop (a synchronous caller): seal at once
                 self.seal_pending()
+                return
+            self._seal_scheduled = True
 
     def _queue(self, event_type: str, fields: dict[str, Any]) -> bool:
         """Queue one event for sealing; False when there is nothing to seal now (disabled, or before start)."""
@@ -273,6 +274,7 @@ class AuditLog:
 
     def seal_pending(self) -> dict[str, Any] | None:
         """Seal what is queued, in order, and hand it to the sinks; returns the last record sealed."""
+        self._seal_scheduled = False
         record = None
         unsealed = self._unsealed
         while unsealed:

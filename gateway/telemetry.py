@@ -194,8 +194,8 @@ class Telemetry:
         span = ClientSpan(self, upstream, method, tool if isinstance(tool, str) else "", server)
         if server is not None and server.trace_id:
             span.trace_id, span.sampled = server.trace_id, server.sampled
-            span.parent = SpanContext(server.trace_id, server.span_id, False,
-                                      _SAMPLED if server.sampled else _NOT_SAMPLED)
+            if server.sampled:  # the parent only matters to an exported span
+                span.parent = SpanContext(server.trace_id, server.span_id, False, _SAMPLED)
         else:
             span.trace_id = random.getrandbits(128)
             span.sampled = self._sample(None, span.trace_id, method, SpanKind.CLIENT)
