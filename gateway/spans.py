@@ -63,6 +63,11 @@ def error_type(reply: dict[str, Any]) -> str:
     return ""
 
 
+def raised(exc_type: type[BaseException]) -> str:
+    """The ``error.type`` of a request that ended in an exception."""
+    return "cancelled" if exc_type.__name__ == "CancelledError" else exc_type.__qualname__
+
+
 class MeteredRequest:
     """One MCP request when metrics are on but tracing is off: only what the duration metric needs.
 
@@ -86,7 +91,7 @@ class MeteredRequest:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc_type is not None and not self.error:
-            self.error = "cancelled" if exc_type.__name__ == "CancelledError" else exc_type.__qualname__
+            self.error = raised(exc_type)
         method = self.method
         self.tel.metrics.server_operation(method if method in KNOWN_METHODS else OTHER, self.tool, self.error,
                                           self.version, time.perf_counter() - self.start)
@@ -116,7 +121,7 @@ class MeteredCall:
         if isinstance(exc, UpstreamError):
             self.error = exc.kind
         elif exc_type is not None:
-            self.error = "cancelled" if exc_type.__name__ == "CancelledError" else exc_type.__qualname__
+            self.error = raised(exc_type)
         error, metrics = self.error, self.tel.metrics
         if error and error != "tool_error" and error != "cancelled":
             metrics.upstream_error(self.upstream, error)
@@ -153,20 +158,17 @@ class ServerSpan:
     def reply(self, reply: Any) -> Any:
         """Note the JSON-RPC answer: an error code, or a tool result with ``isError``."""
         if isinstance(reply, dict):
-            err = reply.get("error")
-            if isinstance(err, dict):
-                self.error = str(err.get("code", OTHER))
+            self.error = error_type(reply)
+            if isinstance(err := reply.get("error"), dict):
                 self.attrs["rpc.response.status_code"] = self.error
                 self.message = str(err.get("message", ""))[:200]
-            elif isinstance(res := reply.get("result"), dict) and res.get("isError") is True:
-                self.error = "tool_error"
         return reply
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if self.token is not None:
             CURRENT.reset(self.token)
         if exc_type is not None and not self.error:
-            self.error = "cancelled" if exc_type.__name__ == "CancelledError" else exc_type.__qualname__
+            self.error = raised(exc_type)
         end = time.time_ns()
         tel = self.tel
         tel.metrics.server_operation(self.method if self.method in KNOWN_METHODS else OTHER, self.tool,
@@ -230,7 +232,7 @@ class ClientSpan:
         if isinstance(exc, UpstreamError):
             self.error, self.message = exc.kind, exc.detail[:200]
         elif exc_type is not None:
-            self.error = "cancelled" if exc_type.__name__ == "CancelledError" else exc_type.__qualname__
+            self.error = raised(exc_type)
         if self.error and self.error != "tool_error" and self.error != "cancelled":
             tel.metrics.upstream_error(self.upstream, self.error)
         end = time.time_ns()
@@ -245,4 +247,4 @@ class ClientSpan:
 
 
 __all__ = ["CURRENT", "KNOWN_METHODS", "NOOP", "ClientSpan", "MeteredCall", "MeteredRequest", "ServerSpan",
-           "error_type"]
+           "error_type", "raised"]

@@ -60,7 +60,7 @@ from gateway.upstream import UPSTREAM_PROTOCOL_VERSION
 log = logging.getLogger("triplock.telemetry")
 
 _UNSET = Status(StatusCode.UNSET)
-_SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NAMED = {"tools/call": "gen_ai.tool.name", "prompts/get": "gen_ai.prompt.name"}
 _URI_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 
