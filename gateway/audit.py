@@ -25,8 +25,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -68,11 +67,6 @@ class AuditSink(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-def canonical(record: dict[str, Any]) -> bytes:
-    """The bytes a record's hash covers: sorted-key JSON of everything but ``hash``."""
-    return orjson.dumps({k: v for k, v in record.items() if k != "hash"}, option=orjson.OPT_SORT_KEYS)
 
 
 def _jsonable(value: Any) -> Any:
@@ -125,8 +119,8 @@ class _Worker:
         self.task: asyncio.Task[None] | None = None
         self._last_loud = 0.0
 
-    def put(self, line: bytes) -> None:
-        self.queue.append(line)
+    def put(self, lines: list[bytes]) -> None:
+        self.queue.extend(lines)
         self.idle.clear()
         self.wake.set()
 
@@ -229,9 +223,9 @@ class AuditLog:
                 self._prev = tail
                 break
         self._started = True
-        for queued in self._early:
-            self._seal(*queued)
+        self._unsealed.extend(self._early)
         self._early.clear()
+        self.seal_pending()
         for w in self.workers:
             w.task = asyncio.create_task(w.run(), name=f"audit-sink:{w.sink.name}")
 
@@ -277,11 +271,17 @@ class AuditLog:
         self._seal_scheduled = False
         record = None
         unsealed = self._unsealed
+        if not unsealed:
+            return None
+        lines: list[bytes] = []
         while unsealed:
-            record = self._seal(*unsealed.popleft())
+            record = self._seal(*unsealed.popleft(), lines)
+        for w in self.workers:
+            w.put(lines)
         return record
 
-    def _seal(self, event_type: str, fields: dict[str, Any], now: float) -> dict[str, Any]:
+    def _seal(self, event_type: str, fields: dict[str, Any], now: float, lines: list[bytes]) -> dict[str, Any]:
+        """Stamp and chain one record; its JSON line goes on ``lines`` (for the sinks)."""
         secs = int(now)
         if secs != self._second:  # strftime once a second, not once a record
             self._second, self._second_text = secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
@@ -293,9 +293,7 @@ class AuditLog:
         body = orjson.dumps(record, default=_jsonable, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(body).hexdigest()
         record["hash"] = self._prev = digest
-        line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
-        for w in self.workers:
-            w.put(line)
+        lines.append(body[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
         if self._listeners:
             self._tell(record)
         return record
@@ -363,68 +361,4 @@ class AuditLog:
             self.metrics.audit_failed(sink)
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool
-    records: int
-    first_prev_hash: str | None = None
-    broken_line: int | None = None
-    broken_event_id: str | None = None
-    reason: str | None = None
-    last_hash: str | None = None
-
-
-def verify_lines(lines: Iterable[bytes | str], expected_prev: str | None = None) -> VerifyResult:
-    """Check a chain; ``expected_prev`` anchors the first record (None: accept its ``prev_hash``).
-
-    Reports the first record that does not verify: edited (hash mismatch), deleted or
-    reordered (``prev_hash`` is not the previous record's hash, or event ids go backwards).
-    """
-    prev = expected_prev
-    first: str | None = None
-    last_id = ""
-    n = 0
-    for lineno, raw in enumerate(lines, 1):
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        if not text.strip():
-            continue
-        n += 1
-        reason, event_id, record = _check(text, prev, last_id)
-        if reason is not None:
-            return VerifyResult(False, n - 1, first, lineno, event_id, reason, prev)
-        assert record is not None
-        if first is None:
-            first = record.get("prev_hash")
-        last_id = event_id if isinstance(event_id, str) else last_id
-        prev = record["hash"]
-    return VerifyResult(True, n, first, last_hash=prev)
-
-
-def _check(text: str, prev: str | None, last_id: str) -> tuple[str | None, Any, dict[str, Any] | None]:
-    """(reason it is broken or None, its event_id, the record) for one line."""
-    try:
-        record = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return "not valid JSON", None, None
-    if not isinstance(record, dict) or not isinstance(record.get("hash"), str):
-        return "not an audit record (no hash)", None, None
-    event_id = record.get("event_id")
-    if record["hash"] != hashlib.sha256(canonical(record)).hexdigest():
-        return "hash does not match the record's content (edited)", event_id, None
-    if prev is not None and record.get("prev_hash") != prev:
-        return ("prev_hash is not the previous record's hash (a record was deleted, inserted or reordered "
-                "before this one)"), event_id, None
-    if isinstance(event_id, str) and event_id <= last_id:
-        return "event_id is not after the previous record's (reordered)", event_id, None
-    return None, event_id, record
-
-
-def read_lines(paths: Iterable[str | os.PathLike[str]]) -> Iterator[bytes]:
-    """The lines of several files in order (rotated files first, then the active one)."""
-    for path in paths:
-        with open(path, "rb") as f:
-            yield from f
-
-
-__all__ = ["GENESIS", "AuditLog", "AuditSink", "EventType", "VerifyResult", "canonical", "read_lines",
-           "verify_lines"]
+__all__ = ["GENESIS", "AuditLog", "AuditSink", "EventType"]

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.audit import GENESIS, read_lines, verify_lines
+from gateway.audit import GENESIS
+from gateway.audit_verify import read_lines, verify_lines
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
