@@ -34,15 +34,19 @@ from gateway.roles import AccessPolicy
 
 log = logging.getLogger("triplock.auth")
 
-_BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
 _UNSAFE = re.compile(r'["\\\x00-\x1f\x7f]')
 _TOKEN_CACHE_MAX = 10_000
 
 
 def bearer_token(headers: dict[str, str]) -> str | None:
-    """The token of an ``Authorization: Bearer`` header (lower-cased header names), or None."""
-    m = _BEARER.match(headers.get("authorization", ""))
-    return m.group(1) if m else None
+    """The token of an ``Authorization: Bearer`` header (lower-cased header names), or None.
+
+    Exactly two whitespace-separated parts, the first ``bearer`` in any case. (``str.split``
+    rather than a regex: a JWT is ~800 characters, and the regex walked them one by one,
+    ~5 µs on every call.)
+    """
+    parts = headers.get("authorization", "").split()
+    return parts[1] if len(parts) == 2 and parts[0].lower() == "bearer" else None
 
 
 class Challenges:

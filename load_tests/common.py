@@ -277,6 +277,8 @@ class TriplockSpec:
     store_path: Path | None = None
     redis_url: str | None = None
     api_keys_file: Path | None = None
+    jwt_issuer: str | None = None  # set: auth.mode "jwt" against this issuer's JWKS (API keys still accepted)
+    jwt_jwks_url: str | None = None
     hold_wait: float = 0.0
     audit_sinks: tuple[str, ...] | None = None  # None = the gateway's default (file, in the workdir); () = off
     audit_path: Path | None = None
@@ -297,7 +299,11 @@ def triplock_toml(spec: TriplockSpec, port: int) -> str:
     if spec.redis_url:
         lines.append(f'redis_url = "{spec.redis_url}"')
     lines += ["", "[approvals]", f"hold_wait = {spec.hold_wait}", ""]
-    if spec.api_keys_file:
+    if spec.jwt_issuer:
+        lines += ["[auth]", 'mode = "jwt"', f'issuer = "{spec.jwt_issuer}"', f'jwks_url = "{spec.jwt_jwks_url}"',
+                  f'resource = "{jwt_resource(port)}"',
+                  *([f'api_keys_file = "{spec.api_keys_file}"'] if spec.api_keys_file else []), ""]
+    elif spec.api_keys_file:
         lines += ["[auth]", 'mode = "api_key"', f'api_keys_file = "{spec.api_keys_file}"', ""]
     if spec.audit_sinks is not None:
         sinks = ", ".join(f'"{s}"' for s in spec.audit_sinks)
@@ -308,6 +314,11 @@ def triplock_toml(spec: TriplockSpec, port: int) -> str:
     if spec.telemetry_prometheus is not None:
         lines += ["[telemetry]", f"prometheus = {'true' if spec.telemetry_prometheus else 'false'}", ""]
     return "\n".join(lines)
+
+
+def jwt_resource(port: int) -> str:
+    """The canonical URL (token audience) of a JWT-protected benchmark gateway on ``port``."""
+    return f"http://127.0.0.1:{port}/mcp"
 
 
 def fanout_policy(path: Path, names: list[str]) -> Path:

@@ -48,7 +48,7 @@ from load_tests.common import (
 from load_tests.harness import machine_description
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("allowed", "held", "sessions", "blob", "tools_list", "telemetry", "store", "workers",
+SCENARIOS = ("allowed", "held", "sessions", "blob", "tools_list", "telemetry", "auth", "store", "workers",
              "pending", "profile")
 BLOB = 1024 * 1024
 
@@ -241,6 +241,43 @@ def scenario_telemetry(ctx: Context) -> None:
     ctx.notes["telemetry"] = "on = audit file sink + OTLP/HTTP spans to a local sink + Prometheus; off = none"
 
 
+def scenario_auth(ctx: Context) -> None:
+    """The allowed path with a JWT access token, an API key and no authentication, interleaved.
+
+    The JWT is RS256, signed by the test identity provider (``tests/identity/idp.py``), whose
+    JWKS the gateway fetches over loopback; a validated token is cached by its hash until it
+    expires, so this measures the cached path every agent's second call takes.
+    """
+    from tests.identity.idp import FakeIdp
+
+    body = call_body("echo", {"q": "hello"})
+    idp = FakeIdp().start()
+    try:
+        variants = (("triplock auth=jwt", ctx.spec(jwt_issuer=idp.issuer, jwt_jwks_url=idp.jwks_url)),
+                    ("triplock auth=api_key", ctx.spec()),
+                    ("triplock auth=none", ctx.spec(api_keys_file=None)))
+        with contextlib.ExitStack() as stack:
+            gateways = []
+            for label, spec in variants:
+                url, pid = stack.enter_context(triplock(spec, ctx.workdir, "auth"))
+                if spec.jwt_issuer:
+                    token = idp.token(aud=url, sub="bench-user", client_id="bench-agent", groups=["agents-run"],
+                                      lifetime=3600)
+                    auth = {"authorization": f"Bearer {token}"}
+                else:
+                    auth = ctx.auth if spec.api_keys_file else {}
+                gateways.append((label, url, pid, session_headers(url, auth)))
+            for c in ctx.conns:
+                for rep in range(1 if ctx.quick else 2):
+                    for label, url, pid, h in gateways:
+                        ctx.add(measure("auth" if rep == 0 else "auth (repeat)", label, url, body, h, connections=c,
+                                        seconds=ctx.duration, pid=pid, upstream_pids=(ctx.upstream_pid,)),
+                                ("allowed", c))
+    finally:
+        idp.stop()
+    ctx.notes["auth_scenario"] = "RS256 JWT from a loopback IdP (cached after the first call) vs API key vs none"
+
+
 def scenario_store(ctx: Context, redis_url: str) -> None:
     """Embedded store (SQLite, memory) versus Redis on the allowed path, each in a fresh process."""
     body = call_body("echo", {"q": "hello"})
@@ -427,6 +464,8 @@ def run(args: argparse.Namespace) -> Path:
                 steps.append(("tools_list", lambda: scenario_tools_list(ctx)))
             if "telemetry" in only:
                 steps.append(("telemetry", lambda: scenario_telemetry(ctx)))
+            if "auth" in only:
+                steps.append(("auth", lambda: scenario_auth(ctx)))
             if "pending" in only:
                 steps.append(("pending", lambda: scenario_pending(ctx)))
             for name, step in steps:

@@ -12,7 +12,7 @@ import jwt
 import pytest
 from mcp.client.auth.utils import extract_field_from_www_auth
 
-from gateway.auth import JwtAuthenticator, build_authenticator
+from gateway.auth import JwtAuthenticator, bearer_token, build_authenticator
 from gateway.identity import AuthFailure, Principal
 from gateway.jwks import JwksCache
 from gateway.roles import AccessPolicy
@@ -206,3 +206,11 @@ async def test_chain_routes_api_keys_and_jwts_and_refuses_other_tokens(idp: Fake
     assert challenge(other, "error") == "invalid_token"
     basic = await chain.authenticate({"authorization": "Basic dXNlcjpwYXNz"})
     assert isinstance(basic, AuthFailure) and challenge(basic, "error") is None
+
+
+@pytest.mark.parametrize(("header", "token"), [
+    ("Bearer abc.def", "abc.def"), ("bearer  abc.def ", "abc.def"), (" BEARER\tabc.def", "abc.def"),
+    ("Bearer", None), ("Bearer abc def", None), ("Basic abc", None), ("", None), ("Bearerabc", None),
+])
+def test_bearer_token_takes_exactly_one_token_after_the_scheme(header: str, token: str | None) -> None:
+    assert bearer_token({"authorization": header}) == token
