@@ -301,7 +301,7 @@ def triplock_toml(spec: TriplockSpec, port: int) -> str:
     lines += ["", "[approvals]", f"hold_wait = {spec.hold_wait}", ""]
     if spec.jwt_issuer:
         lines += ["[auth]", 'mode = "jwt"', f'issuer = "{spec.jwt_issuer}"', f'jwks_url = "{spec.jwt_jwks_url}"',
-                  f'resource = "{jwt_resource(port)}"',
+                  f'resource = "{mcp_url(port)}"',  # the token audience
                   *([f'api_keys_file = "{spec.api_keys_file}"'] if spec.api_keys_file else []), ""]
     elif spec.api_keys_file:
         lines += ["[auth]", 'mode = "api_key"', f'api_keys_file = "{spec.api_keys_file}"', ""]
@@ -316,8 +316,8 @@ def triplock_toml(spec: TriplockSpec, port: int) -> str:
     return "\n".join(lines)
 
 
-def jwt_resource(port: int) -> str:
-    """The canonical URL (token audience) of a JWT-protected benchmark gateway on ``port``."""
+def mcp_url(port: int) -> str:
+    """A benchmark gateway's MCP endpoint, which is also its canonical URL (a JWT's audience)."""
     return f"http://127.0.0.1:{port}/mcp"
 
 
@@ -348,7 +348,7 @@ def triplock(spec: TriplockSpec, workdir: Path, tag: str = "gw",
     cfg.write_text(triplock_toml(spec, port))
     cmd = [python(), "-m", "gateway.cli", "serve", "--config", str(cfg)]
     with spawn(cmd, f"http://127.0.0.1:{port}/readyz", env=env, cwd=workdir) as proc:
-        yield f"http://127.0.0.1:{port}/mcp", proc.pid
+        yield mcp_url(port), proc.pid
 
 
 def lean_cmd(port: int, tools: int = 3) -> list[str]:
