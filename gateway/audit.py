@@ -94,8 +94,8 @@ class _EventIds:
         self._prefix = ""
         self._random = random.Random(os.urandom(16))
 
-    def next(self, now: float) -> str:
-        ms = int(now * 1000)
+    def next(self, ms: int) -> str:
+        """The next id for a record stamped at ``ms`` (milliseconds since the epoch)."""
         if ms <= self._ms:  # same millisecond (or the clock stepped back): stay ordered
             self._rand += 1
         else:
@@ -177,7 +177,8 @@ class AuditLog:
         self._clock = clock
         self._ids = _EventIds()
         self._prev = GENESIS
-        self._second, self._second_text = -1, ""
+        self._second, self._second_text = -1, ""  # strftime once a second ...
+        self._ms, self._time_text = -1, ""  # ... and the "time" field once a millisecond
         self._started = False
         self._early: list[_Queued] = []
         self._unsealed: collections.deque[_Queued] = collections.deque()
@@ -274,27 +275,33 @@ class AuditLog:
         if not unsealed:
             return None
         lines: list[bytes] = []
+        seal = self._seal
         while unsealed:
-            record = self._seal(*unsealed.popleft(), lines)
+            event_type, fields, now = unsealed.popleft()
+            record = seal(event_type, fields, now, lines)
         for w in self.workers:
             w.put(lines)
         return record
 
     def _seal(self, event_type: str, fields: dict[str, Any], now: float, lines: list[bytes]) -> dict[str, Any]:
         """Stamp and chain one record; its JSON line goes on ``lines`` (for the sinks)."""
-        secs = int(now)
-        if secs != self._second:  # strftime once a second, not once a record
-            self._second, self._second_text = secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        ms = int(now * 1000)
+        if ms != self._ms:  # several records share a millisecond under load: format its time once
+            self._ms = ms
+            secs, millis = divmod(ms, 1000)
+            if secs != self._second:
+                self._second, self._second_text = secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+            self._time_text = f"{self._second_text}.{millis:03d}Z"
         record = fields
-        record["event_id"] = self._ids.next(now)
-        record["time"] = f"{self._second_text}.{int((now - secs) * 1000):03d}Z"
+        record["event_id"] = self._ids.next(ms)
+        record["time"] = self._time_text
         record["type"] = event_type
         record["prev_hash"] = self._prev
         body = orjson.dumps(record, default=_jsonable, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(body).hexdigest()
         record["hash"] = self._prev = digest
-        lines.append(body[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
-        if self._listeners:
+        lines.append(b"".join((body[:-1], b',"hash":"', digest.encode(), b'"}\n')))
+        if self._seal_all or event_type in self._listened:
             self._tell(record)
         return record
 

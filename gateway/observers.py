@@ -167,7 +167,8 @@ class AuditObserver:
         fields["is_error"] = record.is_error
         if record.hold_waited:
             fields["hold_waited_s"] = round(record.hold_waited, 3)
-        fields["duration_ms"] = round((time.perf_counter() - record.started) * 1000, 3)
+        # Whole µs, in ms: round(x, 3) costs ~0.8 µs per call (it goes through decimal conversion).
+        fields["duration_ms"] = int((time.perf_counter() - record.started) * 1_000_000) / 1000
         self.audit.emit_fields(EventType.CALL_COMPLETED, fields)  # fields is ours: no copy
 
     @staticmethod

@@ -70,7 +70,9 @@ def canonical_args(arguments: Mapping[str, Any] | None) -> str:
 
 def _canonical_bytes(arguments: Mapping[str, Any] | None) -> bytes:
     # orjson: several times the stdlib's speed; this runs on every audited call.
-    return orjson.dumps(dict(arguments or {}), option=orjson.OPT_SORT_KEYS)
+    if type(arguments) is not dict:  # a plain dict (the usual case) is dumped as it is, not copied
+        arguments = dict(arguments or {})
+    return orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
 
 
 def args_hash(arguments: Mapping[str, Any] | None) -> str:

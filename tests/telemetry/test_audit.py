@@ -63,6 +63,26 @@ async def test_records_are_chained_and_verify(tmp_path: Path, capsys: pytest.Cap
     assert "OK" in capsys.readouterr().out
 
 
+async def test_time_and_event_id_follow_the_clock_to_the_millisecond() -> None:
+    # Records share a millisecond under load: the stamp is cached per millisecond and must not go stale.
+    times = iter([1_700_000_000.0004, 1_700_000_000.0009, 1_700_000_000.0021, 1_700_000_001.5, 1_700_000_001.4999])
+    audit = AuditLog([], clock=lambda: next(times))
+    seen: list[dict[str, object]] = []
+    audit.listen(seen.append)
+    await audit.start()
+    for _ in range(5):
+        audit.emit(EventType.CONFIG_RELOADED)
+    assert [r["time"] for r in seen] == [
+        "2023-11-14T22:13:20.000Z", "2023-11-14T22:13:20.000Z", "2023-11-14T22:13:20.002Z",
+        "2023-11-14T22:13:21.500Z", "2023-11-14T22:13:21.499Z",
+    ]
+    ids = [str(r["event_id"]) for r in seen]
+    assert [i[4:16] for i in ids[:4]] == [f"{ms:012x}" for ms in (1_700_000_000_000, 1_700_000_000_000,
+                                                                     1_700_000_000_002, 1_700_000_001_500)]
+    # Within a millisecond, and when the clock steps back, ids still increase.
+    assert ids == sorted(ids) and len(set(ids)) == 5 and int(ids[1][16:], 16) == int(ids[0][16:], 16) + 1
+
+
 @pytest.mark.parametrize("tamper, line, reason", [
     ("edit", 3, "edited"),
     ("delete", 3, "deleted"),
