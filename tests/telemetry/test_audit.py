@@ -83,6 +83,19 @@ async def test_time_and_event_id_follow_the_clock_to_the_millisecond() -> None:
     assert ids == sorted(ids) and len(set(ids)) == 5 and int(ids[1][16:], 16) == int(ids[0][16:], 16) + 1
 
 
+def test_event_ids_count_up_by_one_within_a_millisecond_across_the_byte_boundary() -> None:
+    audit = AuditLog([], clock=lambda: 1_700_000_000.0)
+    seen: list[dict[str, object]] = []
+    audit.listen(seen.append)
+    audit._started = True  # no sinks: only the listener sees the sealed records
+    for _ in range(600):
+        audit.emit(EventType.CONFIG_RELOADED)
+    ids = [str(r["event_id"]) for r in seen]
+    assert all(len(i) == 36 and i.startswith("evt_018bcfe56800") for i in ids)
+    values = [int(i[16:], 16) for i in ids]
+    assert values == list(range(values[0], values[0] + 600))
+
+
 @pytest.mark.parametrize("tamper, line, reason", [
     ("edit", 3, "edited"),
     ("delete", 3, "deleted"),
