@@ -160,7 +160,9 @@ class AuditObserver:
             return
         approval = record.approval
         if approval is None and not record.hold_waited:  # allowed or denied at once: the hot path
-            self.audit.emit_fields(EventType.CALL_COMPLETED, self._completed(record, d), keys_sorted=True)
+            duration = _duration_ms(record)
+            self.audit.emit_deferred(EventType.CALL_COMPLETED, lambda: self._completed(record, d, duration),
+                                     keys_sorted=True)
             return
         fields = self._fields(record)
         if approval is not None:
@@ -179,8 +181,11 @@ class AuditObserver:
         self.audit.emit_fields(EventType.CALL_COMPLETED, fields)  # fields is ours: no copy
 
     @staticmethod
-    def _completed(record: CallRecord, d: Decision) -> dict[str, Any]:
+    def _completed(record: CallRecord, d: Decision, duration_ms: float) -> dict[str, Any]:
         """``connector.call.completed`` of a call that waited on no approval: :meth:`_fields` plus the outcome.
+
+        Built when the record is sealed (:meth:`AuditLog.emit_deferred`): the call is over,
+        so nothing it reads changes any more.
 
         One literal with every key in sorted order, the audit log's stamp keys
         (:data:`gateway.audit.STAMP_KEYS`) included, so the dict is sized once and the log
@@ -194,7 +199,7 @@ class AuditObserver:
             "args_hash": record.args_hash,
             "category": d.category,
             "decision": d.effect,
-            "duration_ms": _duration_ms(record),
+            "duration_ms": duration_ms,
             "enforced": d.enforced_effect,
             "event_id": "",
             "exposed_tool": record.exposed,

@@ -96,6 +96,35 @@ def test_event_ids_count_up_by_one_within_a_millisecond_across_the_byte_boundary
     assert values == list(range(values[0], values[0] + 600))
 
 
+async def test_deferred_fields_are_built_when_sealed_in_emission_order() -> None:
+    audit = AuditLog([], clock=lambda: 1_700_000_000.0)
+    seen: list[dict[str, object]] = []
+    audit.listen(seen.append)
+    await audit.start()
+    built: list[str] = []
+
+    def build() -> dict[str, object]:
+        built.append("deferred")
+        return {"tool": "read_inbox"}
+
+    audit.emit_deferred(EventType.CALL_COMPLETED, build)
+    assert built == [] and seen == []  # queued: built by the sealing pass at the end of the loop iteration
+    audit.emit(EventType.CONFIG_RELOADED, ok=True)  # seals what is queued first, then itself
+    assert built == ["deferred"]
+    assert [(r["type"], r.get("tool")) for r in seen] == [(EventType.CALL_COMPLETED, "read_inbox"),
+                                                          (EventType.CONFIG_RELOADED, None)]
+    assert seen[1]["prev_hash"] == seen[0]["hash"]
+
+
+def test_deferred_fields_reach_typed_listeners_without_sinks() -> None:
+    audit = AuditLog([])
+    seen: list[dict[str, object]] = []
+    audit.listen(seen.append, {EventType.APPROVAL_GRANTED})
+    audit.emit_deferred(EventType.APPROVAL_GRANTED, lambda: {"approval_id": "a1"})
+    audit.emit_deferred(EventType.CALL_COMPLETED, lambda: {"approval_id": "a2"})
+    assert seen == [{"approval_id": "a1", "type": EventType.APPROVAL_GRANTED}]
+
+
 @pytest.mark.parametrize("tamper, line, reason", [
     ("edit", 3, "edited"),
     ("delete", 3, "deleted"),
