@@ -252,7 +252,7 @@ class AuditLog:
             return self.seal_pending()  # now, after whatever was queued before it
         return None
 
-    def emit_fields(self, event_type: str, fields: dict[str, Any], keys_sorted: bool = False) -> None:
+    def emit_fields(self, event_type: str, fields: dict[str, Any]) -> None:
         """The hot path's :meth:`emit`: ``fields`` is handed over (not copied) and holds no None values.
 
         The record is sealed at the end of the event loop's current iteration, together with
@@ -261,13 +261,8 @@ class AuditLog:
         tens of µs, so records are not held back for a bigger batch: sealing 50 ms worth at
         once measured no cheaper and stalled the loop for milliseconds (p99 at 1 connection
         +1.8 ms instead of +1.1 ms).
-
-        ``keys_sorted=True`` promises that ``fields`` already holds :data:`STAMP_KEYS` (any
-        value) and that all its keys are in sorted order, so the canonical body is dumped as
-        it is (sorting ~27 keys was ~1.2 µs of the ~20 µs a record costs). A broken promise
-        breaks the chain, which every test that verifies a log would catch.
         """
-        self._emit(event_type, fields, keys_sorted)
+        self._emit(event_type, fields, False)
 
     def emit_deferred(self, event_type: str, build: Callable[[], dict[str, Any]], keys_sorted: bool = False) -> None:
         """:meth:`emit_fields`, with the fields built by ``build()`` when the record is sealed.
@@ -277,6 +272,11 @@ class AuditLog:
         in the loaded gateway than the same work done inline between the steps of a request
         (its code and data are still in the CPU's caches). The time stamp is still taken now.
         ``build`` must read only what no longer changes, and must not raise.
+
+        ``keys_sorted=True`` promises that the built fields already hold :data:`STAMP_KEYS`
+        (any value) and that all keys are in sorted order, so the canonical body is dumped as
+        it is (sorting ~27 keys was ~1.2 µs of the ~20 µs a record costs). A broken promise
+        breaks the chain, which every test that verifies a log would catch.
         """
         self._emit(event_type, build, keys_sorted)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.audit import AuditLog, AuditSink, EventType
+from gateway.audit import STAMP_KEYS, AuditLog, AuditSink, EventType
 from gateway.config import Settings
 from gateway.store import args_hash
 from gateway.telemetry import Telemetry, setup_telemetry
@@ -34,6 +34,8 @@ def _legs(legs: frozenset[Leg]) -> str:
         text = _LEGS_TEXT[legs] = Legs.format(legs)
     return text
 _RESOLVED = {"approved": "granted", "denied": "denied", "expired": "expired"}
+# What _completed adds to _fields: the outcome, and the audit log's stamps (placeholders until sealed).
+_OUTCOME_KEYS = ("duration_ms", "is_error", "outcome", *STAMP_KEYS)
 
 
 def _duration_ms(record: CallRecord) -> float:
@@ -121,24 +123,17 @@ class AuditObserver:
 
     @staticmethod
     def _fields(record: CallRecord) -> dict[str, Any]:
-        """The call's fields, with no None values (see :meth:`AuditLog.emit_fields`)."""
-        call, d = record.call, record.decision
+        """The call's fields without its outcome, for the events other than an immediate completion.
+
+        The same fields as :meth:`_completed`, which lists them (these paths are rare: holds,
+        pin changes); ``legs_after`` is the decision's, not what the result taught.
+        """
+        d = record.decision
         assert d is not None
-        if not record.args_hash:
-            record.args_hash = args_hash(call.arguments)
-        fields = {
-            "principal": call.principal, "session": call.session_id,
-            "upstream": call.upstream, "tool": call.tool, "exposed_tool": record.exposed,
-            "args_hash": record.args_hash, "protocol_version": record.ctx.protocol_version,
-            "decision": d.effect, "enforced": d.enforced_effect, "mode": d.mode,
-            "legs_before": _legs(d.legs_before), "legs_after": _legs(d.legs_after), "rule_ids": d.rule_ids,
-            "reasons": d.reasons, "policy_revision": d.policy_revision, "trifecta": d.trifecta,
-            "first_use": d.first_use, "pin_changed": d.pin_changed,
-        }
-        if call.agent is not None:
-            fields["agent"] = call.agent
-        if d.category is not None:
-            fields["category"] = d.category
+        fields = AuditObserver._completed(record, d, 0.0)
+        for key in _OUTCOME_KEYS:
+            del fields[key]
+        fields["legs_after"] = _legs(d.legs_after)
         return fields
 
     def decided(self, record: CallRecord) -> None:
@@ -189,7 +184,8 @@ class AuditObserver:
 
         One literal with every key in sorted order, the audit log's stamp keys
         (:data:`gateway.audit.STAMP_KEYS`) included, so the dict is sized once and the log
-        need not sort it (``keys_sorted``); the same record as the general path builds.
+        need not sort it (``keys_sorted``). The one list of a call's audit fields:
+        :meth:`_fields` is derived from it.
         """
         call = record.call
         if not record.args_hash:

@@ -1,4 +1,4 @@
-"""AuditObserver's hot path: the presorted ``connector.call.completed`` record equals the general one and verifies."""
+"""AuditObserver: the presorted ``connector.call.completed`` record is complete and verifies; held calls' events."""
 
 from __future__ import annotations
 
@@ -49,12 +49,33 @@ async def test_completed_record_is_sorted_complete_and_chains(
     keys = [k for k in written if k != "hash"]
     assert keys == sorted(keys) and set(STAMP_KEYS) <= set(keys)
 
-    # The same fields the general path (_fields + outcome) writes, None values left out.
-    expected = AuditObserver._fields(record)
-    expected.update(outcome="allowed", is_error=True)
-    if legs_after:
-        expected["legs_after"] = "P+U"
+    # Every field of the call, None values left out.
+    expected = {
+        "args_hash": record.args_hash, "category": category, "decision": "allow", "enforced": "allow",
+        "exposed_tool": "mail__read_inbox", "first_use": True, "is_error": True,
+        "legs_after": "P+U" if legs_after else "P", "legs_before": "P", "mode": "enforce", "outcome": "allowed",
+        "pin_changed": False, "policy_revision": "rev-1", "principal": "alice", "protocol_version": "2025-11-25",
+        "reasons": ["reads default to allow"], "rule_ids": ["default.read"], "session": "s1", "tool": "read_inbox",
+        "trifecta": False, "upstream": "mail", "agent": agent,
+    }
+    expected = {k: v for k, v in expected.items() if v is not None}
+    assert record.args_hash.startswith("sha256:")
     got = {k: v for k, v in written.items() if k not in {*STAMP_KEYS, "hash", "duration_ms"}}
-    assert got == orjson.loads(orjson.dumps(expected))
+    assert got == expected
     assert ("agent" in written) == (agent is not None) and ("category" in written) == (category is not None)
     assert isinstance(written["duration_ms"], float) and written["duration_ms"] >= 0
+
+
+async def test_requested_event_of_a_hold_has_the_call_but_no_outcome() -> None:
+    audit = AuditLog([])
+    seen: list[dict[str, object]] = []
+    audit.listen(seen.append)
+    await audit.start()
+    record = _record("codex", "mail_read", frozenset({Leg.P, Leg.U}))  # learned legs: not the decision's
+    record.decision = record.decision._replace(effect="hold")  # type: ignore[union-attr]
+    AuditObserver(audit).decided(record)
+    audit.seal_pending()
+    (event,) = seen
+    assert event["type"] == "connector.call.requested" and event["decision"] == "hold"
+    assert event["legs_after"] == "P" and event["agent"] == "codex" and event["args_hash"] == record.args_hash
+    assert not {"outcome", "is_error", "duration_ms"} & set(event)
