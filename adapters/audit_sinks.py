@@ -1,6 +1,6 @@
 """Audit sinks: rotating local JSONL files (the default), stdout, a Redis stream.
 
-Each implements :class:`gateway.audit.AuditSink`: ``write`` delivers a batch of complete
+Each implements :class:`gateway.ports.audit_sink.AuditSink`: ``write`` delivers a batch of complete
 lines or raises, and the audit log retries. Blocking file I/O runs in a worker thread so
 a slow or full disk never stalls the event loop.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from gateway.audit import AuditSink
 from gateway.config import AuditConfig
+from gateway.ports.audit_sink import AuditSink
 
 log = logging.getLogger("triplock.audit.sinks")
 

@@ -1,6 +1,6 @@
 """Assemble the gateway: upstream pool, sessions, dispatcher, MCP endpoint, health routes.
 
-The MCP path is routed to the raw-ASGI :class:`~gateway.transport.McpEndpoint`
+The MCP path is routed to the raw-ASGI :class:`~gateway.mcp.endpoint.McpEndpoint`
 before anything else (it is the hot path); the remaining routes are Starlette.
 """
 
@@ -23,26 +23,26 @@ from starlette.routing import Route
 
 from adapters.audit_sinks import build_sinks
 from adapters.notifiers import notifier_from_env
-from adapters.upstream_http import HttpUpstream
-from adapters.upstream_stdio import StdioUpstream
-from gateway import oauth_metadata, suspension_api
-from gateway.approvals import Approvals, HoldSettings
-from gateway.approvals_api import ApprovalsUISettings
-from gateway.approvals_api import build_routes as approval_routes
-from gateway.audit import EventType
-from gateway.auth import build_authenticator
-from gateway.catalog import Catalog
+from adapters.upstreams.stdio import StdioUpstream
+from adapters.upstreams.streamable_http import HttpUpstream
+from gateway.approvals.api import ApprovalsUISettings
+from gateway.approvals.api import build_routes as approval_routes
 from gateway.config import Settings, StoreConfig, UpstreamConfig
-from gateway.dispatch import Dispatcher
-from gateway.observers import Observability, build_observability
-from gateway.pipeline import ToolCallPipeline
-from gateway.policy_runtime import PolicyRuntime
-from gateway.roles import AccessPolicy
-from gateway.sessions import SessionRegistry
-from gateway.store import PendingApproval, Store, StoreUnavailable
-from gateway.transport import McpEndpoint, Receive, Scope, Send
-from gateway.upstream import UpstreamConnector
-from gateway.upstreams import UpstreamPool
+from gateway.guard.hold import Approvals, HoldSettings
+from gateway.guard.pipeline import ToolCallPipeline
+from gateway.guard.policy_runtime import PolicyRuntime
+from gateway.identity import oauth_metadata, suspension_api
+from gateway.identity.authenticators import build_authenticator
+from gateway.identity.roles import AccessPolicy
+from gateway.mcp.catalog import Catalog
+from gateway.mcp.endpoint import McpEndpoint, Receive, Scope, Send
+from gateway.mcp.router import Dispatcher
+from gateway.mcp.sessions import SessionRegistry
+from gateway.mcp.upstream_pool import UpstreamPool
+from gateway.ports.store import PendingApproval, Store, StoreUnavailable
+from gateway.ports.upstream import UpstreamConnector
+from gateway.telemetry.audit import EventType
+from gateway.telemetry.observers import Observability, build_observability
 from policy import PolicyError
 
 log = logging.getLogger("triplock")
@@ -68,14 +68,14 @@ def upstream_configs(settings: Settings) -> list[UpstreamConfig]:
 def build_store(cfg: StoreConfig) -> Store:
     """The configured state store adapter (not started)."""
     if cfg.kind == "redis":
-        from adapters.store_redis import RedisStore
+        from adapters.stores.redis_store import RedisStore
 
         return RedisStore(cfg.redis_url)
     if cfg.kind == "memory":
-        from adapters.store_memory import MemoryStore
+        from adapters.stores.memory_store import MemoryStore
 
         return MemoryStore()
-    from adapters.store_sqlite import SqliteStore
+    from adapters.stores.sqlite_store import SqliteStore
 
     return SqliteStore(cfg.path)
 
@@ -272,7 +272,7 @@ def build_gateway(settings: Settings) -> Gateway:
 
 
 def app_from_env() -> Gateway:
-    """ASGI factory for worker processes (adapters.http_workers): the config file named by TRIPLOCK_CONFIG_FILE."""
+    """ASGI factory for worker processes (adapters.http.workers): the config file named by TRIPLOCK_CONFIG_FILE."""
     from pathlib import Path
 
     from gateway.config import load_settings

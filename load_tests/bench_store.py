@@ -24,10 +24,10 @@ from typing import Any
 
 import redis.asyncio as aredis
 
-from adapters.store_memory import MemoryStore
-from adapters.store_redis import RedisStore
-from adapters.store_sqlite import SqliteStore
-from gateway.store import PendingApproval
+from adapters.stores.memory_store import MemoryStore
+from adapters.stores.redis_store import RedisStore
+from adapters.stores.sqlite_store import SqliteStore
+from gateway.ports.store import PendingApproval
 from load_tests.harness import machine_description
 
 AnyStore = MemoryStore | SqliteStore | RedisStore

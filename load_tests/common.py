@@ -333,7 +333,7 @@ def fanout_policy(path: Path, names: list[str]) -> Path:
 
 def api_key(path: Path) -> str:
     """Create a Triplock API key for the benchmark agent (group agents-run may call every tool)."""
-    from gateway.keys_store import KeyStore
+    from gateway.identity.api_keys import KeyStore
 
     token, _ = KeyStore(path).create("bench-user", ("agents-run",), "bench-agent", "benchmark")
     return token

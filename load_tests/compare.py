@@ -318,7 +318,7 @@ def scenario_pending(ctx: Context) -> None:
     """The allowed path with 10,000 pending approvals in the store versus an empty store (fresh processes)."""
     import asyncio
 
-    from adapters.store_sqlite import SqliteStore
+    from adapters.stores.sqlite_store import SqliteStore
     from load_tests.bench_store import fill
 
     count = 1000 if ctx.quick else 10_000

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.codex_config import codex_config_toml
+from gateway.cli.codex_config import codex_config_toml
 from tests.codex.fake_model import ANSWER_PREFIX, FakeModel, function_call_outputs, offered_tools
 from tests.support import PASSTHROUGH, PY, REPO, create_api_key, free_port, gateway_cmd, running, write_config
 
@@ -29,7 +29,7 @@ CODEX_DIR = REPO / "tests" / "codex"
 CODEX_BIN = CODEX_DIR / "node_modules" / ".bin" / "codex"
 CODEX_TIMEOUT = 90.0  # seconds for the whole `codex exec`; a run takes a few seconds
 
-# A subject line from the seeded inbox (adapters/demo_data.py): it can only reach Codex's answer
+# A subject line from the seeded inbox (demo_upstream/data.py): it can only reach Codex's answer
 # through a real `read_inbox` call to the upstream.
 SEEDED_SUBJECT = "Q3 numbers - internal only"
 SERVER_NAME = "triplock"

@@ -7,8 +7,8 @@ import tomllib
 
 import pytest
 
-from gateway import codex_config
-from gateway.codex_config import codex_config_toml, codex_requirements_toml
+from gateway.cli import codex_config
+from gateway.cli.codex_config import codex_config_toml, codex_requirements_toml
 
 URL = "http://127.0.0.1:18080/mcp"
 

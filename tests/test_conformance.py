@@ -9,7 +9,7 @@
    that test the HTTP endpoint itself, which Triplock serves (see GATEWAY_OWNED).
 
 The suite needs `npm ci` in tests/conformance (node 22 comes from npm); without it these tests
-skip. The gateway tests skip while `gateway.cli` does not import.
+skip. The gateway tests skip while `gateway.cli.main` does not import.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ TRIPLOCK_REFUSES_UNKNOWN_TOOLS = {"tools-call-error", "tools-call-simple-text"}
 
 def _gateway_import_error() -> str | None:
     try:
-        importlib.import_module("gateway.cli")
+        importlib.import_module("gateway.cli.main")
     except Exception as exc:  # any import failure means "not ready yet", not a test failure
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -61,7 +61,7 @@ def _gateway_import_error() -> str | None:
 
 _GATEWAY_MISSING = _gateway_import_error()
 needs_gateway = pytest.mark.skipif(
-    _GATEWAY_MISSING is not None, reason=f"gateway.cli does not import yet ({_GATEWAY_MISSING})"
+    _GATEWAY_MISSING is not None, reason=f"gateway.cli.main does not import yet ({_GATEWAY_MISSING})"
 )
 
 
@@ -98,7 +98,7 @@ def triplock_serve(config: Path, port: int) -> AbstractContextManager[str]:
     """Run `triplock serve --config CONFIG` (the console script when installed)."""
     script = Path(sys.executable).with_name("triplock")
     found = str(script) if script.exists() else shutil.which("triplock")
-    base = [found] if found else [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())"]
+    base = [found] if found else [sys.executable, "-m", "gateway.cli"]
     return rc.running([*base, "serve", "--config", str(config)], port, cwd=config.parent)
 
 

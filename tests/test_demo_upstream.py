@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from mcp import Client, StdioServerParameters
 
-from adapters.demo_data import INJECTION_TEXT
-from adapters.demo_upstream import is_loopback_host, main
+from demo_upstream.data import INJECTION_TEXT
+from demo_upstream.server import is_loopback_host, main
 from tests.conformance.run_conformance import free_port, running
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,13 +36,13 @@ ERAS = ["legacy", "auto"]
 @pytest.fixture(scope="module")
 def http_url() -> Iterator[str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "adapters.demo_upstream", "--transport", "http", "--port", str(port)]
+    cmd = [sys.executable, "-m", "demo_upstream.server", "--transport", "http", "--port", str(port)]
     with running(cmd, port, cwd=REPO) as url:
         yield url
 
 
 def stdio_params() -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "adapters.demo_upstream"], cwd=REPO)
+    return StdioServerParameters(command=sys.executable, args=["-m", "demo_upstream.server"], cwd=REPO)
 
 
 async def _sent_count(client: Client) -> int:

@@ -13,9 +13,9 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from adapters.store_memory import MemoryStore
-from gateway.approvals_api import ApprovalsUISettings, TokenApproverAuth, build_routes
-from gateway.store import PendingApproval
+from adapters.stores.memory_store import MemoryStore
+from gateway.approvals.api import ApprovalsUISettings, TokenApproverAuth, build_routes
+from gateway.ports.store import PendingApproval
 
 T = TypeVar("T")
 TOKENS = {"alice": "tok-alice-0123456789", "bob": "tok-bob-0123456789", "agent-7": "tok-agent7-0123456789"}

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
-from adapters.store_memory import MemoryStore
+from adapters.stores.memory_store import MemoryStore
 
 from .conftest import TOKENS, XSS_ARGS, LiveServer, Recorder, held_call
 

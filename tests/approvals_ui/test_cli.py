@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from adapters.store_memory import MemoryStore
-from gateway.cli_approvals import register
+from adapters.stores.memory_store import MemoryStore
+from gateway.cli.approvals import register
 
 from .conftest import TOKENS, LiveServer, Recorder, held_call
 

@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
-from adapters.store_memory import MemoryStore
-from gateway.approvals_api import build_routes
-from gateway.console import pretty_arguments
-from gateway.console_session import COOKIE_NAME
+from adapters.stores.memory_store import MemoryStore
+from gateway.approvals.api import build_routes
+from gateway.approvals.console import pretty_arguments
+from gateway.approvals.console_session import COOKIE_NAME
 
 from .conftest import TOKENS, Recorder, held_call, ui_settings
 

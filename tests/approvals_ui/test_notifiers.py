@@ -25,8 +25,8 @@ from adapters.notifiers import (
     slack_payload,
     verify_signature,
 )
-from adapters.store_memory import MemoryStore
-from gateway.approvals_api import ApprovalsUISettings, TokenApproverAuth, build_routes
+from adapters.stores.memory_store import MemoryStore
+from gateway.approvals.api import ApprovalsUISettings, TokenApproverAuth, build_routes
 
 from .conftest import held_call
 

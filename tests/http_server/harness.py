@@ -8,7 +8,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from adapters.http_server import Server
+from adapters.http.server import Server
 
 DEADLINE = 10.0
 Scope = dict[str, Any]

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from adapters.http_server import LifespanFailure, Server
+from adapters.http.server import LifespanFailure, Server
 from tests.http_server.harness import DEADLINE, Raw, Receive, Scope, Send, echo, get, respond, serving
 from tests.support import PY, REPO, free_port, gateway_cmd, running, write_config
 
@@ -175,7 +175,7 @@ def test_workers_serve_requests_through_the_cli(tmp_path: Path) -> None:
     with running(gateway_cmd(config), f"http://127.0.0.1:{port}/healthz") as proc:
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         commands: list[Any] = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in children]
-        assert len(children) == 2 and all(b"adapters.http_workers" in c for c in commands), commands
+        assert len(children) == 2 and all(b"adapters.http.workers" in c for c in commands), commands
         for _ in range(10):  # a new connection each time: the kernel spreads them over the workers
             r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=DEADLINE)
             assert r.status_code == 200 and r.json()["status"] == "ready"
@@ -184,7 +184,7 @@ def test_workers_serve_requests_through_the_cli(tmp_path: Path) -> None:
 
 def test_supervisor_exits_non_zero_when_workers_cannot_start() -> None:
     code = (
-        "import sys; from adapters.http_workers import supervise; "
+        "import sys; from adapters.http.workers import supervise; "
         "sys.exit(supervise('no_such_module:app', host='127.0.0.1', port=0, workers=2))"
     )
     done = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, timeout=60)
@@ -195,7 +195,7 @@ def test_a_serving_process_settles_its_heap_once_started() -> None:
     # In a child process: freezing the heap of the test process itself would keep every test's garbage.
     script = """
 import asyncio, gc, sys
-from adapters.http_server import YOUNG_GC_THRESHOLD, Server
+from adapters.http.server import YOUNG_GC_THRESHOLD, Server
 from tests.http_server.harness import echo
 
 async def main():

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway import cli_keys
-from gateway.auth import ApiKeyAuthenticator, Challenges
-from gateway.identity import AuthFailure, Principal
-from gateway.keys_store import KeyStore, parse_key
-from gateway.roles import AccessPolicy
+from gateway.cli import keys as cli_keys
+from gateway.identity.api_keys import KeyStore, parse_key
+from gateway.identity.authenticators import ApiKeyAuthenticator, Challenges
+from gateway.identity.principal import AuthFailure, Principal
+from gateway.identity.roles import AccessPolicy
 
 
 def run_cli(*argv: str) -> int:

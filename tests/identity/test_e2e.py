@@ -25,8 +25,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from mcp.shared.exceptions import MCPError
 
-from gateway import cli_keys
-from gateway.keys_store import KeyStore
+from gateway.cli import keys as cli_keys
+from gateway.identity.api_keys import KeyStore
 from tests.identity.idp import FakeIdp
 from tests.redis_server import redis_server
 from tests.support import REPO, free_port, gateway_cmd, running, write_config

@@ -12,10 +12,10 @@ import jwt
 import pytest
 from mcp.client.auth.utils import extract_field_from_www_auth
 
-from gateway.auth import JwtAuthenticator, bearer_token, build_authenticator
-from gateway.identity import AuthFailure, Principal
-from gateway.jwks import JwksCache
-from gateway.roles import AccessPolicy
+from gateway.identity.authenticators import JwtAuthenticator, bearer_token, build_authenticator
+from gateway.identity.jwks import JwksCache
+from gateway.identity.principal import AuthFailure, Principal
+from gateway.identity.roles import AccessPolicy
 from tests.identity.conftest import RESOURCE, jwt_settings
 from tests.identity.idp import FakeIdp, new_key
 
@@ -192,7 +192,7 @@ async def test_unreachable_jwks_is_503_not_401(idp: FakeIdp) -> None:
 
 
 async def test_chain_routes_api_keys_and_jwts_and_refuses_other_tokens(idp: FakeIdp, tmp_path: Any) -> None:
-    from gateway.keys_store import KeyStore
+    from gateway.identity.api_keys import KeyStore
 
     settings = jwt_settings(idp, api_keys_file=tmp_path / "keys.json")
     key, _ = KeyStore(settings.auth.api_keys_file).create("svc-bot", ("agents-run",))

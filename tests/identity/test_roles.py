@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import AuthConfig, RoleConfig
-from gateway.identity import LOCAL_DEV, Principal
-from gateway.roles import ACTIONS, AccessPolicy
+from gateway.identity.principal import LOCAL_DEV, Principal
+from gateway.identity.roles import ACTIONS, AccessPolicy
 
 TOOLS = [("demo", "read_inbox"), ("demo", "send_email"), ("github", "push"), ("github", "delete_repo")]
 

@@ -10,13 +10,13 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from adapters.store_memory import MemoryStore
-from gateway import suspension_api
-from gateway.auth import build_authenticator
+from adapters.stores.memory_store import MemoryStore
 from gateway.config import AuthConfig, Settings
-from gateway.keys_store import KeyStore
-from gateway.roles import AccessPolicy
-from gateway.store import PendingApproval
+from gateway.identity import suspension_api
+from gateway.identity.api_keys import KeyStore
+from gateway.identity.authenticators import build_authenticator
+from gateway.identity.roles import AccessPolicy
+from gateway.ports.store import PendingApproval
 from policy import CallState, ToolCall, load_preset
 from tests.policy.conftest import demo_profiles
 

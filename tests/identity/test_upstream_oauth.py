@@ -7,7 +7,7 @@ import asyncio
 import jwt
 import pytest
 
-from adapters.upstream_oauth import (
+from adapters.upstreams.oauth import (
     ClientCredentialsTokenSource,
     UpstreamAuthError,
     identity_headers,

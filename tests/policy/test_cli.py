@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway import cli_policy
+from gateway.cli import policy as cli_policy
 from policy import load_policy
 
 from .conftest import FIXTURES

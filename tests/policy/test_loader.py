@@ -112,7 +112,7 @@ def test_unknown_preset() -> None:
 
 def test_schema_file_is_up_to_date() -> None:
     assert SCHEMA_FILE.read_text() == render_schema(), (
-        "policy/schema.json is stale: run `python -m gateway.cli_policy policy schema -o policy/schema.json`"
+        "policy/schema.json is stale: run `python -m gateway.cli.policy policy schema -o policy/schema.json`"
     )
 
 

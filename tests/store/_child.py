@@ -15,9 +15,9 @@ import json
 import sys
 import time
 
-from adapters.store_redis import RedisStore
-from adapters.store_sqlite import SqliteStore
-from gateway.store import PendingApproval
+from adapters.stores.redis_store import RedisStore
+from adapters.stores.sqlite_store import SqliteStore
+from gateway.ports.store import PendingApproval
 
 ARGS = {"to": "eve@example.org", "body": "quarterly numbers"}
 

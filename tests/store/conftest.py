@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from adapters.store_memory import MemoryStore
-from adapters.store_redis import RedisStore
-from adapters.store_sqlite import SqliteStore
+from adapters.stores.memory_store import MemoryStore
+from adapters.stores.redis_store import RedisStore
+from adapters.stores.sqlite_store import SqliteStore
 from tests.redis_server import redis_server
 
 ADAPTERS = ["memory", "sqlite", "redis"]

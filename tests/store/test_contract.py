@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.store import PendingApproval, Store, args_hash
+from gateway.ports.store import PendingApproval, Store, args_hash
 
 ARGS = {"to": "eve@example.org", "body": "hi"}
 

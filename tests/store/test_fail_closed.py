@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from adapters.store_redis import RedisStore
-from adapters.store_sqlite import SqliteStore
-from gateway.store import PendingApproval, StoreUnavailable
+from adapters.stores.redis_store import RedisStore
+from adapters.stores.sqlite_store import SqliteStore
+from gateway.ports.store import PendingApproval, StoreUnavailable
 from tests.redis_server import redis_server
 
 

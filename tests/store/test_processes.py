@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from adapters.store_redis import RedisStore
-from adapters.store_sqlite import SqliteStore
-from gateway.store import args_hash
+from adapters.stores.redis_store import RedisStore
+from adapters.stores.sqlite_store import SqliteStore
+from gateway.ports.store import args_hash
 from tests.store._child import ARGS, pending
 from tests.support import REPO
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aredis
 
-from adapters.store_redis import RedisStore
-from gateway.store import DEFAULT_PREFIX, PendingApproval
+from adapters.stores.redis_store import RedisStore
+from gateway.ports.store import DEFAULT_PREFIX, PendingApproval
 
 
 def new_approval() -> PendingApproval:

@@ -8,8 +8,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from adapters.store_sqlite import SqliteStore
-from gateway.store import PendingApproval
+from adapters.stores.sqlite_store import SqliteStore
+from gateway.ports.store import PendingApproval
 
 
 def new_approval() -> PendingApproval:

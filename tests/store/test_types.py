@@ -1,4 +1,4 @@
-"""The pure parts of gateway.store: ids, argument hashes, records, the decision rule."""
+"""The pure parts of gateway.ports.store: ids, argument hashes, records, the decision rule."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.store import (
+from gateway.ports.store import (
     PendingApproval,
     args_hash,
     binding_key,

@@ -15,10 +15,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.audit_sinks import FileSink, RedisStreamSink
-from gateway.audit import GENESIS, AuditLog, EventType
-from gateway.audit_verify import read_lines, verify_lines
-from gateway.cli_audit import register
-from gateway.metrics import Metrics
+from gateway.cli.audit import register
+from gateway.telemetry.audit import GENESIS, AuditLog, EventType
+from gateway.telemetry.audit_verify import read_lines, verify_lines
+from gateway.telemetry.metrics import Metrics
 from tests.support import free_port
 
 

@@ -8,10 +8,10 @@ import orjson
 import pytest
 
 from adapters.audit_sinks import FileSink
-from gateway.audit import STAMP_KEYS, AuditLog
-from gateway.audit_verify import verify_lines
-from gateway.observers import AuditObserver
-from gateway.pipeline import CallRecord
+from gateway.guard.pipeline import CallRecord
+from gateway.telemetry.audit import STAMP_KEYS, AuditLog
+from gateway.telemetry.audit_verify import verify_lines
+from gateway.telemetry.observers import AuditObserver
 from policy import Decision, Leg, ToolCall
 from tests.telemetry.test_spans import _ctx
 

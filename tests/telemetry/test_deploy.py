@@ -10,10 +10,10 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.audit import AuditLog
-from gateway.metrics import INSTRUMENTS, Metrics
-from gateway.observers import AuditObserver
-from gateway.pipeline import CallRecord
+from gateway.guard.pipeline import CallRecord
+from gateway.telemetry.audit import AuditLog
+from gateway.telemetry.metrics import INSTRUMENTS, Metrics
+from gateway.telemetry.observers import AuditObserver
 from policy import Decision, Leg, ToolCall
 from tests.telemetry.test_spans import _ctx
 

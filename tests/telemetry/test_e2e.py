@@ -1,7 +1,7 @@
 """End to end through a real gateway process: one trace agent -> Triplock -> MCP server, /metrics, audit.
 
 NOTE: needs the telemetry/audit wiring in gateway/app.py and ``cli_audit.register`` in
-gateway/cli.py (see the issue-5 report); until the lead adds them these tests fail.
+gateway/cli/main.py (see the issue-5 report); until the lead adds them these tests fail.
 """
 
 from __future__ import annotations

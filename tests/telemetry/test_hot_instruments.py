@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.hot_instruments import HotCounter, HotHistogram
+from gateway.telemetry.hot_instruments import HotCounter, HotHistogram
 
 BUCKETS = (0.01, 0.1, 1.0)
 
@@ -45,7 +45,7 @@ def test_counter_counts_per_label_set() -> None:
 
 
 def test_invented_tool_names_cannot_grow_the_metrics_without_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gateway.metrics as metrics_module
+    import gateway.telemetry.metrics as metrics_module
 
     monkeypatch.setattr(metrics_module, "_CHILD_LIMIT", 5)
     m = metrics_module.Metrics()

@@ -8,7 +8,7 @@ import pytest
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 
-from gateway.telemetry import _root_bound
+from gateway.telemetry.tracing import _root_bound
 
 
 @pytest.mark.parametrize("name", ["traceidratio", "parentbased_traceidratio"])

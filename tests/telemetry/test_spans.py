@@ -9,14 +9,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import TelemetryConfig, UpstreamConfig
-from gateway.context import RequestContext
-from gateway.metrics import MCP_DURATION_BUCKETS
-from gateway.observers import TelemetryObserver
-from gateway.otel_env import span_exporter_from_env
-from gateway.pipeline import CallRecord
-from gateway.sessions import DownstreamSession
-from gateway.telemetry import NOOP, Telemetry, setup_telemetry
-from gateway.upstream import UpstreamError
+from gateway.guard.pipeline import CallRecord
+from gateway.mcp.context import RequestContext
+from gateway.mcp.sessions import DownstreamSession
+from gateway.ports.upstream import UpstreamError
+from gateway.telemetry.metrics import MCP_DURATION_BUCKETS
+from gateway.telemetry.observers import TelemetryObserver
+from gateway.telemetry.otel_env import span_exporter_from_env
+from gateway.telemetry.tracing import NOOP, Telemetry, setup_telemetry
 from policy import Decision, Leg, ToolCall
 from tests.telemetry.receiver import OtlpReceiver
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from gateway.catalog import BadCursor, Catalog, UpstreamListing, decode_cursor, encode_cursor, exposed_name
+from gateway.mcp.catalog import BadCursor, Catalog, UpstreamListing, decode_cursor, encode_cursor, exposed_name
 
 VALID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

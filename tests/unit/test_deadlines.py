@@ -1,4 +1,4 @@
-"""adapters.deadlines: the upstream call timeout, with asyncio.timeout's semantics."""
+"""adapters.upstreams.deadlines: the upstream call timeout, with asyncio.timeout's semantics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from adapters.deadlines import deadline
+from adapters.upstreams.deadlines import deadline
 
 
 async def test_overrunning_block_raises_timeout_error() -> None:

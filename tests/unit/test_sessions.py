@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from adapters.store_memory import MemoryStore
-from gateway.sessions import SessionRegistry
+from adapters.stores.memory_store import MemoryStore
+from gateway.mcp.sessions import SessionRegistry
 
 
 async def test_idle_sessions_expire_and_busy_ones_stay() -> None:

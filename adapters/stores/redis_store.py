@@ -1,0 +1,461 @@
+"""The shared store: Redis, through redis-py's asyncio client, for several gateway processes.
+
+Keys (all under `prefix`, default "triplock:"):
+
+    legs:<legs_key>        hash  leg -> expiry (unix s, or "inf"); the key expires with its last leg
+    used:<first_use_key>   string "1"
+    pins / pins:meta       hash  ["upstream","tool"] -> definition hash / {"by","at"}
+    susp                   hash  target id -> {"by","reason","at"}
+    ap:<id>                hash  one approval, field per attribute (+ "_bind", its exact-call key)
+    ap:all, ap:st:<state>  zset  id scored by created_at: listing, newest first
+    ap:due                 zset  pending and approved ids scored by expires_at: expiry sweeps
+    ap:bind:<binding>      set   pending and approved ids for one exact call: find_pending/approved
+    events                 pub/sub channel: "d:<id>" decided, "s:<id>" suspended, "r:<id>" resumed
+
+`call_state` is one script call over legs/used/pins, none of which grows with the
+number of approvals. Every state change of an approval is one Lua script, so it is atomic (the
+compare-and-set of `decide`, single use of `consume`, exactly-once expiry) and publishes its
+wake-up in the same step. Scripts derive index keys from the prefix, so this targets a single
+Redis (or a Sentinel-managed primary), not Redis Cluster.
+
+Commands are never retried: a retried script could report a decision it had already taken as
+a conflict. A failed command raises StoreUnavailable, and the gateway fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import redis.asyncio as aredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from gateway.ports.store import (
+    DEFAULT_PREFIX,
+    ApprovalState,
+    CallStateRecord,
+    DecideOutcome,
+    DecideStatus,
+    DecisionWaiters,
+    PendingApproval,
+    StoreContext,
+    StoreUnavailable,
+    binding_key,
+    check_legs,
+    wait_for_decision,
+)
+
+log = logging.getLogger("triplock.store.redis")
+
+# Shared by the approval scripts. ARGV[1] is always the prefix. `move` changes an approval's state,
+# keeps the indexes in step and publishes the wake-up, all inside the calling script.
+_PRELUDE = """
+local p = ARGV[1]
+local function move(id, key, from, to)
+  redis.call('ZREM', p .. 'ap:st:' .. from, id)
+  redis.call('ZADD', p .. 'ap:st:' .. to, redis.call('HGET', key, 'created_at'), id)
+  redis.call('HSET', key, 'state', to)
+  if to ~= 'approved' then
+    redis.call('ZREM', p .. 'ap:due', id)
+    redis.call('SREM', p .. 'ap:bind:' .. redis.call('HGET', key, '_bind'), id)
+  end
+  redis.call('PUBLISH', p .. 'events', 'd:' .. id)
+end
+"""
+
+# KEYS[1] approval; ARGV prefix, id, created_at, expires_at, state, binding, field, value, ...
+_CREATE = _PRELUDE + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('ZADD', p .. 'ap:all', ARGV[3], ARGV[2])
+redis.call('ZADD', p .. 'ap:st:' .. ARGV[5], ARGV[3], ARGV[2])
+if ARGV[5] == 'pending' or ARGV[5] == 'approved' then
+  redis.call('ZADD', p .. 'ap:due', ARGV[4], ARGV[2])
+  redis.call('SADD', p .. 'ap:bind:' .. ARGV[6], ARGV[2])
+end
+return 1
+"""
+
+# KEYS[1] approval; ARGV prefix, id, approve ('1'/'0'), approver, reason, now.
+# Same order of checks as gateway.ports.store.decide_transition. Returns {status, changed, fields}.
+_DECIDE = _PRELUDE + """
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return {'not_found', 0, {}} end
+local st = redis.call('HGET', key, 'state')
+if redis.call('HGET', key, 'principal') == ARGV[4] then return {'forbidden', 0, redis.call('HGETALL', key)} end
+if st == 'expired' then return {'expired', 0, redis.call('HGETALL', key)} end
+if st ~= 'pending' then return {'conflict', 0, redis.call('HGETALL', key)} end
+if tonumber(redis.call('HGET', key, 'expires_at')) <= tonumber(ARGV[6]) then
+  redis.call('HSET', key, 'decided_at', ARGV[6])
+  move(ARGV[2], key, 'pending', 'expired')
+  return {'expired', 1, redis.call('HGETALL', key)}
+end
+local to = 'denied'
+if ARGV[3] == '1' then to = 'approved' end
+redis.call('HSET', key, 'decided_by', ARGV[4], 'decided_at', ARGV[6], 'reason', ARGV[5])
+move(ARGV[2], key, 'pending', to)
+return {to, 1, redis.call('HGETALL', key)}
+"""
+
+# KEYS[1] approval; ARGV prefix, id.
+_CONSUME = _PRELUDE + """
+if redis.call('HGET', KEYS[1], 'state') ~= 'approved' then return 0 end
+move(ARGV[2], KEYS[1], 'approved', 'executed')
+return 1
+"""
+
+# ARGV prefix, now, batch size. Returns the ids this call expired (each id to exactly one caller).
+_EXPIRE = _PRELUDE + """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'ap:due', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))) do
+  local key = p .. 'ap:' .. id
+  local st = redis.call('HGET', key, 'state')
+  if st == 'pending' then
+    redis.call('HSET', key, 'decided_at', ARGV[2])
+    move(id, key, 'pending', 'expired')
+    out[#out + 1] = id
+  elseif st == 'approved' then
+    move(id, key, 'approved', 'expired')
+    out[#out + 1] = id
+  else
+    redis.call('ZREM', p .. 'ap:due', id)
+  end
+end
+return out
+"""
+
+# The hot path in one command (a script: measurably cheaper in redis-py than a 3-command pipeline).
+# KEYS legs hash, first-use key, pins hash; ARGV pin field. Returns {legs as [leg, expiry, ...], used, pin}.
+_CALL_STATE = """
+return {redis.call('HGETALL', KEYS[1]), redis.call('EXISTS', KEYS[2]), redis.call('HGET', KEYS[3], ARGV[1])}
+"""
+
+# KEYS[1] legs hash; ARGV now, expiry ('inf' or unix s), leg, ... A leg's expiry only grows; legs
+# that ran out are pruned, and the key lives as long as its longest-lived leg.
+_ADD_LEGS = """
+local key, now, new = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+for i = 3, #ARGV do
+  local old = redis.call('HGET', key, ARGV[i])
+  local v = new
+  if old == 'inf' then v = 'inf'
+  elseif old and new ~= 'inf' and tonumber(old) > tonumber(new) then v = old end
+  redis.call('HSET', key, ARGV[i], v)
+end
+local all, latest, forever = redis.call('HGETALL', key), 0, false
+for i = 1, #all, 2 do
+  local v = all[i + 1]
+  if v == 'inf' then forever = true
+  elseif tonumber(v) <= now then redis.call('HDEL', key, all[i])
+  elseif tonumber(v) > latest then latest = tonumber(v) end
+end
+if forever then redis.call('PERSIST', key)
+elseif latest > 0 then redis.call('PEXPIREAT', key, string.format('%.0f', math.ceil(latest * 1000))) end
+return 1
+"""
+
+
+def _fields(a: PendingApproval) -> dict[str, str]:
+    """An approval as Redis hash fields: None left out, lists as JSON, floats exact (repr)."""
+    out: dict[str, str] = {}
+    for k, v in a.to_dict().items():
+        if v is None:
+            continue
+        out[k] = json.dumps(v) if isinstance(v, list) else repr(v) if isinstance(v, float) else str(v)
+    out["_bind"] = a.binding
+    return out
+
+
+def _approval(fields: Mapping[Any, Any] | list[Any]) -> PendingApproval | None:
+    """Inverse of `_fields`; accepts HGETALL's dict or a script's flat [k, v, k, v] list."""
+    data: dict[str, Any] = dict(zip(fields[::2], fields[1::2], strict=True)) if isinstance(fields, list) \
+        else dict(fields)
+    if not data:
+        return None
+    data.pop("_bind", None)
+    for k in ("rule_ids", "reasons"):
+        data[k] = json.loads(data.get(k) or "[]")
+    return PendingApproval.from_dict(data)
+
+
+class RedisStore(StoreContext):
+    """`gateway.ports.store.Store` on Redis; decisions and suspensions travel between processes by pub/sub."""
+
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, socket_timeout: float = 2.0,
+                 connect_timeout: float = 1.0, max_connections: int = 64) -> None:
+        self.url = url
+        self.prefix = prefix
+        # A blocking pool: a burst of calls beyond `max_connections` queues for a connection (up to
+        # socket_timeout) instead of failing with "Too many connections", which would fail closed.
+        pool = aredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=socket_timeout, decode_responses=True,
+            socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
+            health_check_interval=30)
+        self._pool = pool
+        self._client = aredis.Redis(connection_pool=pool)
+        self._call_state = self._client.register_script(_CALL_STATE)
+        self._create = self._client.register_script(_CREATE)
+        self._decide = self._client.register_script(_DECIDE)
+        self._consume = self._client.register_script(_CONSUME)
+        self._expire = self._client.register_script(_EXPIRE)
+        self._add_legs = self._client.register_script(_ADD_LEGS)
+        self._channel = prefix + "events"
+        self._suspended: frozenset[str] = frozenset()
+        self._waiters = DecisionWaiters()
+        self._listener: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()  # set while subscribed: cross-process wake-ups are live
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis store {self.url!r} unavailable: {exc}") from exc
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + "".join(parts)
+
+    # -- lifecycle and pub/sub ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the pub/sub listener (it reconnects by itself), then check the server answers.
+
+        If Redis is down this raises StoreUnavailable but the store stays usable: every call
+        retries the server, and the listener resubscribes when it is back.
+        """
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="triplock-redis-store-listener")
+        with self._errors():
+            await self._client.ping()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.listening.wait(), 5.0)
+        if not self.listening.is_set():
+            raise StoreUnavailable(f"Redis store {self.url!r}: could not subscribe to {self._channel!r}")
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        self.listening.clear()
+        self._waiters.notify_all()
+        await self._client.aclose()
+        await self._pool.aclose()  # a pool we passed in is ours to close
+
+    async def _listen(self) -> None:
+        backoff = 0.05
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                while (await pubsub.get_message(timeout=1.0) or {}).get("type") != "subscribe":
+                    pass  # wait for the server's confirmation: from here on no message is missed
+                self._suspended = frozenset(str(k) for k in await self._client.hkeys(self._k("susp")))
+                self.listening.set()
+                self._waiters.notify_all()  # decisions taken while we were not subscribed
+                backoff = 0.05
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        self._on_message(str(msg["data"]))
+            except Exception as exc:  # whatever broke, keep trying: a dead listener means missed wake-ups
+                self.listening.clear()
+                log.warning("Redis store pub/sub lost (%r); reconnecting in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)  # reconnect back-off, not synchronisation
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _on_message(self, data: str) -> None:
+        kind, _, ident = data.partition(":")
+        if kind == "d":
+            self._waiters.notify(ident)
+        elif kind == "s":
+            self._suspended = self._suspended | {ident}
+        elif kind == "r":
+            self._suspended = self._suspended - {ident}
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, OSError):
+            return False
+
+    # -- hot path and session state -------------------------------------------------------------
+
+    async def call_state(self, legs_key: str, first_use_key: str, upstream: str, tool: str) -> CallStateRecord:
+        with self._errors():
+            flat, used, pin = await self._call_state(
+                keys=[self._k("legs:", legs_key), self._k("used:", first_use_key), self._k("pins")],
+                args=[json.dumps([upstream, tool])])
+        now = time.time()
+        live = frozenset(leg for leg, exp in zip(flat[::2], flat[1::2], strict=True)
+                         if exp == "inf" or float(exp) > now)
+        return CallStateRecord(live, bool(used), pin)
+
+    def suspended(self) -> frozenset[str]:
+        return self._suspended
+
+    async def add_legs(self, legs_key: str, legs: frozenset[str], ttl_seconds: float | None) -> None:
+        wanted = check_legs(legs)
+        if not wanted:
+            return
+        now = time.time()
+        expiry = "inf" if ttl_seconds is None else repr(now + ttl_seconds)
+        with self._errors():
+            await self._add_legs(keys=[self._k("legs:", legs_key)], args=[repr(now), expiry, *sorted(wanted)])
+
+    async def mark_used(self, first_use_key: str) -> None:
+        with self._errors():
+            await self._client.set(self._k("used:", first_use_key), "1")
+
+    async def save_session(self, session_id: str, record: Mapping[str, Any], ttl_seconds: float) -> None:
+        with self._errors():
+            await self._client.set(self._k("session:", session_id), json.dumps(dict(record)),
+                                   px=max(1, int(ttl_seconds * 1000)))
+
+    async def load_session(self, session_id: str) -> dict[str, Any] | None:
+        with self._errors():
+            text = await self._client.get(self._k("session:", session_id))
+        return None if text is None else dict(json.loads(text))
+
+    async def drop_session(self, session_id: str) -> None:
+        with self._errors():
+            await self._client.delete(self._k("session:", session_id))
+
+    async def set_pin(self, upstream: str, tool: str, definition_hash: str, by: str) -> None:
+        field = json.dumps([upstream, tool])
+        with self._errors():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._k("pins"), field, definition_hash)
+                pipe.hset(self._k("pins:meta"), field, json.dumps({"by": by, "at": time.time()}))
+                await pipe.execute()
+
+    async def get_pins(self) -> dict[tuple[str, str], str]:
+        with self._errors():
+            raw = await self._client.hgetall(self._k("pins"))
+        return {(u, t): str(h) for (u, t), h in ((json.loads(f), h) for f, h in raw.items())}
+
+    async def suspend(self, target_id: str, by: str, reason: str) -> None:
+        await self._suspension("s:", target_id, json.dumps({"by": by, "reason": reason, "at": time.time()}))
+
+    async def resume(self, target_id: str, by: str) -> None:
+        await self._suspension("r:", target_id, None)
+
+    async def _suspension(self, kind: str, target_id: str, record: str | None) -> None:
+        """Write (or delete) a suspension and announce it, in one MULTI; then update our own cache."""
+        with self._errors():
+            async with self._client.pipeline(transaction=True) as pipe:
+                if record is None:
+                    pipe.hdel(self._k("susp"), target_id)
+                else:
+                    pipe.hset(self._k("susp"), target_id, record)
+                pipe.publish(self._channel, kind + target_id)
+                await pipe.execute()
+        self._on_message(kind + target_id)
+
+    # -- approvals ------------------------------------------------------------------------------
+
+    async def create_approval(self, approval: PendingApproval) -> None:
+        flat = [x for kv in _fields(approval).items() for x in kv]
+        args = [self.prefix, approval.id, repr(approval.created_at), repr(approval.expires_at), approval.state,
+                approval.binding, *flat]
+        with self._errors():
+            created = await self._create(keys=[self._k("ap:", approval.id)], args=args)
+        if not created:
+            raise ValueError(f"approval {approval.id!r} already exists")
+
+    async def get_approval(self, approval_id: str) -> PendingApproval | None:
+        with self._errors():
+            return _approval(await self._client.hgetall(self._k("ap:", approval_id)))
+
+    async def _load_many(self, ids: list[str]) -> list[PendingApproval]:
+        if not ids:
+            return []
+        with self._errors():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for i in ids:
+                    pipe.hgetall(self._k("ap:", i))
+                rows = await pipe.execute()
+        return [a for a in map(_approval, rows) if a is not None]  # skip ids whose record vanished
+
+    async def list_approvals(self, state: ApprovalState | None = None, upstream: str | None = None,
+                             tool: str | None = None, principal: str | None = None,
+                             limit: int = 100) -> list[PendingApproval]:
+        index = self._k("ap:st:", state) if state else self._k("ap:all")
+        out: list[PendingApproval] = []
+        start, page = 0, max(limit, 100)
+        while len(out) < limit:
+            with self._errors():
+                ids = [str(i) for i in await self._client.zrevrange(index, start, start + page - 1)]
+            for a in await self._load_many(ids):
+                if ((state is None or a.state == state) and (upstream is None or a.upstream == upstream)
+                        and (tool is None or a.tool == tool) and (principal is None or a.principal == principal)):
+                    out.append(a)
+            if len(ids) < page:
+                break
+            start += page
+        return out[:max(0, limit)]
+
+    async def decide(self, approval_id: str, approve: bool, approver: str, reason: str,
+                     now: float) -> DecideOutcome:
+        with self._errors():
+            status, changed, fields = await self._decide(
+                keys=[self._k("ap:", approval_id)],
+                args=[self.prefix, approval_id, "1" if approve else "0", approver, reason, repr(float(now))])
+        if changed:
+            self._waiters.notify(approval_id)  # local waiters at once; others hear the script's PUBLISH
+        result: DecideStatus = status
+        return DecideOutcome(result, _approval(fields), changed=bool(changed))
+
+    async def _bound(self, principal: str, session_id: str, upstream: str, tool: str,
+                     args_hash: str) -> list[PendingApproval]:
+        with self._errors():
+            ids = await self._client.smembers(self._k("ap:bind:", binding_key(principal, session_id, upstream, tool,
+                                                                              args_hash)))
+        return sorted(await self._load_many(sorted(str(i) for i in ids)), key=lambda a: a.id)
+
+    async def find_approved(self, principal: str, session_id: str, upstream: str, tool: str, args_hash: str,
+                            policy_revision: str, now: float) -> PendingApproval | None:
+        for a in await self._bound(principal, session_id, upstream, tool, args_hash):
+            if a.state == "approved" and a.policy_revision == policy_revision and a.expires_at > now:
+                return a
+        return None
+
+    async def consume(self, approval_id: str) -> bool:
+        with self._errors():
+            done = bool(await self._consume(keys=[self._k("ap:", approval_id)], args=[self.prefix, approval_id]))
+        if done:
+            self._waiters.notify(approval_id)
+        return done
+
+    async def find_pending(self, principal: str, session_id: str, upstream: str, tool: str,
+                           args_hash: str) -> PendingApproval | None:
+        now = time.time()
+        for a in await self._bound(principal, session_id, upstream, tool, args_hash):
+            if a.state == "pending" and a.expires_at > now:
+                return a
+        return None
+
+    async def wait_decided(self, approval_id: str, timeout: float) -> PendingApproval | None:
+        return await wait_for_decision(self._waiters, approval_id, timeout, self.get_approval)
+
+    async def expire_due(self, now: float, batch: int = 500) -> list[PendingApproval]:
+        expired: list[str] = []
+        while True:
+            with self._errors():
+                ids = await self._expire(keys=[], args=[self.prefix, repr(float(now)), batch])
+            expired.extend(ids)
+            if len(ids) < batch:
+                break
+        for i in expired:
+            self._waiters.notify(i)
+        return await self._load_many(expired)

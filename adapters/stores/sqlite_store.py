@@ -1,0 +1,354 @@
+"""The embedded default store: one local SQLite file in WAL mode, no server needed.
+
+Why the stdlib `sqlite3` on one dedicated worker thread (and not aiosqlite): aiosqlite is the
+same design (a thread per connection) plus a dependency we do not otherwise need. One thread
+owning the one connection means operations from this process are serialised without locks;
+`BEGIN IMMEDIATE` serialises writers across processes sharing the file, which is what makes
+`decide` a compare-and-set even with two gateways on one file. Each method is one hop to the
+thread, so `call_state` is one round trip (one SQL statement, in fact).
+
+Durability: WAL with synchronous=NORMAL survives a crash of the process (kill -9): a commit is in
+the WAL, in the OS's hands, before the call returns. Pass synchronous="FULL" to also survive
+power loss, at the cost of an fsync per commit.
+
+Other processes on the same file: there are no notifications in SQLite, so `wait_decided`
+re-reads the row every `recheck_every` seconds besides waking at once on local decisions, and
+the suspension cache reloads when `PRAGMA data_version` says another connection committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, Literal, TypeVar
+
+from gateway.ports.store import (
+    ApprovalState,
+    CallStateRecord,
+    DecideOutcome,
+    DecisionWaiters,
+    PendingApproval,
+    StoreContext,
+    StoreUnavailable,
+    check_legs,
+    decide_transition,
+    wait_for_decision,
+)
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS legs (
+    legs_key TEXT NOT NULL, leg TEXT NOT NULL, expires_at REAL,  -- NULL: never expires
+    PRIMARY KEY (legs_key, leg)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS legs_expiry ON legs (expires_at);
+CREATE TABLE IF NOT EXISTS first_use (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pins (
+    upstream TEXT NOT NULL, tool TEXT NOT NULL, hash TEXT NOT NULL, pinned_by TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (upstream, tool)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS suspensions (
+    target TEXT PRIMARY KEY, suspended_by TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL) WITHOUT ROWID;
+-- approvals: the queried fields as columns, the whole record as JSON (always written together)
+CREATE TABLE IF NOT EXISTS approvals (
+    id TEXT PRIMARY KEY, state TEXT NOT NULL, principal TEXT NOT NULL, session_id TEXT NOT NULL,
+    upstream TEXT NOT NULL, tool TEXT NOT NULL, args_hash TEXT NOT NULL, policy_revision TEXT NOT NULL,
+    expires_at REAL NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS approvals_binding ON approvals (principal, session_id, upstream, tool, args_hash, state);
+CREATE INDEX IF NOT EXISTS approvals_due ON approvals (state, expires_at);
+CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, id);
+"""
+
+# The hot path as one statement: live legs, first use, pin. It reads none of the approval tables.
+CALL_STATE_SQL = """
+SELECT (SELECT group_concat(leg, '') FROM legs
+         WHERE legs_key = ? AND (expires_at IS NULL OR expires_at > ?)),
+       EXISTS (SELECT 1 FROM first_use WHERE key = ?),
+       (SELECT hash FROM pins WHERE upstream = ? AND tool = ?)
+"""
+
+UPSERT_LEG_SQL = """
+INSERT INTO legs (legs_key, leg, expires_at) VALUES (?, ?, ?)
+ON CONFLICT (legs_key, leg) DO UPDATE SET expires_at =
+    CASE WHEN excluded.expires_at IS NULL OR legs.expires_at IS NULL THEN NULL
+         ELSE max(legs.expires_at, excluded.expires_at) END
+"""  # a leg's lifetime only grows: the stricter reading when the window changes
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front, so read-then-write is atomic."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _row_values(a: PendingApproval) -> tuple[Any, ...]:
+    return (a.id, a.state, a.principal, a.session_id, a.upstream, a.tool, a.args_hash, a.policy_revision,
+            a.expires_at, json.dumps(a.to_dict(), separators=(",", ":")))
+
+
+def _load(record: str) -> PendingApproval:
+    return PendingApproval.from_dict(json.loads(record))
+
+
+def _write(conn: sqlite3.Connection, a: PendingApproval) -> None:
+    conn.execute("UPDATE approvals SET state=?, expires_at=?, record=? WHERE id=?",
+                 (a.state, a.expires_at, json.dumps(a.to_dict(), separators=(",", ":")), a.id))
+
+
+class SqliteStore(StoreContext):
+    """`gateway.ports.store.Store` on one SQLite file (or ':memory:', see `adapters.stores.memory_store`)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0,
+                 synchronous: Literal["NORMAL", "FULL"] = "NORMAL", recheck_every: float | None = 1.0) -> None:
+        self.path = str(path)
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
+        self._recheck_every = recheck_every
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
+        self._data_version = -1  # worker thread only
+        self._suspended: frozenset[str] = frozenset()
+        self._waiters = DecisionWaiters()
+        self._closed = False
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        """Worker thread: open (or reopen, after a failed start) the connection and the schema."""
+        if self._conn is not None:
+            return self._conn
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.executescript(SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._reload_suspensions(conn)
+        return conn
+
+    def _reload_suspensions(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            rows = conn.execute("SELECT target FROM suspensions").fetchall()
+            self._suspended = frozenset(r[0] for r in rows)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return fn(self._open(), *args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path!r} unavailable: {exc}") from exc
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` on the worker thread; driver errors become StoreUnavailable."""
+        if self._closed:
+            raise StoreUnavailable(f"SQLite store {self.path!r} is closed")
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triplock-sqlite")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
+
+    async def start(self) -> None:
+        await self._run(lambda conn: None)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True  # first: calls racing with the close get StoreUnavailable, not a dead executor
+        executor = self._executor
+        if executor is not None:
+            def close(conn: sqlite3.Connection | None) -> None:
+                if conn is not None:
+                    conn.close()
+            await asyncio.get_running_loop().run_in_executor(executor, close, self._conn)
+            self._conn = None
+            executor.shutdown(wait=True)
+        self._waiters.notify_all()  # waiters re-read and get StoreUnavailable instead of hanging
+
+    async def ping(self) -> bool:
+        try:
+            return await self._run(lambda conn: conn.execute("SELECT 1").fetchone()[0] == 1)
+        except StoreUnavailable:
+            return False
+
+    # -- hot path and session state -------------------------------------------------------------
+
+    async def call_state(self, legs_key: str, first_use_key: str, upstream: str, tool: str) -> CallStateRecord:
+        def q(conn: sqlite3.Connection) -> CallStateRecord:
+            legs, used, pin = conn.execute(CALL_STATE_SQL, (legs_key, time.time(), first_use_key, upstream,
+                                                            tool)).fetchone()
+            self._reload_suspensions(conn)  # cheap pragma; a reload only if another process committed
+            return CallStateRecord(frozenset(legs or ""), bool(used), pin)
+        return await self._run(q)
+
+    def suspended(self) -> frozenset[str]:
+        return self._suspended
+
+    async def add_legs(self, legs_key: str, legs: frozenset[str], ttl_seconds: float | None) -> None:
+        wanted = check_legs(legs)
+        if not wanted:
+            return
+
+        def q(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            expires = None if ttl_seconds is None else now + ttl_seconds
+            with _transaction(conn):
+                conn.execute("DELETE FROM legs WHERE legs_key = ? AND expires_at <= ?", (legs_key, now))
+                conn.executemany(UPSERT_LEG_SQL, [(legs_key, leg, expires) for leg in sorted(wanted)])
+        await self._run(q)
+
+    async def mark_used(self, first_use_key: str) -> None:
+        await self._run(lambda conn: conn.execute(
+            "INSERT OR IGNORE INTO first_use (key, at) VALUES (?, ?)", (first_use_key, time.time())))
+
+    async def save_session(self, session_id: str, record: Mapping[str, Any], ttl_seconds: float) -> None:
+        text = json.dumps(dict(record), separators=(",", ":"))
+        await self._run(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO sessions (id, record, expires_at) VALUES (?, ?, ?)",
+            (session_id, text, time.time() + ttl_seconds)))
+
+    async def load_session(self, session_id: str) -> dict[str, Any] | None:
+        row = await self._run(lambda conn: conn.execute(
+            "SELECT record FROM sessions WHERE id = ? AND expires_at > ?", (session_id, time.time())).fetchone())
+        return None if row is None else dict(json.loads(row[0]))
+
+    async def drop_session(self, session_id: str) -> None:
+        await self._run(lambda conn: conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)))
+
+    async def set_pin(self, upstream: str, tool: str, definition_hash: str, by: str) -> None:
+        await self._run(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO pins (upstream, tool, hash, pinned_by, at) VALUES (?, ?, ?, ?, ?)",
+            (upstream, tool, definition_hash, by, time.time())))
+
+    async def get_pins(self) -> dict[tuple[str, str], str]:
+        rows = await self._run(lambda conn: conn.execute("SELECT upstream, tool, hash FROM pins").fetchall())
+        return {(u, t): h for u, t, h in rows}
+
+    async def suspend(self, target_id: str, by: str, reason: str) -> None:
+        def q(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO suspensions (target, suspended_by, reason, at) VALUES (?, ?, ?, ?)",
+                         (target_id, by, reason, time.time()))
+            self._suspended = self._suspended | {target_id}
+        await self._run(q)
+
+    async def resume(self, target_id: str, by: str) -> None:
+        def q(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM suspensions WHERE target = ?", (target_id,))
+            self._suspended = self._suspended - {target_id}
+        await self._run(q)
+
+    # -- approvals ------------------------------------------------------------------------------
+
+    async def create_approval(self, approval: PendingApproval) -> None:
+        def q(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute("INSERT INTO approvals (id, state, principal, session_id, upstream, tool, args_hash, "
+                             "policy_revision, expires_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             _row_values(approval))
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"approval {approval.id!r} already exists") from exc
+        await self._run(q)
+
+    async def get_approval(self, approval_id: str) -> PendingApproval | None:
+        row = await self._run(lambda conn: conn.execute(
+            "SELECT record FROM approvals WHERE id = ?", (approval_id,)).fetchone())
+        return None if row is None else _load(row[0])
+
+    async def list_approvals(self, state: ApprovalState | None = None, upstream: str | None = None,
+                             tool: str | None = None, principal: str | None = None,
+                             limit: int = 100) -> list[PendingApproval]:
+        where, params = [], []
+        for column, value in (("state", state), ("upstream", upstream), ("tool", tool), ("principal", principal)):
+            if value is not None:
+                where.append(f"{column} = ?")  # column names are the fixed literals above
+                params.append(value)
+        sql = "SELECT record FROM approvals" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY id DESC LIMIT ?"
+        rows = await self._run(lambda conn: conn.execute(sql, (*params, max(0, int(limit)))).fetchall())
+        return [_load(r[0]) for r in rows]
+
+    async def decide(self, approval_id: str, approve: bool, approver: str, reason: str,
+                     now: float) -> DecideOutcome:
+        def q(conn: sqlite3.Connection) -> DecideOutcome:
+            with _transaction(conn):
+                row = conn.execute("SELECT record FROM approvals WHERE id = ?", (approval_id,)).fetchone()
+                outcome = decide_transition(None if row is None else _load(row[0]), approve, approver, reason, now)
+                if outcome.changed and outcome.approval is not None:
+                    _write(conn, outcome.approval)
+            return outcome
+        outcome = await self._run(q)
+        if outcome.changed:
+            self._waiters.notify(approval_id)
+        return outcome
+
+    async def find_approved(self, principal: str, session_id: str, upstream: str, tool: str, args_hash: str,
+                            policy_revision: str, now: float) -> PendingApproval | None:
+        row = await self._run(lambda conn: conn.execute(
+            "SELECT record FROM approvals WHERE principal = ? AND session_id = ? AND upstream = ? AND tool = ? "
+            "AND args_hash = ? AND state = 'approved' AND policy_revision = ? AND expires_at > ? "
+            "ORDER BY id LIMIT 1",
+            (principal, session_id, upstream, tool, args_hash, policy_revision, now)).fetchone())
+        return None if row is None else _load(row[0])
+
+    async def consume(self, approval_id: str) -> bool:
+        def q(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                row = conn.execute("SELECT record FROM approvals WHERE id = ? AND state = 'approved'",
+                                   (approval_id,)).fetchone()
+                if row is None:
+                    return False
+                _write(conn, replace(_load(row[0]), state="executed"))
+                return True
+        done = await self._run(q)
+        if done:
+            self._waiters.notify(approval_id)
+        return done
+
+    async def find_pending(self, principal: str, session_id: str, upstream: str, tool: str,
+                           args_hash: str) -> PendingApproval | None:
+        row = await self._run(lambda conn: conn.execute(
+            "SELECT record FROM approvals WHERE principal = ? AND session_id = ? AND upstream = ? AND tool = ? "
+            "AND args_hash = ? AND state = 'pending' AND expires_at > ? ORDER BY id LIMIT 1",
+            (principal, session_id, upstream, tool, args_hash, time.time())).fetchone())
+        return None if row is None else _load(row[0])
+
+    async def wait_decided(self, approval_id: str, timeout: float) -> PendingApproval | None:
+        return await wait_for_decision(self._waiters, approval_id, timeout, self.get_approval, self._recheck_every)
+
+    async def expire_due(self, now: float) -> list[PendingApproval]:
+        def q(conn: sqlite3.Connection) -> list[PendingApproval]:
+            out = []
+            with _transaction(conn):
+                for state in ("pending", "approved"):
+                    rows = conn.execute("SELECT record FROM approvals WHERE state = ? AND expires_at <= ?",
+                                        (state, now)).fetchall()
+                    for (record,) in rows:
+                        current = _load(record)
+                        # a lapsed approval keeps who approved it and when; a pending one is stamped now
+                        lapsed = replace(current, state="expired",
+                                         decided_at=now if current.state == "pending" else current.decided_at)
+                        _write(conn, lapsed)
+                        out.append(lapsed)
+                # garbage-collect legs that ran out, so abandoned sessions do not accumulate
+                conn.execute("DELETE FROM legs WHERE expires_at <= ?", (now,))
+            return out
+        expired = await self._run(q)
+        for a in expired:
+            self._waiters.notify(a.id)
+        return expired

@@ -1,0 +1,298 @@
+"""Upstream MCP servers over streamable HTTP (handshake era), on one keep-alive pool.
+
+Each :class:`HttpUpstreamSession` is one upstream MCP session (its own
+``Mcp-Session-Id``) sharing the pooled connections of its :class:`HttpUpstream`.
+The session's GET stream is opened before the first call, because some servers
+send server-to-client requests only there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from typing import Any
+
+import orjson
+
+from adapters.http.client import Http1Pool, HttpError, Response
+from adapters.upstreams.deadlines import deadline
+from adapters.upstreams.oauth import (
+    ClientCredentialsTokenSource,
+    UpstreamAuthError,
+    identity_headers,
+    strip_client_credentials,
+)
+from gateway.config import UpstreamConfig
+from gateway.ports.sse import iter_sse
+from gateway.ports.upstream import UPSTREAM_PROTOCOL_VERSION, ClientIdentity, MessageHandler, UpstreamError
+
+log = logging.getLogger("triplock.upstream.http")
+
+_ACCEPT = "application/json, text/event-stream"
+
+
+_TRACE_KEYS = ("traceparent", "tracestate", "baggage")
+
+
+def _trace_headers(message: dict[str, Any]) -> dict[str, str] | None:
+    """W3C trace context the gateway put in ``params._meta``, repeated as HTTP headers for HTTP-level tracing."""
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if not isinstance(meta, dict) or "traceparent" not in meta:
+        return None
+    return {k: v for k in _TRACE_KEYS if isinstance(v := meta.get(k), str) and v.isascii() and v.isprintable()}
+
+
+class HttpUpstream:
+    """Connector for one streamable-HTTP upstream: owns the connection pool and credentials."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.name = config.name
+        self.config = config
+        assert config.url is not None
+        self.url = config.url
+        # Only the upstream's own credentials: nothing from the client is ever copied in.
+        headers = {
+            "accept": _ACCEPT,
+            "content-type": "application/json",
+            **strip_client_credentials(dict(config.headers), config),
+        }
+        token = config.bearer_token()
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._base_headers = headers
+        self._pool = Http1Pool(config.url, connect_timeout=config.connect_timeout)
+        self.token_source = ClientCredentialsTokenSource.from_config(config)
+
+    async def open_session(self, identity: ClientIdentity, on_server_message: MessageHandler) -> HttpUpstreamSession:
+        """Run the initialize handshake and open the session's GET stream."""
+        session = HttpUpstreamSession(self, on_server_message, identity_headers(self.config, identity.principal))
+        await session.initialize(identity)
+        return session
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+        if self.token_source is not None:
+            await self.token_source.aclose()
+
+
+class HttpUpstreamSession:
+    """One MCP session with an HTTP upstream."""
+
+    def __init__(
+        self, connector: HttpUpstream, on_server_message: MessageHandler, extra_headers: dict[str, str] | None = None
+    ) -> None:
+        self.upstream = connector.name
+        self._connector = connector
+        self._pool = connector._pool
+        self._on_server_message = on_server_message
+        self._headers = {**connector._base_headers, **(extra_headers or {})}
+        self._ids = itertools.count(1)
+        self._get_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.initialize_result: dict[str, Any] = {}
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def initialize(self, identity: ClientIdentity) -> None:
+        """Handshake, then ``notifications/initialized``, then the GET stream."""
+        cfg = self._connector.config
+        init = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": UPSTREAM_PROTOCOL_VERSION,
+                "capabilities": identity.capabilities,
+                "clientInfo": identity.client_info,
+            },
+        }
+        response, headers = await self._post(init, None, cfg.connect_timeout)
+        if "error" in response:
+            raise UpstreamError(self.upstream, "protocol", f"initialize refused: {response['error']}")
+        result = response.get("result")
+        if not isinstance(result, dict):
+            raise UpstreamError(self.upstream, "protocol", "initialize answered without a result object")
+        self.initialize_result = result
+        if sid := headers.get("mcp-session-id"):
+            self._headers["mcp-session-id"] = sid
+        self._headers["mcp-protocol-version"] = str(result.get("protocolVersion", UPSTREAM_PROTOCOL_VERSION))
+        await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        ready = asyncio.Event()
+        self._get_task = asyncio.create_task(self._run_get_stream(ready), name=f"get-stream:{self.upstream}")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(cfg.connect_timeout):
+                await ready.wait()
+
+    async def request(
+        self,
+        message: dict[str, Any],
+        *,
+        on_message: MessageHandler | None,
+        timeout: float,
+        principal: str | None = None,
+    ) -> dict[str, Any]:
+        """Forward one request; the answer comes back with the caller's id."""
+        caller_id = message.get("id")
+        outbound = {**message, "id": next(self._ids)}
+        extra = _trace_headers(message)
+        if principal is not None and (named := identity_headers(self._connector.config, principal)):
+            extra = {**extra, **named} if extra else named
+        response, _ = await self._post(outbound, on_message, timeout, extra)
+        response["id"] = caller_id
+        return response
+
+    async def notify(self, message: dict[str, Any]) -> None:
+        await self._fire(message)
+
+    async def send_response(self, message: dict[str, Any]) -> None:
+        await self._fire(message)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._get_task:
+            self._get_task.cancel()
+        if "mcp-session-id" in self._headers:
+            with contextlib.suppress(HttpError, TimeoutError, UpstreamAuthError):
+                async with asyncio.timeout(2.0):
+                    resp = await self._pool.request("DELETE", await self._request_headers())
+                    await resp.read()
+
+    async def _fire(self, message: dict[str, Any]) -> None:
+        try:
+            async with asyncio.timeout(self._connector.config.call_timeout):
+                resp = await self._pool.request("POST", await self._request_headers(), orjson.dumps(message))
+                await resp.read()
+            if resp.status >= 400:
+                what = message.get("method", "response")
+                log.warning("upstream %s refused a %s: HTTP %s", self.upstream, what, resp.status)
+        except (HttpError, TimeoutError, UpstreamAuthError) as exc:
+            log.warning("upstream %s: could not deliver message: %s", self.upstream, exc)
+
+    async def _post(
+        self,
+        message: dict[str, Any],
+        on_message: MessageHandler | None,
+        timeout: float,
+        extra_headers: dict[str, str] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        if self._closed:
+            raise UpstreamError(self.upstream, "closed", "session closed")
+        want_id = message["id"]
+        resp: Response | None = None
+        try:
+            async with deadline(timeout):
+                base = await self._request_headers()
+                headers = {**base, **extra_headers} if extra_headers else base
+                body = orjson.dumps(message)
+                resp = await self._pool.request("POST", headers, body)
+                source = self._connector.token_source
+                if resp.status == 401 and source is not None:
+                    # The upstream refused our token (revoked, rotated): one fresh token, one retry.
+                    # A 401 means the request was not acted on, so the retry cannot run it twice.
+                    await resp.read()
+                    source.invalidate()
+                    base = await self._request_headers()
+                    resp = await self._pool.request("POST", {**base, **extra_headers} if extra_headers else base, body)
+                if resp.status == 404 and "mcp-session-id" in self._headers:
+                    self._closed = True
+                    raise UpstreamError(self.upstream, "session_expired", "upstream no longer knows the session")
+                ctype = resp.headers.get("content-type", "")
+                if ctype.startswith("text/event-stream"):
+                    return await self._read_sse(resp, want_id, on_message), resp.headers
+                body = await resp.read()
+                if resp.status >= 400 and not ctype.startswith("application/json"):
+                    raise UpstreamError(self.upstream, "protocol", f"HTTP {resp.status}")
+                return self._parse_json_reply(body, want_id), resp.headers
+        except TimeoutError:
+            raise UpstreamError(self.upstream, "timeout", f"no answer within {timeout:g}s") from None
+        except HttpError as exc:
+            raise UpstreamError(self.upstream, "unreachable", str(exc)) from None
+        except UpstreamAuthError as exc:
+            raise UpstreamError(self.upstream, "unreachable", f"cannot get its access token: {exc}") from None
+        except asyncio.CancelledError:
+            # The client cancelled: tell the upstream, without waiting (we are being cancelled).
+            if self.initialize_result:
+                cancel = {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/cancelled",
+                    "params": {"requestId": want_id, "reason": "cancelled by the client"},
+                }
+                asyncio.get_running_loop().create_task(self._fire(cancel))
+            raise
+        finally:
+            if resp is not None:
+                resp.abandon()
+
+    async def _request_headers(self) -> dict[str, str]:
+        source = self._connector.token_source
+        if source is None:
+            return self._headers
+        return {**self._headers, **await source.headers()}
+
+    def _parse_json_reply(self, body: bytes, want_id: Any) -> dict[str, Any]:
+        try:
+            reply = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(self.upstream, "protocol", "answered with invalid JSON") from None
+        if (
+            not isinstance(reply, dict)
+            or reply.get("id") != want_id
+            or ("result" not in reply and "error" not in reply)
+        ):
+            raise UpstreamError(self.upstream, "protocol", "answered with something that is not the JSON-RPC response")
+        return reply
+
+    async def _read_sse(self, resp: Response, want_id: Any, on_message: MessageHandler | None) -> dict[str, Any]:
+        async for event in iter_sse(resp.iter_bytes()):
+            if event.event != "message" or not event.data:
+                continue
+            try:
+                msg = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(self.upstream, "protocol", "sent an SSE event that is not JSON") from None
+            if not isinstance(msg, dict):
+                raise UpstreamError(self.upstream, "protocol", "sent an SSE event that is not a JSON-RPC object")
+            if "method" not in msg and msg.get("id") == want_id:
+                return msg
+            handler = on_message or self._on_server_message
+            await handler(msg)
+        raise UpstreamError(self.upstream, "closed", "stream ended before the response")
+
+    async def _run_get_stream(self, ready: asyncio.Event) -> None:
+        """Listen for server-initiated messages; reconnect with backoff while the session lives."""
+        delay = 0.25
+        while not self._closed:
+            resp: Response | None = None
+            try:
+                resp = await self._pool.request("GET", {**await self._request_headers(), "accept": "text/event-stream"})
+                ready.set()
+                if resp.status >= 400:
+                    return  # 405: the server offers no GET stream; nothing to listen to
+                delay = 0.25
+                async for event in iter_sse(resp.iter_bytes()):
+                    if not event.data:
+                        continue
+                    try:
+                        msg = orjson.loads(event.data)
+                    except orjson.JSONDecodeError:
+                        log.warning("upstream %s: GET stream event is not JSON", self.upstream)
+                        continue
+                    if isinstance(msg, dict):
+                        await self._on_server_message(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnect on any stream failure; never crash the gateway
+                ready.set()
+                log.info("upstream %s: GET stream dropped (%s), retrying in %.2fs", self.upstream, exc, delay)
+            finally:
+                if resp is not None:
+                    resp.abandon()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)

@@ -1,0 +1,156 @@
+"""Holding a call for a human: create (or reuse) the approval, wait in-band, answer clearly.
+
+Clients time out (Codex: 60 s per tool call) and cannot resume a call, so a hold
+waits up to ``hold_wait`` sending progress notifications when the client gave a
+progress token; if nobody decided by then the agent gets a tool error naming the
+approval, and the identical call repeated after approval runs exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.ports.store import PendingApproval, Store, args_hash
+from policy import Decision, ToolCall
+
+__all__ = ["Approvals", "HoldSettings", "args_hash"]
+
+
+@dataclass(frozen=True)
+class HoldSettings:
+    hold_wait: float = 40.0
+    approval_ttl: float = 3600.0
+    console_url: str = "http://127.0.0.1:8080/console"
+    progress_every: float = 5.0
+    end_user_categories: frozenset[str] = frozenset()
+
+
+class Approvals:
+    """The approval workflow on top of the store."""
+
+    def __init__(
+        self, store: Store, settings: HoldSettings, on_created: Callable[[PendingApproval], None] | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.on_created = on_created  # notify approvers; must not block
+
+    async def request(
+        self, call: ToolCall, exposed: str, decision: Decision, digest: str, now: float | None = None
+    ) -> PendingApproval:
+        """The pending approval for this exact call: the existing one if the agent repeats it."""
+        existing = await self.store.find_pending(call.principal, call.session_id, call.upstream, call.tool, digest)
+        if existing is not None:
+            return existing
+        approval = PendingApproval.new(
+            principal=call.principal,
+            session_id=call.session_id,
+            upstream=call.upstream,
+            tool=call.tool,
+            arguments=call.arguments,
+            policy_revision=decision.policy_revision,
+            ttl_seconds=self.settings.approval_ttl,
+            now=now,
+            category=decision.category,
+            legs_before=decision.legs_before,
+            legs_after=decision.legs_after,
+            rule_ids=decision.rule_ids,
+            reasons=decision.reasons,
+            exposed_name=exposed,
+        )
+        await self.store.create_approval(approval)
+        if self.on_created is not None:
+            self.on_created(approval)
+        return approval
+
+    def ask_end_user(self, category: str | None, client_capabilities: dict[str, Any]) -> bool:
+        """Whether this hold is the agent's own user's to decide, asked through MCP elicitation."""
+        elicitation = client_capabilities.get("elicitation")
+        # An empty object declares form mode (the 2025-06-18 shape); newer clients list "form".
+        form_ok = isinstance(elicitation, dict) and (not elicitation or "form" in elicitation)
+        return form_ok and category is not None and category in self.settings.end_user_categories
+
+    @staticmethod
+    def elicitation_params(approval: PendingApproval) -> dict[str, Any]:
+        """A form-mode elicitation asking the user to approve this one call (arguments shown as data)."""
+        return {
+            "mode": "form",
+            "message": (
+                f"The agent wants to call {approval.exposed_name or approval.tool} with arguments "
+                f"{approval.args_preview}. Reason held: {'; '.join(approval.reasons) or 'policy'}. Allow it once?"
+            ),
+            "requestedSchema": {
+                "type": "object",
+                "properties": {
+                    "approve": {"type": "boolean", "title": "Allow this call once"},
+                    "reason": {"type": "string", "title": "Reason (optional)"},
+                },
+                "required": ["approve"],
+            },
+        }
+
+    @staticmethod
+    def elicitation_verdict(response: dict[str, Any] | None) -> tuple[bool, str] | None:
+        """(approve, reason) from the client's answer; None when it gave none (timeout, cancel)."""
+        if response is None or not isinstance(response.get("result"), dict):
+            return None
+        result = response["result"]
+        if result.get("action") == "decline":
+            return False, "declined by the user"
+        if result.get("action") != "accept" or not isinstance(result.get("content"), dict):
+            return None
+        content = result["content"]
+        return content.get("approve") is True, str(content.get("reason") or "answered by the user")
+
+    def pending_result(self, approval: PendingApproval) -> dict[str, Any]:
+        """What the agent gets when nobody decided in time: a tool error that says what to do."""
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(approval.expires_at))
+        link = f"{self.settings.console_url}#{approval.id}"
+        text = (
+            f"Held for human approval: {approval.exposed_name or approval.tool} "
+            f"(approval id {approval.id}). Reason: {'; '.join(approval.reasons) or 'policy'}. "
+            f"An approver can decide at {link} until {until}. "
+            "Once approved, repeat exactly the same call (same arguments) and it will run once."
+        )
+        return _tool_error(
+            text,
+            {
+                "triplock/approval": {
+                    "status": "pending",
+                    "approval_id": approval.id,
+                    "approve_url": link,
+                    "expires_at": until,
+                    "rule_ids": list(approval.rule_ids),
+                    "category": approval.category,
+                }
+            },
+        )
+
+    @staticmethod
+    def denied_result(approval: PendingApproval) -> dict[str, Any]:
+        """A decided-against call: who denied it and why (or that it expired)."""
+        if approval.state == "expired":
+            text = f"Approval {approval.id} expired without a decision; the call was not made."
+        else:
+            text = (
+                f"Denied by {approval.decided_by}: {approval.reason or 'no reason given'} "
+                f"(approval id {approval.id}); the call was not made."
+            )
+        return _tool_error(
+            text,
+            {
+                "triplock/approval": {
+                    "status": approval.state,
+                    "approval_id": approval.id,
+                    "decided_by": approval.decided_by,
+                    "reason": approval.reason,
+                }
+            },
+        )
+
+
+def _tool_error(text: str, meta: dict[str, Any]) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": True, "_meta": meta}

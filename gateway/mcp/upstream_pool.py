@@ -1,0 +1,249 @@
+"""The upstream pool: connections to every configured MCP server and the catalog built from them.
+
+Each upstream has one gateway-owned *catalog session* (listing, health,
+stateless-era calls). Handshake-era downstream sessions get their own upstream
+session per upstream, opened lazily on first use and reused, so requests the
+upstream sends to its client reach the right agent. A dead upstream drops out of
+the catalog and is retried with backoff until it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import UpstreamConfig
+from gateway.mcp.catalog import Catalog, ToolView, UpstreamListing
+from gateway.mcp.sessions import DownstreamSession
+from gateway.ports.upstream import ClientIdentity, UpstreamConnector, UpstreamError, UpstreamSession
+
+log = logging.getLogger("triplock.upstreams")
+
+_LIST_METHODS = (
+    ("tools/list", "tools", "tools"),
+    ("prompts/list", "prompts", "prompts"),
+    ("resources/list", "resources", "resources"),
+    ("resources/templates/list", "resources", "resourceTemplates"),
+)
+_MAX_PAGES = 100
+
+
+@dataclass
+class UpstreamState:
+    config: UpstreamConfig
+    connector: UpstreamConnector
+    session: UpstreamSession | None = None
+    listing: UpstreamListing | None = None
+    error: str | None = "not connected yet"
+    shared_sessions: bool = False  # stdio: one process serves every downstream session
+
+    @property
+    def up(self) -> bool:
+        return self.session is not None and not self.session.closed and self.listing is not None
+
+
+CatalogListener = Callable[[Catalog, Catalog], Awaitable[None]]
+
+
+class UpstreamPool:
+    """Owns upstream connectors, their catalog sessions, and the merged :class:`Catalog`."""
+
+    def __init__(
+        self,
+        configs: Sequence[UpstreamConfig],
+        connectors: Mapping[str, UpstreamConnector],
+        *,
+        shared: frozenset[str] = frozenset(),
+    ) -> None:
+        self._states = {c.name: UpstreamState(c, connectors[c.name], shared_sessions=c.name in shared) for c in configs}
+        self.catalog = Catalog([])
+        self.tool_view: ToolView | None = None  # set by the app: the policy's view of each tool
+        self._listeners: list[CatalogListener] = []
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+
+    def on_catalog_change(self, listener: CatalogListener) -> None:
+        self._listeners.append(listener)
+
+    def config(self, name: str) -> UpstreamConfig:
+        return self._states[name].config
+
+    def is_shared(self, name: str) -> bool:
+        return name in self._states and self._states[name].shared_sessions
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Per upstream: up or not, and the last error."""
+        return {n: {"up": s.up, "error": None if s.up else s.error} for n, s in self._states.items()}
+
+    async def start(self, *, wait: float = 10.0) -> None:
+        """Connect every upstream; waits up to ``wait`` seconds, then keeps retrying in the background."""
+        for name in self._states:
+            self._watchers[name] = asyncio.create_task(self._keep_connected(name), name=f"upstream:{name}")
+        first = [asyncio.create_task(self._connect_once(n)) for n in self._states]
+        if first:
+            await asyncio.wait(first, timeout=wait)
+
+    async def aclose(self) -> None:
+        for task in [*self._watchers.values(), *self._refreshing.values()]:
+            task.cancel()
+        for state in self._states.values():
+            with contextlib.suppress(Exception):
+                if state.session:
+                    await state.session.aclose()
+            with contextlib.suppress(Exception):
+                await state.connector.aclose()
+
+    async def _connect_once(self, name: str) -> None:
+        state = self._states[name]
+        if state.up:
+            return
+        try:
+            session = await state.connector.open_session(ClientIdentity(), self._catalog_handler(name))
+            state.session = session
+            await self._refresh(name)
+            state.error = None
+            log.info("upstream %s is up: %d tools", name, len(state.listing.tools if state.listing else []))
+        except UpstreamError as exc:
+            state.error = f"{exc.kind}: {exc.detail}"
+            log.warning("upstream %s is down (%s); it is out of the catalog until it recovers", name, state.error)
+            await self._drop(name)
+
+    async def _keep_connected(self, name: str) -> None:
+        delay = 0.5
+        while True:
+            await asyncio.sleep(delay)
+            state = self._states[name]
+            if state.up:
+                delay = 0.5
+                continue
+            if state.listing is not None:
+                await self._drop(name)
+            await self._connect_once(name)
+            delay = 0.5 if state.up else min(delay * 2, 30.0)
+
+    async def _drop(self, name: str) -> None:
+        state = self._states[name]
+        if state.listing is not None:
+            state.listing = None
+            await self._rebuild()
+
+    def _catalog_handler(self, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        async def handle(msg: dict[str, Any]) -> None:
+            method = msg.get("method", "")
+            if method.endswith("/list_changed"):
+                self.schedule_refresh(name)
+
+        return handle
+
+    def schedule_refresh(self, name: str) -> None:
+        """Refresh one upstream's listing soon (coalesces bursts of list_changed)."""
+        task = self._refreshing.get(name)
+        if task is None or task.done():
+            self._refreshing[name] = asyncio.create_task(self._refresh_quietly(name))
+
+    async def _refresh_quietly(self, name: str) -> None:
+        try:
+            await self._refresh(name)
+        except UpstreamError as exc:
+            self._states[name].error = f"{exc.kind}: {exc.detail}"
+            await self._drop(name)
+
+    async def _refresh(self, name: str) -> None:
+        state = self._states[name]
+        session = state.session
+        if session is None:
+            return
+        caps = session.initialize_result.get("capabilities") or {}
+        listing = UpstreamListing()
+        for method, capability, key in _LIST_METHODS:
+            if capability not in caps:
+                continue
+            items: list[dict[str, Any]] = []
+            cursor: str | None = None
+            for _ in range(_MAX_PAGES):
+                params = {"cursor": cursor} if cursor else {}
+                reply = await session.request(
+                    {"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+                    on_message=None,
+                    timeout=state.config.call_timeout,
+                )
+                result = reply.get("result")
+                if not isinstance(result, dict):
+                    break  # a method the server declares but refuses: list nothing rather than fail
+                items.extend(i for i in result.get(key, []) if isinstance(i, dict))
+                cursor = result.get("nextCursor")
+                if not cursor:
+                    break
+            setattr(listing, {"resourceTemplates": "templates"}.get(key, key), items)
+        state.listing = listing
+        await self._rebuild()
+
+    async def rebuild(self) -> None:
+        """Recompute the catalog (after a listing change or a policy reload) and tell listeners."""
+        await self._rebuild()
+
+    async def _rebuild(self) -> None:
+        old = self.catalog
+        self.catalog = Catalog(
+            [(n, s.config.namespace, s.listing) for n, s in self._states.items() if s.listing is not None],
+            self.tool_view,
+        )
+        for listener in self._listeners:
+            await listener(old, self.catalog)
+
+    def upstream_capabilities(self) -> list[dict[str, Any]]:
+        """The capabilities each live upstream declared."""
+        return [
+            s.session.initialize_result.get("capabilities") or {}
+            for s in self._states.values()
+            if s.up and s.session is not None
+        ]
+
+    def catalog_session(self, name: str) -> UpstreamSession:
+        """The gateway's own session with ``name`` (used for stateless-era requests)."""
+        state = self._states[name]
+        if not state.up or state.session is None:
+            raise UpstreamError(name, "unreachable", state.error or "down")
+        return state.session
+
+    async def session_for(self, downstream: DownstreamSession, name: str) -> UpstreamSession:
+        """The upstream session serving ``downstream``, opened on first use and then reused."""
+        state = self._states[name]
+        if state.shared_sessions:
+            return self.catalog_session(name)
+        existing = downstream.upstreams.get(name)
+        if existing is not None and not existing.closed:
+            return existing
+        pending = downstream.opening.get(name)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[UpstreamSession] = asyncio.get_running_loop().create_future()
+        downstream.opening[name] = future
+        holder: list[UpstreamSession] = []
+
+        async def on_server_message(msg: dict[str, Any]) -> None:
+            if msg.get("method", "").endswith("/list_changed"):
+                self.schedule_refresh(name)
+                return
+            if holder:
+                await downstream.relay(holder[0], msg)
+
+        try:
+            identity = ClientIdentity(
+                client_info=downstream.client_info, capabilities=downstream.capabilities, principal=downstream.principal
+            )
+            session = await state.connector.open_session(identity, on_server_message)
+            holder.append(session)
+            downstream.upstreams[name] = session
+            future.set_result(session)
+            return session
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            downstream.opening.pop(name, None)
