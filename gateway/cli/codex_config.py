@@ -13,7 +13,7 @@ Sources for the formats (Codex CLI 0.169, openai/codex):
 * config.toml streamable-HTTP keys (`url`, `bearer_token_env_var`, `startup_timeout_sec`,
   `tool_timeout_sec`): `McpServerTransportConfig::StreamableHttp` and `McpServerConfig` in
   codex-rs/config/src/mcp_types.rs; the generated block is also accepted by
-  `codex exec --strict-config` in tests/test_codex.py.
+  `codex exec --strict-config` in tests/codex/test_codex.py.
 * requirements.toml: `ConfigRequirementsToml.mcp_servers: BTreeMap<String, McpServerRequirement>`
   where `McpServerRequirement { identity }` and `McpServerIdentity` is untagged
   `{ command = "..." }` (stdio) or `{ url = "..." }` (streamable HTTP), in

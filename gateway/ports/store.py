@@ -4,7 +4,7 @@ Everything Triplock must not lose lives behind `Store`: session legs, first-use 
 pins, suspensions and approvals. Adapters live in `adapters/` (`store_sqlite`, `store_memory`,
 `store_redis`); this module does no I/O, so the gateway and the policy tests can import it freely.
 
-Contract, shared by every adapter (and checked by one test suite, `tests/store/`):
+Contract, shared by every adapter (and checked by one test suite, `tests/adapters/stores/`):
 
 * Every async method raises `StoreUnavailable` when the backing store cannot be reached or
   written, never a driver exception, so the gateway can fail closed. `ping()` is the one

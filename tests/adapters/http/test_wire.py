@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.http_server.harness import DEADLINE, Raw, Receive, Scope, Send, echo, get, read_all, respond, serving
+from tests.adapters.http.harness import DEADLINE, Raw, Receive, Scope, Send, echo, get, read_all, respond, serving
 
 
 async def test_keep_alive_reuses_one_connection_and_adds_date_not_server() -> None:

@@ -1,6 +1,6 @@
 """Durability across kill -9 and compare-and-set across processes, for the SQLite and Redis stores.
 
-A child process (`tests.store._child`) uses the store and is killed with SIGKILL while writing;
+A child process (`tests.adapters.stores._child`) uses the store and is killed with SIGKILL while writing;
 a fresh store instance (a restarted gateway) must then find everything it committed, and the
 pending approval must still be decidable and its repeat call runnable exactly once.
 """
@@ -25,7 +25,7 @@ import pytest
 from adapters.stores.redis_store import RedisStore
 from adapters.stores.sqlite_store import SqliteStore
 from gateway.ports.store import args_hash
-from tests.store._child import ARGS, pending
+from tests.adapters.stores._child import ARGS, pending
 from tests.support import REPO
 
 
@@ -39,7 +39,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
 
 
 def child(backend: tuple[str, str, str], *mode: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tests.store._child", *backend, *mode], cwd=REPO, text=True,
+    cmd = [sys.executable, "-m", "tests.adapters.stores._child", *backend, *mode]
+    return subprocess.Popen(cmd, cwd=REPO, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

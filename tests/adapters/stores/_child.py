@@ -1,7 +1,7 @@
 """A second process using the store, driven by the durability and cross-process tests.
 
-    python -m tests.store._child sqlite PATH - write     # fill every kind of state, then keep writing
-    python -m tests.store._child redis URL PREFIX decide N  # wait for 'go' on stdin, N concurrent decides
+    python -m tests.adapters.stores._child sqlite PATH - write     # fill every kind of state, then keep writing
+    python -m tests.adapters.stores._child redis URL PREFIX decide N  # wait for 'go' on stdin, N concurrent decides
 
 `write` prints 'PENDING <id>', 'APPROVED <id>', 'READY', then 'ID <id>' after each further committed
 approval until it is killed. `decide` reads the approval id and 'go' from stdin and prints the

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from mcp import Client
 
+from tests.guard.test_approval_flow import e2e_policy
 from tests.support import demo_http_cmd, free_port, gateway_cmd, running, write_config
-from tests.test_approval_flow import e2e_policy
 
 
 async def tool_names(url: str) -> set[str]:

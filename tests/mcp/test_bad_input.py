@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import MCP_HEADERS, PY, free_port, gateway_cmd, initialize, running, write_config
 
-ROGUE = str(Path(__file__).with_name("rogue_upstream.py"))
+ROGUE = str(Path(__file__).resolve().parents[1] / "rogue_upstream.py")
 LIMIT = 64 * 1024
 
 

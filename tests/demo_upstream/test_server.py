@@ -16,7 +16,7 @@ from demo_upstream.data import INJECTION_TEXT
 from demo_upstream.server import is_loopback_host, main
 from tests.conformance.run_conformance import free_port, running
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # What the demo claims about each tool: (readOnly, destructive, openWorld). The policy and the
 # gateway's annotation re-emission are tested against these, so they are pinned here.

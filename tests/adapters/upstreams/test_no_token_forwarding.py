@@ -11,7 +11,7 @@ import httpx
 from tests.identity.idp import FakeIdp
 from tests.support import MCP_HEADERS, PY, create_api_key, free_port, gateway_cmd, initialize, running, write_config
 
-ROGUE = str(Path(__file__).with_name("rogue_upstream.py"))
+ROGUE = str(Path(__file__).resolve().parents[2] / "rogue_upstream.py")
 
 
 def _stateless_call(http: httpx.Client, url: str, auth: dict[str, str]) -> httpx.Response:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from tests.guard.test_approval_flow import APPROVER, OUTSIDE, approve, e2e_policy, pending_approval, sent_count
 from tests.redis_server import redis_server
 from tests.support import demo_http_cmd, free_port, gateway_cmd, running, write_config
-from tests.test_approval_flow import APPROVER, OUTSIDE, approve, e2e_policy, pending_approval, sent_count
 
 ENV = {"TRIPLOCK_APPROVER_TOKENS": f"{APPROVER[0]}={APPROVER[1]}"}
 

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from adapters.http.server import LifespanFailure, Server
-from tests.http_server.harness import DEADLINE, Raw, Receive, Scope, Send, echo, get, respond, serving
+from tests.adapters.http.harness import DEADLINE, Raw, Receive, Scope, Send, echo, get, respond, serving
 from tests.support import PY, REPO, free_port, gateway_cmd, running, write_config
 
 
@@ -196,7 +196,7 @@ def test_a_serving_process_settles_its_heap_once_started() -> None:
     script = """
 import asyncio, gc, sys
 from adapters.http.server import YOUNG_GC_THRESHOLD, Server
-from tests.http_server.harness import echo
+from tests.adapters.http.harness import echo
 
 async def main():
     started, stop = asyncio.Event(), asyncio.Event()
