@@ -1,4 +1,4 @@
-"""Assemble the gateway: upstream pool, sessions, dispatcher, MCP endpoint, health routes.
+"""Assemble the gateway: upstream pool, sessions, router, guarded path, MCP endpoint, health routes.
 
 The MCP path is routed to the raw-ASGI :class:`~gateway.mcp.endpoint.McpEndpoint`
 before anything else (it is the hot path); the remaining routes are Starlette.
@@ -29,14 +29,14 @@ from gateway.approvals.api import ApprovalsUISettings
 from gateway.approvals.api import build_routes as approval_routes
 from gateway.config import Settings, StoreConfig, UpstreamConfig
 from gateway.guard.hold import Approvals, HoldSettings
-from gateway.guard.pipeline import ToolCallPipeline
+from gateway.guard.pipeline import GuardedPath
 from gateway.guard.policy_runtime import PolicyRuntime
 from gateway.identity import oauth_metadata, suspension_api
 from gateway.identity.authenticators import build_authenticator
 from gateway.identity.roles import AccessPolicy
 from gateway.mcp.catalog import Catalog
 from gateway.mcp.endpoint import McpEndpoint, Receive, Scope, Send
-from gateway.mcp.router import Dispatcher
+from gateway.mcp.router import Router
 from gateway.mcp.sessions import SessionRegistry
 from gateway.mcp.upstream_pool import UpstreamPool
 from gateway.ports.store import PendingApproval, Store, StoreUnavailable
@@ -93,12 +93,12 @@ class Gateway:
     settings: Settings
     pool: UpstreamPool
     sessions: SessionRegistry
-    dispatcher: Dispatcher
+    router: Router
     endpoint: McpEndpoint
     web: Starlette
     store: Store
     policy: PolicyRuntime
-    pipeline: ToolCallPipeline
+    guard: GuardedPath
     obs: Observability | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]] | None] = field(default_factory=list)
@@ -147,7 +147,7 @@ class Gateway:
                                         reason=str(exc)[:500])
                 continue
             log.info("policy reloaded: %s -> %s", old, new)
-            self.pipeline.state.forget_pins()
+            self.guard.state.forget_pins()
             await self.pool.rebuild()  # tools/list now shows the new policy's view
             if self.obs is not None:
                 self.obs.audit.emit(EventType.CONFIG_RELOADED, ok=True, policy_revision=new, previous_revision=old)
@@ -206,12 +206,13 @@ def build_gateway(settings: Settings) -> Gateway:
     approvals = Approvals(store, hold, on_created=on_created)
     obs = build_observability(settings, build_sinks(settings.audit, settings.store.redis_url))
     obs.telemetry.metrics.observe_sessions(lambda: len(sessions))
-    dispatcher = Dispatcher(pool, telemetry=obs.telemetry)
-    dispatcher.tool_filter = lambda ctx, entry: access.may_call(ctx, entry.upstream, entry.name)
-    dispatcher.tool_filter_key = access.roles_of  # may_call depends on the caller's roles only
-    pipeline = ToolCallPipeline(dispatcher, policy, store, approvals, access=access, observers=obs.observers)
-    dispatcher.call_tool = pipeline
-    endpoint = McpEndpoint(settings.server, dispatcher, sessions, authenticator)
+    # Every request an upstream sends toward a client (sampling...), relayed or refused, is audited.
+    pool.on_server_request = lambda **fields: obs.audit.emit(EventType.UPSTREAM_REQUEST, **fields)
+    router = Router(pool, telemetry=obs.telemetry)
+    guard = GuardedPath(router.forward_raw, policy, store, approvals, access=access, observers=obs.observers)
+    router.guard = guard
+    router.visibility_key = access.roles_of  # what the guard lets a caller see depends on its roles only
+    endpoint = McpEndpoint(settings.server, router, sessions, authenticator)
 
     async def announce_changes(old: Catalog, new: Catalog) -> None:
         for name in sorted(set(new.upstreams) - set(old.upstreams)):
@@ -262,7 +263,7 @@ def build_gateway(settings: Settings) -> Gateway:
         *suspension_api.routes(store, authenticator, access, audit=obs.audit.emit),
     ]
     web = Starlette(routes=routes, lifespan=lifespan)
-    gateway = Gateway(settings, pool, sessions, dispatcher, endpoint, web, store, policy, pipeline)
+    gateway = Gateway(settings, pool, sessions, router, endpoint, web, store, policy, guard)
     gateway.obs = obs
     gateway.closers.append(obs.shutdown)
     gateway.closers.append(getattr(authenticator, "aclose", None))

@@ -1,5 +1,8 @@
 """Holding a call for a human: create (or reuse) the approval, wait in-band, answer clearly.
 
+The guarded path (:mod:`gateway.guard.pipeline`) hands a held request to :meth:`Approvals.hold`
+and gets back either None (approved: run it now, once) or the answer to send.
+
 Clients time out (Codex: 60 s per tool call) and cannot resume a call, so a hold
 waits up to ``hold_wait`` sending progress notifications when the client gave a
 progress token; if nobody decided by then the agent gets a tool error naming the
@@ -13,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.ports.store import PendingApproval, Store, args_hash
+from gateway.guard.answers import tool_error
+from gateway.guard.record import CallRecord
+from gateway.ports.store import PendingApproval, Store, StoreUnavailable, args_hash
 from policy import Decision, ToolCall
 
 __all__ = ["Approvals", "HoldSettings", "args_hash"]
@@ -66,6 +71,93 @@ class Approvals:
             self.on_created(approval)
         return approval
 
+    async def hold(self, record: CallRecord, suspended: Callable[[ToolCall], bool]) -> dict[str, Any] | None:
+        """Hold ``record``'s call: None when it may run now (approved), else the answer to send.
+
+        ``suspended`` says whether the caller was suspended while the call waited.
+        """
+        call, decision, store = record.call, record.decision, self.store
+        assert decision is not None
+        digest = record.args_hash = args_hash(call.arguments)
+        now = time.time()
+        try:
+            approved = await store.find_approved(
+                call.principal, call.session_id, call.upstream, call.tool, digest, decision.policy_revision, now
+            )
+            if approved is not None and await store.consume(approved.id):
+                record.approval, record.outcome = approved, "approved"
+                return None
+            approval = record.approval = await self.request(call, record.exposed, decision, digest, now)
+            record.outcome = "held"
+            decided = await self._ask_end_user(record, approval)
+            if decided is None:
+                decided = await self._wait(record, approval)
+        except StoreUnavailable:
+            record.outcome = "denied"
+            return tool_error("Refused: the approval store became unavailable while holding this call (fail closed).")
+        if decided is None:
+            record.outcome = "pending"
+            return self.pending_result(approval)
+        record.approval = decided
+        if decided.state == "approved" and suspended(call):
+            record.outcome = "denied"
+            return tool_error("Refused: the caller was suspended while this call waited for approval.")
+        if decided.state == "approved" and await store.consume(decided.id):
+            record.outcome = "approved"
+            return None
+        record.outcome = "denied"
+        return self.denied_result(decided)
+
+    async def _ask_end_user(self, record: CallRecord, approval: PendingApproval) -> PendingApproval | None:
+        """For categories the agent's own user decides: ask through elicitation on this call's stream."""
+        ctx = record.ctx
+        if ctx.session is None or ctx.emit is None:
+            return None
+        if not self.ask_end_user(approval.category, ctx.client_capabilities):
+            return None
+        response = await ctx.session.ask(
+            "elicitation/create", self.elicitation_params(approval), ctx.emit, self.settings.hold_wait
+        )
+        verdict = self.elicitation_verdict(response)
+        if verdict is None:
+            return None  # no answer: fall back to the approvers
+        approve, reason = verdict
+        # The user is recorded as a distinct approver id: the store never lets a principal approve itself.
+        outcome = await self.store.decide(approval.id, approve, f"end-user:{approval.principal}", reason, time.time())
+        return outcome.approval
+
+    async def _wait(self, record: CallRecord, approval: PendingApproval) -> PendingApproval | None:
+        """Wait in-band up to hold_wait; progress notifications keep the client's call alive."""
+        settings = self.settings
+        ctx = record.ctx
+        token = record.progress_token
+        start = time.monotonic()
+        # A task's client polls, so the hold can last as long as the approval itself.
+        deadline = start + (max(0.0, approval.expires_at - time.time()) if ctx.in_task else settings.hold_wait)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                record.hold_waited = time.monotonic() - start
+                return None
+            decided = await self.store.wait_decided(approval.id, min(remaining, settings.progress_every))
+            if decided is not None and decided.state != "pending":
+                record.hold_waited = time.monotonic() - start
+                return decided
+            if token is not None and ctx.emit is not None:
+                waited = time.monotonic() - start
+                await ctx.emit(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/progress",
+                        "params": {
+                            "progressToken": token,
+                            "progress": round(waited, 1),
+                            "total": settings.hold_wait,
+                            "message": f"Waiting for a human to approve (approval id {approval.id})",
+                        },
+                    }
+                )
+
     def ask_end_user(self, category: str | None, client_capabilities: dict[str, Any]) -> bool:
         """Whether this hold is the agent's own user's to decide, asked through MCP elicitation."""
         elicitation = client_capabilities.get("elicitation")
@@ -115,7 +207,7 @@ class Approvals:
             f"An approver can decide at {link} until {until}. "
             "Once approved, repeat exactly the same call (same arguments) and it will run once."
         )
-        return _tool_error(
+        return tool_error(
             text,
             {
                 "triplock/approval": {
@@ -139,7 +231,7 @@ class Approvals:
                 f"Denied by {approval.decided_by}: {approval.reason or 'no reason given'} "
                 f"(approval id {approval.id}); the call was not made."
             )
-        return _tool_error(
+        return tool_error(
             text,
             {
                 "triplock/approval": {
@@ -151,6 +243,3 @@ class Approvals:
             },
         )
 
-
-def _tool_error(text: str, meta: dict[str, Any]) -> dict[str, Any]:
-    return {"content": [{"type": "text", "text": text}], "isError": True, "_meta": meta}

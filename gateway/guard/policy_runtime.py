@@ -16,6 +16,7 @@ from gateway.config import PolicyConfig
 from policy import CompiledPolicy, PolicyError, ToolDefinition, ToolProfile, load_policy, load_preset
 
 log = logging.getLogger("triplock.policy")
+_MAX_RESOURCE_PROFILES = 10_000
 
 
 def load_configured_policy(cfg: PolicyConfig) -> CompiledPolicy:
@@ -32,6 +33,8 @@ class PolicyRuntime:
         self._cfg = cfg
         self.policy = policy or load_configured_policy(cfg)
         self._profiles: dict[tuple[str, str, str], tuple[dict[str, Any], ToolProfile]] = {}
+        # Resource URIs are unbounded (templates), so this cache is cleared when it grows past a bound.
+        self._resources: dict[tuple[str, str, str], ToolProfile] = {}
 
     @property
     def revision(self) -> str:
@@ -53,6 +56,7 @@ class PolicyRuntime:
         old = self.policy
         self.policy = new  # one reference swap: every call sees either the old or the new policy
         self._profiles = {}
+        self._resources = {}
         return old.revision, new.revision
 
     def profile(self, upstream: str, definition: dict[str, Any]) -> ToolProfile:
@@ -64,6 +68,27 @@ class PolicyRuntime:
             return cached[1]
         profile = self.policy.profile(upstream, ToolDefinition.from_mcp(definition))
         self._profiles[key] = (definition, profile)
+        return profile
+
+    def prompt_profile(self, upstream: str, definition: dict[str, Any]) -> ToolProfile:
+        """The (cached) profile of one upstream prompt under the current policy."""
+        name = "prompt:" + str(definition.get("name", ""))
+        key = (upstream, name, self.policy.revision)
+        cached = self._profiles.get(key)
+        if cached is not None and cached[0] == definition:
+            return cached[1]
+        profile = self.policy.prompt_profile(upstream, definition)
+        self._profiles[key] = (definition, profile)
+        return profile
+
+    def resource_profile(self, upstream: str, uri: str) -> ToolProfile:
+        """The (cached) profile of one resource URI of an upstream under the current policy."""
+        key = (upstream, uri, self.policy.revision)
+        profile = self._resources.get(key)
+        if profile is None:
+            if len(self._resources) >= _MAX_RESOURCE_PROFILES:
+                self._resources = {}
+            profile = self._resources[key] = self.policy.resource_profile(upstream, uri)
         return profile
 
     def tool_view(self, upstream: str, definition: dict[str, Any]) -> dict[str, Any] | None:

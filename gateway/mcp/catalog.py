@@ -78,6 +78,7 @@ class Catalog:
         self._templates: list[tuple[re.Pattern[str], str]] = []
         self._resources: list[dict[str, Any]] = []
         self._template_defs: list[dict[str, Any]] = []
+        self.template_owner: dict[str, str] = {}
         for upstream, prefix, listing in listings:
             self._add(self.tools, upstream, prefix, listing.tools, tool_view)
             self._add(self.prompts, upstream, prefix, listing.prompts, None)
@@ -91,6 +92,7 @@ class Catalog:
                 if isinstance(uri_template, str):
                     self._templates.append((_template_regex(uri_template), upstream))
                     self._template_defs.append(tpl)
+                    self.template_owner.setdefault(uri_template, upstream)
         self.upstreams = tuple(u for u, _, _ in listings)
         # Deterministic order: by exposed name, whatever order upstreams answered in.
         self._tool_list = [self._expose(e) for e in sorted(self.tools.values(), key=lambda e: e.exposed)]
@@ -152,6 +154,18 @@ class Catalog:
         """The tools ``keep`` lets one caller see, as listed (cache it per caller class)."""
         entries = sorted(self.tools.values(), key=lambda e: e.exposed)
         return [self._expose(e) for e in entries if keep(e)]
+
+    def visible(self, kind: str, keep: Callable[[str, str], bool]) -> list[dict[str, Any]]:
+        """The items of ``kind`` that ``keep(upstream, upstream's own name or URI)`` lets one caller see."""
+        if kind in ("tools", "prompts"):
+            table = self.tools if kind == "tools" else self.prompts
+            entries = sorted(table.values(), key=lambda e: e.exposed)
+            return [self._expose(e) for e in entries if keep(e.upstream, e.name)]
+        if kind == "resources":
+            return [r for r in self._resources if keep(self.resource_owner[r["uri"]], r["uri"])]
+        return [
+            t for t in self._template_defs if keep(self.template_owner[t["uriTemplate"]], t["uriTemplate"])
+        ]
 
     def page_of(self, kind: str, items: list[dict[str, Any]], cursor: str | None) -> dict[str, Any]:
         """One page of an already-filtered list (see :meth:`visible_tools`)."""

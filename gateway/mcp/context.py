@@ -1,4 +1,4 @@
-"""The per-request context handed through the dispatcher and the call pipeline."""
+"""The per-request context handed through the router and the guarded path."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from gateway.config import ServerConfig
 from gateway.identity.principal import Authenticator, AuthFailure, Principal
 from gateway.mcp.context import RequestContext
 from gateway.mcp.jsonrpc import INVALID_REQUEST, ProtocolError, decode_message, error_response
-from gateway.mcp.router import Dispatcher
+from gateway.mcp.router import Router
 from gateway.mcp.sessions import DownstreamSession, SessionRegistry
 from gateway.ports.sse import format_sse
 
@@ -142,12 +142,12 @@ class McpEndpoint:
     def __init__(
         self,
         config: ServerConfig,
-        dispatcher: Dispatcher,
+        router: Router,
         sessions: SessionRegistry,
         authenticator: Authenticator,
     ) -> None:
         self.config = config
-        self.dispatcher = dispatcher
+        self.router = router
         self.sessions = sessions
         self.authenticator = authenticator
         port = config.port
@@ -273,7 +273,7 @@ class McpEndpoint:
         session: DownstreamSession | None,
         scope: Scope | None = None,
     ) -> None:
-        with self.dispatcher.telemetry.server_span(ctx, raw, scope) as span:  # SERVER span; NOOP when off
+        with self.router.telemetry.server_span(ctx, raw, scope) as span:  # SERVER span; NOOP when off
             span.reply(await self._answer(ctx, raw, channel, session))
 
     async def _answer(
@@ -284,7 +284,7 @@ class McpEndpoint:
         if session is not None and task is not None:
             session.in_flight[rid] = task
         try:
-            reply = await self.dispatcher.handle(ctx, raw)
+            reply = await self.router.handle(ctx, raw)
         except asyncio.CancelledError:
             if session is not None and session.closed:
                 raise
@@ -321,7 +321,7 @@ class McpEndpoint:
                 raw["id"],
             )
             return
-        result = self.dispatcher.initialize_result(params["protocolVersion"])
+        result = self.router.initialize_result(params["protocolVersion"])
         session = await self.sessions.create(result["protocolVersion"], info, caps, principal.id)
         await send_json(
             send, 200, {"jsonrpc": "2.0", "id": raw["id"], "result": result}, [(b"mcp-session-id", session.id.encode())]

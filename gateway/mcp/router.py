@@ -1,7 +1,12 @@
-"""Route one MCP request: answer it from the catalog, or forward it to the upstream that owns it.
+"""Route one MCP request: answer it from the catalog or the gateway itself, or resolve what it
+reaches upstream and hand it to the guarded path.
 
-``tools/call`` goes through :class:`gateway.guard.pipeline.ToolCallPipeline` (policy,
-approvals, audit); everything else is routed here.
+Every method that reaches an upstream on the client's behalf (``tools/call``,
+``resources/read``, ``resources/(un)subscribe``, ``prompts/get``, ``completion/complete``)
+is resolved here to a :class:`~gateway.guard.target.Target` and run by the guard
+(:class:`gateway.guard.pipeline.GuardedPath`): authorization, policy, approvals, audit.
+Listings are filtered with the guard's own authorization question, so a caller never
+sees what it could not use.
 """
 
 from __future__ import annotations
@@ -9,12 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from gateway.mcp.catalog import BadCursor, Catalog, CatalogEntry
+from gateway.guard.answers import tool_error
+from gateway.guard.target import Target, TargetKind
+from gateway.mcp.catalog import BadCursor, Catalog
 from gateway.mcp.context import RequestContext
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, ProtocolError, result_response
 from gateway.mcp.tasks import TaskRegistry, client_wants_tasks
@@ -23,7 +30,7 @@ from gateway.ports.upstream import UpstreamError, UpstreamSession
 from gateway.telemetry.tracing import DISABLED as _NO_TELEMETRY
 from gateway.telemetry.tracing import Telemetry
 
-log = logging.getLogger("triplock.dispatch")
+log = logging.getLogger("triplock.router")
 
 SERVER_INFO = {"name": "triplock", "title": "Triplock MCP gateway", "version": "0.1.0"}
 INSTRUCTIONS = (
@@ -31,16 +38,31 @@ INSTRUCTIONS = (
     "Some calls are held for a human's approval; a held call answers with an approval id."
 )
 _ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
-_LIST_KINDS = {
-    "tools/list": "tools",
-    "prompts/list": "prompts",
-    "resources/list": "resources",
-    "resources/templates/list": "resourceTemplates",
+_LIST_KINDS: dict[str, tuple[str, TargetKind]] = {
+    "tools/list": ("tools", "tool"),
+    "prompts/list": ("prompts", "prompt"),
+    "resources/list": ("resources", "resource"),
+    "resources/templates/list": ("resourceTemplates", "resource"),
 }
+_RESOURCE_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 
-ToolCaller = Callable[[RequestContext, dict[str, Any]], Awaitable[dict[str, Any]]]
-ToolFilter = Callable[[RequestContext, CatalogEntry], bool]
-"""Whether the caller may see (and so call) one catalogued tool: set by the access layer."""
+
+class Guard(Protocol):
+    """The guarded path, as the router sees it (implemented by :class:`gateway.guard.pipeline.GuardedPath`)."""
+
+    def may_reach(self, ctx: RequestContext, kind: str, upstream: str, name: str) -> bool: ...
+
+    async def __call__(self, ctx: RequestContext, msg: dict[str, Any], target: Target) -> dict[str, Any]: ...
+
+
+class _NoGuard:
+    """Until the app installs the guard: nothing reaches an upstream (fail closed)."""
+
+    def may_reach(self, ctx: RequestContext, kind: str, upstream: str, name: str) -> bool:
+        return False
+
+    async def __call__(self, ctx: RequestContext, msg: dict[str, Any], target: Target) -> dict[str, Any]:
+        raise ProtocolError(INTERNAL_ERROR, "Internal error: no guarded path is configured")
 
 
 def negotiate_version(requested: Any) -> str:
@@ -60,20 +82,16 @@ def strip_envelope(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Dispatcher:
-    """Maps MCP methods to handlers; ``tools/call`` is delegated to ``call_tool``."""
+class Router:
+    """Maps MCP methods to answers: the catalog's, the gateway's own, or the guarded path's."""
 
-    def __init__(
-        self, pool: UpstreamPool, call_tool: ToolCaller | None = None, telemetry: Telemetry | None = None
-    ) -> None:
+    def __init__(self, pool: UpstreamPool, telemetry: Telemetry | None = None) -> None:
         self.pool = pool
         self.telemetry = telemetry or _NO_TELEMETRY  # CLIENT spans + trace context toward upstreams
-        # tools/call is the pipeline's (policy, approvals, audit): the app sets it once built.
-        self.call_tool: ToolCaller = call_tool or _no_tool_pipeline
-        self.tool_filter: ToolFilter | None = None
-        # What the filter's answer depends on (e.g. the caller's roles): lists are cached per key.
-        self.tool_filter_key: Callable[[RequestContext], Hashable] | None = None
-        self._visible: dict[Hashable, list[dict[str, Any]]] = {}
+        self.guard: Guard = _NoGuard()  # the app installs the guarded path once built
+        # What the guard's listing answer depends on (the caller's roles): listings are cached per key.
+        self.visibility_key: Callable[[RequestContext], Hashable] | None = None
+        self._visible: dict[tuple[str, Hashable], list[dict[str, Any]]] = {}
         self._visible_for: Catalog | None = None
         self.tasks = TaskRegistry()
 
@@ -133,41 +151,28 @@ class Dispatcher:
         if method == "tools/call":
             if "task" in params and ctx.session is not None and client_wants_tasks(ctx.client_capabilities):
                 return self._start_task(ctx, msg)
-            return await self.call_tool(ctx, msg)
+            target = self._tool_target(params)
+            if isinstance(target, dict):
+                return target  # its upstream is down: a tool error that says so
+            return await self.guard(ctx, msg, target)
+        if method in _RESOURCE_METHODS:
+            return await self.guard(ctx, msg, self._resource_target(method, params))
+        if method == "prompts/get":
+            return await self.guard(ctx, msg, self._prompt_target(params))
+        if method == "completion/complete":
+            return await self.guard(ctx, msg, self._completion_target(params))
         if method.startswith("tasks/") and ctx.session is not None:
             return await self._task_method(ctx.session.id, method, params)
         if method in _LIST_KINDS:
-            cursor = params.get("cursor")
-            if cursor is not None and not isinstance(cursor, str):
-                raise ProtocolError(INVALID_PARAMS, "Invalid params: 'cursor' must be a string")
-            try:
-                if method == "tools/list" and self.tool_filter is not None:
-                    page = self.pool.catalog.page_of("tools", self._visible_tools(ctx), cursor)
-                else:
-                    page = self.pool.catalog.page(_LIST_KINDS[method], cursor)
-            except BadCursor:
-                raise ProtocolError(INVALID_PARAMS, "Invalid params: unknown cursor") from None
-            if ctx.modern:
-                page.update(cacheScope="private", ttlMs=0)
-            return page
+            return self._list(ctx, method, params)
         if method == "ping":
             return {}
         if method == "server/discover":
             return self.discover_result()
-        if method == "prompts/get":
-            return await self._forward_named(ctx, msg, self.pool.catalog.prompts, "prompt")
-        if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
-            uri = params.get("uri")
-            if not isinstance(uri, str):
-                raise ProtocolError(INVALID_PARAMS, "Invalid params: 'uri' must be a string")
-            owner = self.pool.catalog.owner_of_uri(uri)
-            if owner is None:
-                raise ProtocolError(-32002, f"Resource not found: {uri}", {"uri": uri})
-            return await self.forward(ctx, owner, msg)
-        if method == "completion/complete":
-            return await self._complete(ctx, msg)
         if method == "logging/setLevel":
             for name in self.pool.catalog.upstreams:
+                if not self.guard.may_reach(ctx, "resource", name, ""):
+                    continue  # only upstreams the caller may use hear from it
                 try:
                     await self.forward(ctx, name, msg)
                 except ProtocolError as exc:
@@ -177,30 +182,95 @@ class Dispatcher:
             raise ProtocolError(-32600, "Invalid Request: the session is already initialized")
         raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}")
 
-    def _visible_tools(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        """The caller's tool list, computed once per catalog version and filter key."""
-        tool_filter = self.tool_filter
-        assert tool_filter is not None
+    # -- what a request reaches -----------------------------------------------------------------
+    def _tool_target(self, params: dict[str, Any]) -> Target | dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: tool 'name' must be a string")
+        entry = self.pool.catalog.tools.get(name)
+        if entry is None:
+            down = self.down_upstream_for(name)
+            if down is not None:
+                return tool_error(f"Upstream {down!r} is unavailable; tool {name!r} cannot be called now.")
+            raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
+        return Target("tool", entry.upstream, entry.name, name, entry.definition, "tools/call")
+
+    def _resource_target(self, method: str, params: dict[str, Any]) -> Target:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: 'uri' must be a string")
+        owner = self.pool.catalog.owner_of_uri(uri)
+        if owner is None:
+            raise ProtocolError(-32002, f"Resource not found: {uri}", {"uri": uri})
+        return Target("resource", owner, uri, uri, None, method)
+
+    def _prompt_target(self, params: dict[str, Any]) -> Target:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: prompt 'name' must be a string")
+        entry = self.pool.catalog.prompts.get(name)
+        if entry is None:
+            raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}")
+        return Target("prompt", entry.upstream, entry.name, name, entry.definition, "prompts/get")
+
+    def _completion_target(self, params: dict[str, Any]) -> Target:
+        ref = params.get("ref")
+        if not isinstance(ref, dict):
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: 'ref' must be an object")
+        if ref.get("type") == "ref/prompt":
+            name = ref.get("name")
+            entry = self.pool.catalog.prompts.get(name) if isinstance(name, str) else None
+            if entry is None:
+                raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}")
+            return Target("prompt", entry.upstream, entry.name, entry.exposed, entry.definition, "completion/complete")
+        uri = str(ref.get("uri", ""))
+        owner = self.pool.catalog.owner_of_uri(uri)
+        if owner is None:
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: no upstream serves that reference")
+        return Target("resource", owner, uri, uri, None, "completion/complete")
+
+    # -- listings -------------------------------------------------------------------------------
+    def _list(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        cursor = params.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: 'cursor' must be a string")
+        kind, target_kind = _LIST_KINDS[method]
+        try:
+            page = self.pool.catalog.page_of(kind, self._visible_items(ctx, kind, target_kind), cursor)
+        except BadCursor:
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: unknown cursor") from None
+        if ctx.modern:
+            page.update(cacheScope="private", ttlMs=0)
+        return page
+
+    def _visible_items(self, ctx: RequestContext, kind: str, target_kind: TargetKind) -> list[dict[str, Any]]:
+        """The caller's list of ``kind``, computed once per catalog version and visibility key."""
         catalog = self.pool.catalog
         if self._visible_for is not catalog:
             self._visible, self._visible_for = {}, catalog
-        key = self.tool_filter_key(ctx) if self.tool_filter_key is not None else None
+        key = (kind, self.visibility_key(ctx)) if self.visibility_key is not None else None
         cached = self._visible.get(key) if key is not None else None
         if cached is None:
-            cached = catalog.visible_tools(lambda e: tool_filter(ctx, e))
+            guard = self.guard
+            cached = catalog.visible(kind, lambda upstream, name: guard.may_reach(ctx, target_kind, upstream, name))
             if key is not None:
                 self._visible[key] = cached
         return cached
 
+    # -- tasks (the gateway's own: a task's tools/call runs the guarded path in the background) -
     def _start_task(self, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
         params = dict(msg.get("params") or {})
         task_meta = params.pop("task")
         ttl = task_meta.get("ttl") if isinstance(task_meta, dict) else None
+        target = self._tool_target(params)
+        if isinstance(target, dict):
+            return target
         # The POST that started it is answered now; the call runs without a response stream.
         background = replace(ctx, emit=None, in_task=True)
         call = {**msg, "params": params}
         assert ctx.session is not None
-        return self.tasks.start(ctx.session.id, ttl, lambda: self.call_tool(background, call))
+        guarded = target
+        return self.tasks.start(ctx.session.id, ttl, lambda: self.guard(background, call, guarded))
 
     async def _task_method(self, owner: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "tasks/get":
@@ -213,34 +283,7 @@ class Dispatcher:
             return self.tasks.list(owner)
         raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}")
 
-    async def _forward_named(
-        self, ctx: RequestContext, msg: dict[str, Any], table: dict[str, Any], what: str
-    ) -> dict[str, Any]:
-        params = msg.get("params") or {}
-        name = params.get("name")
-        if not isinstance(name, str):
-            raise ProtocolError(INVALID_PARAMS, f"Invalid params: {what} 'name' must be a string")
-        entry = table.get(name)
-        if entry is None:
-            raise ProtocolError(INVALID_PARAMS, f"Unknown {what}: {name}")
-        return await self.forward(ctx, entry.upstream, {**msg, "params": {**params, "name": entry.name}})
-
-    async def _complete(self, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
-        params = msg.get("params") or {}
-        ref = params.get("ref")
-        if not isinstance(ref, dict):
-            raise ProtocolError(INVALID_PARAMS, "Invalid params: 'ref' must be an object")
-        if ref.get("type") == "ref/prompt":
-            entry = self.pool.catalog.prompts.get(ref.get("name", ""))
-            if entry is None:
-                raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
-            new_params = {**params, "ref": {**ref, "name": entry.name}}
-            return await self.forward(ctx, entry.upstream, {**msg, "params": new_params})
-        owner = self.pool.catalog.owner_of_uri(str(ref.get("uri", "")))
-        if owner is None:
-            raise ProtocolError(INVALID_PARAMS, "Invalid params: no upstream serves that reference")
-        return await self.forward(ctx, owner, msg)
-
+    # -- forwarding (the guard's last step) -----------------------------------------------------
     async def upstream_session(self, ctx: RequestContext, name: str) -> UpstreamSession:
         if ctx.session is None:
             return self.pool.catalog_session(name)
@@ -294,19 +337,27 @@ class Dispatcher:
         """Where messages the upstream sends during this request go: this request's response stream.
 
         ``list_changed`` is the gateway's own business: it refreshes the catalog, and clients hear
-        about the change from the gateway (the aggregated list is what changed for them).
+        about the change from the gateway (the aggregated list is what changed for them). A request
+        (sampling...) arrives during this call, so it is in flight; it is screened first (see
+        ``gateway.mcp.server_requests``): without a response stream it cannot reach the client.
         """
         emit, downstream, pool = ctx.emit, ctx.session, self.pool
+        session_id = downstream.id if downstream is not None else None
 
         async def relay(message: dict[str, Any]) -> None:
             if str(message.get("method", "")).endswith("/list_changed"):
                 pool.schedule_refresh(upstream)
-            elif emit is None:
-                return
-            elif downstream is None:
-                await emit(message)
-            else:
-                await downstream.relay(upstream_session, message, emit)
+            elif downstream is not None and emit is not None:
+                await pool.relay(downstream, upstream_session, message, emit)
+            elif await pool.screen(
+                upstream_session,
+                message,
+                capabilities=ctx.client_capabilities if emit is not None else None,
+                in_flight=True,
+                principal=ctx.principal,
+                session=session_id,
+            ) and emit is not None:
+                await emit(message)  # stateless: the client's own envelope capabilities decided
 
         return relay
 
@@ -317,15 +368,3 @@ class Dispatcher:
             if not health["up"] and prefix and exposed.startswith(prefix + "__"):
                 return name
         return None
-
-
-async def _no_tool_pipeline(ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
-    raise ProtocolError(INTERNAL_ERROR, "Internal error: no tools/call pipeline is configured")
-
-
-def tool_error(text: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A ``tools/call`` result that reports failure to the model (``isError``)."""
-    result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": True}
-    if meta:
-        result["_meta"] = meta
-    return result

@@ -1,6 +1,6 @@
 """Pipeline observers: what one tools/call's decision and outcome put on spans, metrics and the audit log.
 
-Both are called synchronously by :class:`gateway.guard.pipeline.ToolCallPipeline` on the hot
+Both are called synchronously by :class:`gateway.guard.pipeline.GuardedPath` on the hot
 path, so they only copy fields: the audit log queues, the span is a dict, metrics are
 cached prometheus children. Neither ever sees tool arguments or results except as the
 arguments' hash (and, on spans, only if ``telemetry.capture_content`` is on, which
@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import Settings
-from gateway.ports.store import args_hash
+from gateway.ports.records import args_hash
 from gateway.telemetry.audit import STAMP_KEYS, AuditLog, AuditSink, EventType
 from gateway.telemetry.tracing import Telemetry, setup_telemetry
 from policy import Decision, Leg, Legs
 
 if TYPE_CHECKING:
-    from gateway.guard.pipeline import CallRecord
+    from gateway.guard.record import CallRecord
 
 _ALL = frozenset(Leg)
 _LEGS_TEXT: dict[frozenset[Leg], str] = {}
@@ -203,6 +203,7 @@ class AuditObserver:
             "is_error": record.is_error,
             "legs_after": _legs(record.legs_after or d.legs_after),
             "legs_before": _legs(d.legs_before),
+            "method": record.method,
             "mode": d.mode,
             "outcome": record.outcome,
             "pin_changed": d.pin_changed,

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from adapters.audit_sinks import FileSink
-from gateway.guard.pipeline import CallRecord
+from gateway.guard.record import CallRecord
 from gateway.telemetry.audit import STAMP_KEYS, AuditLog
 from gateway.telemetry.audit_verify import verify_lines
 from gateway.telemetry.observers import AuditObserver
@@ -53,7 +53,8 @@ async def test_completed_record_is_sorted_complete_and_chains(
     expected = {
         "args_hash": record.args_hash, "category": category, "decision": "allow", "enforced": "allow",
         "exposed_tool": "mail__read_inbox", "first_use": True, "is_error": True,
-        "legs_after": "P+U" if legs_after else "P", "legs_before": "P", "mode": "enforce", "outcome": "allowed",
+        "legs_after": "P+U" if legs_after else "P", "legs_before": "P", "method": "tools/call", "mode": "enforce",
+            "outcome": "allowed",
         "pin_changed": False, "policy_revision": "rev-1", "principal": "alice", "protocol_version": "2025-11-25",
         "reasons": ["reads default to allow"], "rule_ids": ["default.read"], "session": "s1", "tool": "read_inbox",
         "trifecta": False, "upstream": "mail", "agent": agent,

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.guard.pipeline import CallRecord
+from gateway.guard.record import CallRecord
 from gateway.telemetry.audit import AuditLog
 from gateway.telemetry.metrics import INSTRUMENTS, Metrics
 from gateway.telemetry.observers import AuditObserver

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import TelemetryConfig, UpstreamConfig
-from gateway.guard.pipeline import CallRecord
+from gateway.guard.record import CallRecord
 from gateway.mcp.context import RequestContext
 from gateway.mcp.sessions import DownstreamSession
 from gateway.ports.upstream import UpstreamError
