@@ -1,6 +1,6 @@
 """Tell approvers a call is waiting: a signed generic webhook and Slack incoming webhooks.
 
-Implements :class:`gateway.approvals.api.Notifier`. Delivery runs in a background task with
+Implements :class:`gateway.approvals.core.Notifier`. Delivery runs in a background task with
 retries (exponential backoff with jitter on 5xx, 429 and connection errors), so a slow or dead
 receiver never delays the held call and never loses the approval: the approval is already in the
 store before anyone is notified, and the console and REST API show it either way.
@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import httpx
 
-from gateway.ports.store import PendingApproval, legs_text
+from gateway.ports.records import PendingApproval, legs_text
 
 log = logging.getLogger("triplock.notify")
 
@@ -137,7 +137,7 @@ class WebhookNotifier:
         self._sleep = sleep
         self._tasks: set[asyncio.Task[bool]] = set()
 
-    # -- gateway.approvals.api.Notifier -----------------------------------------------------------
+    # -- gateway.approvals.core.Notifier ----------------------------------------------------------
 
     def approval_requested(self, approval: PendingApproval, console_url: str) -> asyncio.Task[bool] | None:
         """Schedule delivery and return at once; the task's result says whether it was delivered."""

@@ -27,7 +27,7 @@ import redis.asyncio as aredis
 from adapters.stores.memory_store import MemoryStore
 from adapters.stores.redis_store import RedisStore
 from adapters.stores.sqlite_store import SqliteStore
-from gateway.ports.store import PendingApproval
+from gateway.ports.records import PendingApproval
 from load_tests.harness import machine_description
 
 AnyStore = MemoryStore | SqliteStore | RedisStore

@@ -10,15 +10,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from adapters.http.protocol import HttpProtocol
+from typing import Any, Protocol
 
 log = logging.getLogger("triplock.http")
 
 Message = dict[str, Any]
+
+
+class ServerState(Protocol):
+    """What a :class:`Cycle` reads of the state every connection of one server shares."""
+
+    @property
+    def app(self) -> Callable[..., Any]: ...
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]: ...
+    @property
+    def date(self) -> bytes: ...
+    @property
+    def shutting_down(self) -> bool: ...
+
+
+class Connection(Protocol):
+    """What a :class:`Cycle` needs of its connection (:class:`adapters.http.protocol.HttpProtocol`)."""
+
+    @property
+    def shared(self) -> ServerState: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def transport(self) -> asyncio.Transport: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def read_paused(self) -> bool: ...
+    @property
+    def write_paused(self) -> bool: ...
+    def close(self) -> None: ...
+    def maybe_resume(self) -> None: ...
+    async def drain(self) -> None: ...
+    def response_done(self, cycle: Cycle) -> None: ...
 
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 
@@ -65,7 +97,7 @@ class Cycle:
         "written",
     )
 
-    def __init__(self, conn: HttpProtocol, scope: dict[str, Any], keep_alive: bool) -> None:
+    def __init__(self, conn: Connection, scope: dict[str, Any], keep_alive: bool) -> None:
         self.conn = conn
         self.scope = scope
         self.keep_alive = keep_alive

@@ -16,7 +16,7 @@ Keys (all under `prefix`, default "triplock:"):
 number of approvals. Every state change of an approval is one Lua script, so it is atomic (the
 compare-and-set of `decide`, single use of `consume`, exactly-once expiry) and publishes its
 wake-up in the same step. Scripts derive index keys from the prefix, so this targets a single
-Redis (or a Sentinel-managed primary), not Redis Cluster.
+Redis (or a Sentinel-managed primary), not Redis Cluster. The scripts: `adapters.stores.redis_scripts`.
 
 Commands are never retried: a retried script could report a decision it had already taken as
 a conflict. A failed command raises StoreUnavailable, and the gateway fails closed.
@@ -37,128 +37,19 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from gateway.ports.store import (
-    DEFAULT_PREFIX,
+from adapters.stores.redis_scripts import ADD_LEGS, CALL_STATE, CONSUME, CREATE, DECIDE, EXPIRE
+from gateway.ports.records import (
     ApprovalState,
     CallStateRecord,
     DecideOutcome,
     DecideStatus,
-    DecisionWaiters,
     PendingApproval,
-    StoreContext,
-    StoreUnavailable,
     binding_key,
     check_legs,
-    wait_for_decision,
 )
+from gateway.ports.store import DEFAULT_PREFIX, DecisionWaiters, StoreContext, StoreUnavailable, wait_for_decision
 
 log = logging.getLogger("triplock.store.redis")
-
-# Shared by the approval scripts. ARGV[1] is always the prefix. `move` changes an approval's state,
-# keeps the indexes in step and publishes the wake-up, all inside the calling script.
-_PRELUDE = """
-local p = ARGV[1]
-local function move(id, key, from, to)
-  redis.call('ZREM', p .. 'ap:st:' .. from, id)
-  redis.call('ZADD', p .. 'ap:st:' .. to, redis.call('HGET', key, 'created_at'), id)
-  redis.call('HSET', key, 'state', to)
-  if to ~= 'approved' then
-    redis.call('ZREM', p .. 'ap:due', id)
-    redis.call('SREM', p .. 'ap:bind:' .. redis.call('HGET', key, '_bind'), id)
-  end
-  redis.call('PUBLISH', p .. 'events', 'd:' .. id)
-end
-"""
-
-# KEYS[1] approval; ARGV prefix, id, created_at, expires_at, state, binding, field, value, ...
-_CREATE = _PRELUDE + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-redis.call('ZADD', p .. 'ap:all', ARGV[3], ARGV[2])
-redis.call('ZADD', p .. 'ap:st:' .. ARGV[5], ARGV[3], ARGV[2])
-if ARGV[5] == 'pending' or ARGV[5] == 'approved' then
-  redis.call('ZADD', p .. 'ap:due', ARGV[4], ARGV[2])
-  redis.call('SADD', p .. 'ap:bind:' .. ARGV[6], ARGV[2])
-end
-return 1
-"""
-
-# KEYS[1] approval; ARGV prefix, id, approve ('1'/'0'), approver, reason, now.
-# Same order of checks as gateway.ports.store.decide_transition. Returns {status, changed, fields}.
-_DECIDE = _PRELUDE + """
-local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then return {'not_found', 0, {}} end
-local st = redis.call('HGET', key, 'state')
-if redis.call('HGET', key, 'principal') == ARGV[4] then return {'forbidden', 0, redis.call('HGETALL', key)} end
-if st == 'expired' then return {'expired', 0, redis.call('HGETALL', key)} end
-if st ~= 'pending' then return {'conflict', 0, redis.call('HGETALL', key)} end
-if tonumber(redis.call('HGET', key, 'expires_at')) <= tonumber(ARGV[6]) then
-  redis.call('HSET', key, 'decided_at', ARGV[6])
-  move(ARGV[2], key, 'pending', 'expired')
-  return {'expired', 1, redis.call('HGETALL', key)}
-end
-local to = 'denied'
-if ARGV[3] == '1' then to = 'approved' end
-redis.call('HSET', key, 'decided_by', ARGV[4], 'decided_at', ARGV[6], 'reason', ARGV[5])
-move(ARGV[2], key, 'pending', to)
-return {to, 1, redis.call('HGETALL', key)}
-"""
-
-# KEYS[1] approval; ARGV prefix, id.
-_CONSUME = _PRELUDE + """
-if redis.call('HGET', KEYS[1], 'state') ~= 'approved' then return 0 end
-move(ARGV[2], KEYS[1], 'approved', 'executed')
-return 1
-"""
-
-# ARGV prefix, now, batch size. Returns the ids this call expired (each id to exactly one caller).
-_EXPIRE = _PRELUDE + """
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'ap:due', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))) do
-  local key = p .. 'ap:' .. id
-  local st = redis.call('HGET', key, 'state')
-  if st == 'pending' then
-    redis.call('HSET', key, 'decided_at', ARGV[2])
-    move(id, key, 'pending', 'expired')
-    out[#out + 1] = id
-  elseif st == 'approved' then
-    move(id, key, 'approved', 'expired')
-    out[#out + 1] = id
-  else
-    redis.call('ZREM', p .. 'ap:due', id)
-  end
-end
-return out
-"""
-
-# The hot path in one command (a script: measurably cheaper in redis-py than a 3-command pipeline).
-# KEYS legs hash, first-use key, pins hash; ARGV pin field. Returns {legs as [leg, expiry, ...], used, pin}.
-_CALL_STATE = """
-return {redis.call('HGETALL', KEYS[1]), redis.call('EXISTS', KEYS[2]), redis.call('HGET', KEYS[3], ARGV[1])}
-"""
-
-# KEYS[1] legs hash; ARGV now, expiry ('inf' or unix s), leg, ... A leg's expiry only grows; legs
-# that ran out are pruned, and the key lives as long as its longest-lived leg.
-_ADD_LEGS = """
-local key, now, new = KEYS[1], tonumber(ARGV[1]), ARGV[2]
-for i = 3, #ARGV do
-  local old = redis.call('HGET', key, ARGV[i])
-  local v = new
-  if old == 'inf' then v = 'inf'
-  elseif old and new ~= 'inf' and tonumber(old) > tonumber(new) then v = old end
-  redis.call('HSET', key, ARGV[i], v)
-end
-local all, latest, forever = redis.call('HGETALL', key), 0, false
-for i = 1, #all, 2 do
-  local v = all[i + 1]
-  if v == 'inf' then forever = true
-  elseif tonumber(v) <= now then redis.call('HDEL', key, all[i])
-  elseif tonumber(v) > latest then latest = tonumber(v) end
-end
-if forever then redis.call('PERSIST', key)
-elseif latest > 0 then redis.call('PEXPIREAT', key, string.format('%.0f', math.ceil(latest * 1000))) end
-return 1
-"""
 
 
 def _fields(a: PendingApproval) -> dict[str, str]:
@@ -199,12 +90,12 @@ class RedisStore(StoreContext):
             health_check_interval=30)
         self._pool = pool
         self._client = aredis.Redis(connection_pool=pool)
-        self._call_state = self._client.register_script(_CALL_STATE)
-        self._create = self._client.register_script(_CREATE)
-        self._decide = self._client.register_script(_DECIDE)
-        self._consume = self._client.register_script(_CONSUME)
-        self._expire = self._client.register_script(_EXPIRE)
-        self._add_legs = self._client.register_script(_ADD_LEGS)
+        self._call_state = self._client.register_script(CALL_STATE)
+        self._create = self._client.register_script(CREATE)
+        self._decide = self._client.register_script(DECIDE)
+        self._consume = self._client.register_script(CONSUME)
+        self._expire = self._client.register_script(EXPIRE)
+        self._add_legs = self._client.register_script(ADD_LEGS)
         self._channel = prefix + "events"
         self._suspended: frozenset[str] = frozenset()
         self._waiters = DecisionWaiters()

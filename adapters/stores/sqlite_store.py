@@ -29,18 +29,15 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
-from gateway.ports.store import (
+from gateway.ports.records import (
     ApprovalState,
     CallStateRecord,
     DecideOutcome,
-    DecisionWaiters,
     PendingApproval,
-    StoreContext,
-    StoreUnavailable,
     check_legs,
     decide_transition,
-    wait_for_decision,
 )
+from gateway.ports.store import DecisionWaiters, StoreContext, StoreUnavailable, wait_for_decision
 
 T = TypeVar("T")
 

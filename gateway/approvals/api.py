@@ -1,4 +1,4 @@
-"""The approvers' REST API under ``/api/approvals``, and what the console shares with it.
+"""The approvers' REST API under ``/api/approvals``, and :func:`build_routes` (it and the console).
 
 ``GET /api/approvals`` lists (filters: state, upstream, tool, principal, limit), ``GET
 /api/approvals/{id}`` shows one, ``POST /api/approvals/{id}/approve`` and ``/deny`` decide it with
@@ -8,223 +8,45 @@ Answers: unknown id 404; already decided or expired 409; approver == requester 4
 503. The decision itself is the store's atomic compare-and-set, so of two approvers racing, one
 wins and the other gets 409: nothing here re-implements that rule.
 
-Approver authentication is the small :class:`ApproverAuth` seam: :class:`TokenApproverAuth` reads
-``name=token`` pairs from an env var today; :class:`PrincipalApproverAuth` accepts any gateway
-:class:`~gateway.identity.principal.Authenticator` whose principal has the ``approver`` role.
+What the console shares with this API (approvers and their authentication, the UI settings, the
+notifier interface, :func:`~gateway.approvals.core.decide`) lives in :mod:`gateway.approvals.core`;
+it is re-exported here for the callers that import it from this module.
 """
 
 from __future__ import annotations
 
-import hmac
-import inspect
-import logging
-import os
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.ports.store import APPROVAL_STATES, PendingApproval, Store, StoreUnavailable
-from gateway.telemetry.audit import EventType
+from gateway.approvals.console import Console
+from gateway.approvals.core import (
+    MAX_REASON,
+    AnyApproverAuth,
+    ApprovalsUISettings,
+    Approver,
+    ApproverAuth,
+    AuditHook,
+    DecisionResult,
+    Notifier,
+    PrincipalApproverAuth,
+    SessionHistory,
+    TokenApproverAuth,
+    call_audit,
+    decide,
+)
+from gateway.ports.records import APPROVAL_STATES, PendingApproval
+from gateway.ports.store import Store, StoreUnavailable
 
-if TYPE_CHECKING:
-    from gateway.config import Settings
-    from gateway.identity.principal import Authenticator
-
-log = logging.getLogger("triplock.approvals")
-
-MAX_REASON = 2000
 MAX_LIMIT = 1000
-AuditHook = Callable[..., Any]  # audit(event_type, **fields); may return an awaitable
-SessionHistory = Callable[[str], "list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]"]
-
-
-@dataclass(frozen=True, slots=True)
-class Approver:
-    """A person allowed to decide held calls; ``name`` is recorded as ``decided_by``."""
-
-    name: str
-    via: str = "token"
-
-
-class ApproverAuth(Protocol):
-    """Turns a presented bearer credential into an :class:`Approver`, or None."""
-
-    async def authenticate(self, token: str) -> Approver | None: ...
-
-
-class TokenApproverAuth:
-    """Static approver tokens: ``name=token`` pairs, compared in constant time."""
-
-    def __init__(self, tokens: Mapping[str, str]) -> None:
-        # Keyed by name so a duplicate token cannot silently shadow another approver.
-        self._tokens = {name: token.encode() for name, token in tokens.items() if name and token}
-
-    @classmethod
-    def parse(cls, spec: str) -> TokenApproverAuth:
-        """Parse ``"alice=tok1, bob=tok2"``; a pair without ``=`` is an error, not ignored."""
-        tokens: dict[str, str] = {}
-        for part in spec.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            name, sep, token = part.partition("=")
-            if not sep or not name.strip() or not token.strip():
-                raise ValueError("approver tokens must be comma-separated name=token pairs")
-            tokens[name.strip()] = token.strip()
-        return cls(tokens)
-
-    @classmethod
-    def from_env(cls, env_var: str = "TRIPLOCK_APPROVER_TOKENS") -> TokenApproverAuth:
-        """Read the pairs from ``env_var``; unset means nobody can approve (fail closed)."""
-        return cls.parse(os.environ.get(env_var, ""))
-
-    def __len__(self) -> int:
-        return len(self._tokens)
-
-    async def authenticate(self, token: str) -> Approver | None:
-        presented = token.encode()
-        found: str | None = None
-        # Compare against every entry (no early exit) so timing does not reveal which matched.
-        for name, expected in self._tokens.items():
-            if hmac.compare_digest(presented, expected):
-                found = name
-        return Approver(found) if found is not None else None
-
-
-class PrincipalApproverAuth:
-    """Adapter for the identity work: any authenticator whose principal holds ``role``."""
-
-    def __init__(self, authenticator: Authenticator, role: str = "approver") -> None:
-        self.authenticator = authenticator
-        self.role = role
-
-    async def authenticate(self, token: str) -> Approver | None:
-        from gateway.identity.principal import Principal
-
-        result = await self.authenticator.authenticate({"authorization": f"Bearer {token}"})
-        if isinstance(result, Principal) and self.role in result.roles:
-            return Approver(result.id, via=result.via)
-        return None
-
-
-class AnyApproverAuth:
-    """The first of several authenticators that accepts the token (e.g. tokens, then identity)."""
-
-    def __init__(self, *auths: ApproverAuth) -> None:
-        self.auths = auths
-
-    async def authenticate(self, token: str) -> Approver | None:
-        for auth in self.auths:
-            approver = await auth.authenticate(token)
-            if approver is not None:
-                return approver
-        return None
-
-
-@dataclass(frozen=True)
-class ApprovalsUISettings:
-    """What the REST API and the console need to know; see :meth:`from_settings`."""
-
-    auth: ApproverAuth
-    console_url: str = "http://127.0.0.1:8080/console"
-    # Signs console session cookies. Per process by default, which logs approvers out on restart;
-    # set TRIPLOCK_CONSOLE_SECRET when several gateway processes serve one console.
-    cookie_secret: bytes = b""
-    cookie_secure: bool = False
-    session_seconds: float = 8 * 3600.0
-    poll_seconds: float = 3.0
-
-    def __post_init__(self) -> None:
-        if not self.cookie_secret:
-            object.__setattr__(self, "cookie_secret", os.urandom(32))
-
-    @classmethod
-    def from_settings(cls, settings: Settings, auth: ApproverAuth | None = None) -> ApprovalsUISettings:
-        """Build from the gateway's config: console URL, approver tokens env var, cookie secret."""
-        cfg = settings.approvals
-        base = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
-        console = cfg.console_url or base.rstrip("/") + "/console"
-        secret = os.environ.get("TRIPLOCK_CONSOLE_SECRET", "").encode()
-        return cls(
-            auth=auth or TokenApproverAuth.from_env(cfg.approver_tokens_env),
-            console_url=console,
-            cookie_secret=secret,
-            cookie_secure=console.startswith("https://"),
-        )
-
-
-class Notifier(Protocol):
-    """Tells approvers about approvals; implementations must never block or raise."""
-
-    def approval_requested(self, approval: PendingApproval, console_url: str) -> Any: ...
-
-    def approval_decided(self, approval: PendingApproval, console_url: str) -> Any: ...
 
 
 def approval_json(approval: PendingApproval) -> dict[str, Any]:
     """The REST form of an approval: the store's JSON-ready dict (legs as "PU" strings)."""
     return approval.to_dict()
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionResult:
-    """The outcome of one approve/deny attempt, already mapped to HTTP terms."""
-
-    status: int
-    code: str  # approved, denied, not_found, conflict, expired, forbidden, unavailable
-    message: str
-    approval: PendingApproval | None = None
-
-
-_MESSAGES = {
-    "not_found": (404, "No approval with this id."),
-    "conflict": (409, "This approval was already decided."),
-    "expired": (409, "This approval expired before a decision."),
-    "forbidden": (403, "An approver cannot decide their own call."),
-}
-
-
-async def decide(store: Store, approval_id: str, approve: bool, approver: Approver, reason: str, *,
-                 audit: AuditHook | None = None, notifier: Notifier | None = None,
-                 console_url: str = "") -> DecisionResult:
-    """Approve or deny through the store's atomic decide; audit and notify only the winner."""
-    try:
-        outcome = await store.decide(approval_id, approve, approver.name, reason, time.time())
-    except StoreUnavailable:
-        log.error("approval store unavailable while deciding %s", approval_id)
-        return DecisionResult(503, "unavailable", "The approval store is unavailable; nothing was decided.")
-    if not outcome.won:
-        status, message = _MESSAGES[outcome.status]
-        return DecisionResult(status, outcome.status, message, outcome.approval)
-    approval = outcome.approval
-    assert approval is not None  # a won decision always carries the record
-    verb = "approved" if approve else "denied"
-    if audit is not None:
-        await call_audit(audit, EventType.APPROVAL_GRANTED if approve else EventType.APPROVAL_DENIED,
-                         approval_id=approval.id, approver=approver.name, via=approver.via, reason=reason,
-                         principal=approval.principal, session_id=approval.session_id,
-                         upstream=approval.upstream, tool=approval.tool, args_hash=approval.args_hash)
-    if notifier is not None:
-        try:
-            notifier.approval_decided(approval, console_url)
-        except Exception:  # a notifier bug must not turn a recorded decision into an error
-            log.exception("notifier failed for decision on %s", approval.id)
-    return DecisionResult(200, outcome.status, f"{verb.capitalize()} by {approver.name}.", approval)
-
-
-async def call_audit(audit: AuditHook, event_type: str, **fields: Any) -> None:
-    """Call a sync or async audit hook; its failure is logged, the decision already stands."""
-    try:
-        result = audit(event_type, **fields)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("audit hook failed for %s", event_type)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -343,8 +165,28 @@ def build_routes(store: Store, settings: ApprovalsUISettings, *, audit: AuditHoo
                  session_history: SessionHistory | None = None,
                  notifier: Notifier | None = None) -> list[BaseRoute]:
     """All approver-facing routes: the REST API and the web console, ready to mount."""
-    from gateway.approvals.console import Console
-
     api = ApprovalsApi(store, settings, audit=audit, notifier=notifier)
     console = Console(store, settings, audit=audit, session_history=session_history, notifier=notifier)
     return [*api.routes(), *console.routes()]
+
+
+__all__ = [
+    "MAX_LIMIT",
+    "MAX_REASON",
+    "AnyApproverAuth",
+    "ApprovalsApi",
+    "ApprovalsUISettings",
+    "Approver",
+    "ApproverAuth",
+    "AuditHook",
+    "DecisionResult",
+    "Notifier",
+    "PrincipalApproverAuth",
+    "SessionHistory",
+    "TokenApproverAuth",
+    "approval_json",
+    "bearer_token",
+    "build_routes",
+    "call_audit",
+    "decide",
+]

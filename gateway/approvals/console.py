@@ -29,9 +29,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.approvals.api import MAX_REASON, ApprovalsUISettings, Approver, AuditHook, Notifier, SessionHistory, decide
 from gateway.approvals.console_session import COOKIE_NAME, COOKIE_PATH, ConsoleSession, SessionCodec
-from gateway.ports.store import PendingApproval, Store, StoreUnavailable, legs_text
+from gateway.approvals.core import (
+    MAX_REASON,
+    ApprovalsUISettings,
+    Approver,
+    AuditHook,
+    Notifier,
+    SessionHistory,
+    decide,
+)
+from gateway.ports.records import PendingApproval, legs_text
+from gateway.ports.store import Store, StoreUnavailable
 
 log = logging.getLogger("triplock.console")
 

@@ -27,7 +27,8 @@ from starlette.routing import Route
 
 from gateway.identity.principal import Authenticator, AuthFailure, Principal
 from gateway.identity.roles import AccessPolicy
-from gateway.ports.store import PendingApproval, Store, StoreUnavailable
+from gateway.ports.records import PendingApproval
+from gateway.ports.store import Store, StoreUnavailable
 
 log = logging.getLogger("triplock.suspension")
 

@@ -11,17 +11,29 @@ from __future__ import annotations
 
 import contextvars
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from opentelemetry.trace import Link, SpanContext, SpanKind
 
 from gateway.ports.upstream import UpstreamError
-from gateway.telemetry.metrics import OTHER
+from gateway.telemetry.metrics import OTHER, Metrics
 from gateway.telemetry.otel_env import format_traceparent
 
-if TYPE_CHECKING:
-    from gateway.telemetry.tracing import Telemetry
+
+class Recorder(Protocol):
+    """What a span needs of the :class:`gateway.telemetry.tracing.Telemetry` that created it."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def tracing(self) -> bool: ...
+    @property
+    def capture_content(self) -> bool: ...
+    def export(self, name: str, kind: SpanKind, trace_id: int, span_id: int, parent: SpanContext | None,
+               attrs: dict[str, Any], links: Any, start: int, end: int, error: str, message: str,
+               tracestate: str) -> None: ...
+
 
 CURRENT: contextvars.ContextVar[ServerSpan | None] = contextvars.ContextVar("triplock_server_span", default=None)
 # Well-known mcp.method.name values: anything else is reported as _OTHER in metrics (cardinality).
@@ -76,7 +88,7 @@ class MeteredRequest:
 
     __slots__ = ("error", "method", "start", "tel", "tool", "version")
 
-    def __init__(self, tel: Telemetry, method: str, tool: str, version: str) -> None:
+    def __init__(self, tel: Recorder, method: str, tool: str, version: str) -> None:
         self.tel, self.method, self.tool, self.version = tel, method, tool, version
         self.error = ""
         self.start = time.perf_counter()
@@ -102,7 +114,7 @@ class MeteredCall:
 
     __slots__ = ("error", "method", "start", "tel", "tool", "upstream")
 
-    def __init__(self, tel: Telemetry, upstream: str, method: str, tool: str) -> None:
+    def __init__(self, tel: Recorder, upstream: str, method: str, tool: str) -> None:
         self.tel, self.upstream, self.method, self.tool = tel, upstream, method, tool
         self.error = ""
         self.start = time.perf_counter()
@@ -136,7 +148,7 @@ class ServerSpan:
     __slots__ = ("attrs", "baggage", "error", "links", "message", "method", "name", "parent", "recording",
                  "sampled", "span_id", "start", "tel", "token", "tool", "trace_id", "tracestate", "version")
 
-    def __init__(self, tel: Telemetry, method: str, tool: str, version: str) -> None:
+    def __init__(self, tel: Recorder, method: str, tool: str, version: str) -> None:
         self.tel = tel
         self.method, self.tool, self.version = method, tool, version
         self.name = f"{method} {tool}" if tool else method
@@ -186,7 +198,7 @@ class ClientSpan:
     __slots__ = ("attrs", "error", "message", "method", "parent", "sampled", "server", "span_id", "start", "tel",
                  "tool", "trace_id", "upstream")
 
-    def __init__(self, tel: Telemetry, upstream: str, method: str, tool: str, server: ServerSpan | None) -> None:
+    def __init__(self, tel: Recorder, upstream: str, method: str, tool: str, server: ServerSpan | None) -> None:
         self.tel, self.upstream, self.method, self.tool, self.server = tel, upstream, method, tool, server
         self.attrs: dict[str, Any] = {}
         self.error = self.message = ""
@@ -246,5 +258,5 @@ class ClientSpan:
                        self.start, end, self.error, self.message, self.server.tracestate if self.server else "")
 
 
-__all__ = ["CURRENT", "KNOWN_METHODS", "NOOP", "ClientSpan", "MeteredCall", "MeteredRequest", "ServerSpan",
-           "error_type", "raised"]
+__all__ = ["CURRENT", "KNOWN_METHODS", "NOOP", "ClientSpan", "MeteredCall", "MeteredRequest", "Recorder",
+           "ServerSpan", "error_type", "raised"]

@@ -14,8 +14,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from adapters.stores.memory_store import MemoryStore
-from gateway.approvals.api import ApprovalsUISettings, TokenApproverAuth, build_routes
-from gateway.ports.store import PendingApproval
+from gateway.approvals.api import build_routes
+from gateway.approvals.core import ApprovalsUISettings, TokenApproverAuth
+from gateway.ports.records import PendingApproval
 
 T = TypeVar("T")
 TOKENS = {"alice": "tok-alice-0123456789", "bob": "tok-bob-0123456789", "agent-7": "tok-agent7-0123456789"}

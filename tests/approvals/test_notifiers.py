@@ -26,7 +26,8 @@ from adapters.notifiers import (
     verify_signature,
 )
 from adapters.stores.memory_store import MemoryStore
-from gateway.approvals.api import ApprovalsUISettings, TokenApproverAuth, build_routes
+from gateway.approvals.api import build_routes
+from gateway.approvals.core import ApprovalsUISettings, TokenApproverAuth
 
 from .conftest import held_call
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from adapters.stores.memory_store import MemoryStore
-from gateway.approvals.api import TokenApproverAuth
+from gateway.approvals.core import TokenApproverAuth
 
 from .conftest import Recorder, bearer, held_call
 
@@ -135,7 +135,8 @@ async def test_racing_approve_and_deny_exactly_one_wins(client: httpx.AsyncClien
 async def test_audit_hook_failure_does_not_undo_the_decision(store: MemoryStore) -> None:
     from starlette.applications import Starlette
 
-    from gateway.approvals.api import ApprovalsUISettings, build_routes
+    from gateway.approvals.api import build_routes
+    from gateway.approvals.core import ApprovalsUISettings
 
     async def broken_audit(event_type: str, **fields: object) -> None:
         raise RuntimeError("audit sink down")
@@ -165,7 +166,7 @@ def test_token_parsing() -> None:
 
 
 async def test_principal_auth_needs_the_approver_role() -> None:
-    from gateway.approvals.api import PrincipalApproverAuth
+    from gateway.approvals.core import PrincipalApproverAuth
     from gateway.identity.principal import AuthFailure, Principal
 
     class FakeAuth:
@@ -185,7 +186,7 @@ async def test_principal_auth_needs_the_approver_role() -> None:
 
 
 def test_settings_from_gateway_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.approvals.api import ApprovalsUISettings
+    from gateway.approvals.core import ApprovalsUISettings
     from gateway.config import ApprovalsConfig, ServerConfig, Settings
 
     monkeypatch.setenv("MY_APPROVERS", "dana=tok-dana")

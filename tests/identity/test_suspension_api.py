@@ -16,7 +16,7 @@ from gateway.identity import suspension_api
 from gateway.identity.api_keys import KeyStore
 from gateway.identity.authenticators import build_authenticator
 from gateway.identity.roles import AccessPolicy
-from gateway.ports.store import PendingApproval
+from gateway.ports.records import PendingApproval
 from policy import CallState, ToolCall, load_preset
 from tests.policy.conftest import demo_profiles
 

@@ -17,7 +17,7 @@ import time
 
 from adapters.stores.redis_store import RedisStore
 from adapters.stores.sqlite_store import SqliteStore
-from gateway.ports.store import PendingApproval
+from gateway.ports.records import PendingApproval
 
 ARGS = {"to": "eve@example.org", "body": "quarterly numbers"}
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.ports.store import PendingApproval, Store, args_hash
+from gateway.ports.records import PendingApproval, args_hash
+from gateway.ports.store import Store
 
 ARGS = {"to": "eve@example.org", "body": "hi"}
 

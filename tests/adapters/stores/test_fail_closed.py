@@ -14,7 +14,8 @@ import pytest
 
 from adapters.stores.redis_store import RedisStore
 from adapters.stores.sqlite_store import SqliteStore
-from gateway.ports.store import PendingApproval, StoreUnavailable
+from gateway.ports.records import PendingApproval
+from gateway.ports.store import StoreUnavailable
 from tests.redis_server import redis_server
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from adapters.stores.redis_store import RedisStore
 from adapters.stores.sqlite_store import SqliteStore
-from gateway.ports.store import args_hash
+from gateway.ports.records import args_hash
 from tests.adapters.stores._child import ARGS, pending
 from tests.support import REPO
 

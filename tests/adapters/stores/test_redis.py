@@ -11,7 +11,8 @@ import pytest
 import redis.asyncio as aredis
 
 from adapters.stores.redis_store import RedisStore
-from gateway.ports.store import DEFAULT_PREFIX, PendingApproval
+from gateway.ports.records import PendingApproval
+from gateway.ports.store import DEFAULT_PREFIX
 
 
 def new_approval() -> PendingApproval:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from adapters.stores.sqlite_store import SqliteStore
-from gateway.ports.store import PendingApproval
+from gateway.ports.records import PendingApproval
 
 
 def new_approval() -> PendingApproval:

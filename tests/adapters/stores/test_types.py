@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.ports.store import (
+from gateway.ports.records import (
     PendingApproval,
     args_hash,
     binding_key,
