@@ -1,4 +1,5 @@
-"""Triplock's policy engine: the pure, deterministic decision on every tool call.
+"""Triplock's policy engine: the pure, deterministic decision on every tool call, resource read
+and prompt get.
 
 No I/O after loading, no asyncio, no network: `gateway/` calls it in-process on the hot path.
 
@@ -20,6 +21,12 @@ Public API::
     profile.mcp_annotations                        # annotations to re-emit, from Triplock's view
     policy.trifecta_capable(visible_profiles)      # the tool set spans P, U and E
 
+    # resources and prompts (always reads; unclassified ones count as P+U, never held by themselves):
+    rprofile = policy.resource_profile("demo", "workspace://inbox/m1")     # resources/read, resources/subscribe
+    pprofile = policy.prompt_profile("demo", prompt_json)                   # prompts/get (MCP Prompt object)
+    rprofile.kind                                  # 'tool' | 'resource' | 'prompt'; `tool` holds the URI / name
+    # decide() them like tools: ToolCall(..., tool=uri_or_prompt_name, arguments={} or the prompt's arguments)
+
     # per tools/call:
     decision = policy.decide(ToolCall(principal, agent, groups, session_id, upstream, tool, arguments),
                              profile,
@@ -28,7 +35,8 @@ Public API::
     decision.enforced_effect   # what to do: == effect in enforce mode, 'allow' in monitor mode
     decision.legs_after        # session legs if the call goes through
     # after an allowed call: session legs = decision.legs_after | policy.inspect_result(profile, result, arguments)
-    policy.explain(call, profile, state, pinned_definition=None)   # rule trail as text
+    # (result: a tools/call, resources/read or prompts/get result, with the matching profile)
+    policy.explain(call, profile, state, pinned_definition=None)   # rule trail as text (policy.explain.render)
 
 Decisions are immutable `NamedTuple`s; combination is deny > hold > allow, and any error while
 evaluating is a deny with rule id `error.fail_closed`. `policy.engine` documents the order.
@@ -43,10 +51,11 @@ from policy.models import (
     Effect,
     Leg,
     Legs,
+    ProfileKind,
     ToolCall,
     ToolDefinition,
-    ToolProfile,
 )
+from policy.profile import ToolProfile
 
 __all__ = [
     "PRESETS",
@@ -58,6 +67,7 @@ __all__ = [
     "Leg",
     "Legs",
     "PolicyError",
+    "ProfileKind",
     "ToolCall",
     "ToolDefinition",
     "ToolProfile",

@@ -6,6 +6,9 @@ Precedence (first that knows wins; `explain` names it):
   3. the built-in catalog of well-known connectors, then verb heuristics on the tool name;
   4. unknown: a write touching P, U and E.
 A policy entry may set only some fields (say, just `category`); the rest come from below.
+
+Resources and prompts (`classify_read_object`) are always reads; their legs come from the policy
+entry, else the upstream's catalog app, else fail closed to P+U (never the unknown tool's hold).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy.catalog import App, app_for_tool_name
-from policy.models import ALL_LEGS, Effect, Leg, ProfileSource
+from policy.models import ALL_LEGS, Effect, Leg, ProfileKind, ProfileSource
 
 P, U, E = Leg.P, Leg.U, Leg.E
 
@@ -218,3 +221,30 @@ def classify(
         source="policy",
         detail=f"policy file {entry_where}",
     )
+
+
+def classify_read_object(
+    kind: ProfileKind,
+    app: App | None,
+    entry_legs: frozenset[Leg] | None,
+    entry_category: str | None,
+    entry_where: str | None,
+) -> Classification:
+    """Classify a resource or prompt: always a read; legs from the policy entry, else the
+    upstream's catalog app, else P+U.
+
+    Why P+U when nobody classified it: a resource or prompt is content the upstream chose, so it
+    may be private data and may carry an injection. Counting it as both does not hold the read
+    itself; it makes a later external send in the same session complete the trifecta.
+    """
+    if entry_legs is not None:
+        return Classification(entry_legs, Effect.READ, entry_category, "policy", f"policy file {entry_where}")
+    source: ProfileSource
+    if app is not None and app.read_legs:
+        legs, source, detail = app.read_legs, "catalog", f"catalog app {app.name}: read legs"
+    else:
+        legs, source = frozenset({P, U}), "unknown"
+        detail = f"no policy entry classifies this {kind}: counted as private data and untrusted input (P+U)"
+    if entry_category is not None:
+        detail = f"{detail}; category from {entry_where}"
+    return Classification(legs, Effect.READ, entry_category, source, detail)

@@ -107,6 +107,26 @@ class ToolEntry(_Strict):
     conditions: Conditions | None = None
 
 
+class ResourceEntry(_Strict):
+    """Classification of one resource URI (or every URI matching a glob) of an upstream.
+
+    Reading a resource is always a read; only its legs and category are set here. Legs left
+    unset come from the upstream's catalog app, else fail closed to P+U."""
+
+    legs: list[Leg] | None = None
+    category: str | None = None
+
+
+class PromptEntry(_Strict):
+    """Classification of one prompt (or every prompt matching a name glob) of an upstream.
+
+    Getting a prompt is always a read; legs left unset come from the upstream's catalog app,
+    else fail closed to P+U."""
+
+    legs: list[Leg] | None = None
+    category: str | None = None
+
+
 class UpstreamPolicy(_Strict):
     """Per-upstream settings: action control (seed 6.2), trust in annotations, mode, tools."""
 
@@ -122,16 +142,34 @@ class UpstreamPolicy(_Strict):
     tools: dict[str, ToolEntry] = Field(
         default_factory=dict, description="Tool name or glob -> entry; exact names win, then globs in order."
     )
+    resources: dict[str, ResourceEntry] = Field(
+        default_factory=dict,
+        description="Resource URI or URI glob ('*' within a path segment, '**' across '/') -> entry; "
+        "exact URIs win, then globs in order. Unclassified resources count as P+U.",
+    )
+    prompts: dict[str, PromptEntry] = Field(
+        default_factory=dict,
+        description="Prompt name or glob -> entry; exact names win, then globs in order. "
+        "Unclassified prompts count as P+U.",
+    )
 
 
 class Rule(_Strict):
-    """An explicit rule. Empty match lists match anything; non-empty lists match any member."""
+    """An explicit rule. Empty match lists match anything; non-empty lists match any member.
+
+    `tools`, `resources` and `prompts` also choose the kinds a rule applies to: a rule that lists
+    none of them applies to every kind; otherwise only to the kinds it lists (and names).
+    """
 
     id: str = Field(min_length=1)
     action: RuleAction
     reason: str | None = None
     upstreams: list[str] = Field(default_factory=list, description="Upstream names or globs.")
     tools: list[str] = Field(default_factory=list, description="Tool names or globs (without upstream).")
+    resources: list[str] = Field(
+        default_factory=list, description="Resource URIs or URI globs ('*' within a segment, '**' across '/')."
+    )
+    prompts: list[str] = Field(default_factory=list, description="Prompt names or globs (without upstream).")
     categories: list[str] = Field(default_factory=list)
     effects: list[Effect] = Field(default_factory=list)
     principals: list[str] = Field(default_factory=list)

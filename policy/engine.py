@@ -1,12 +1,16 @@
-"""The compiled policy: tool profiles, visibility, and the per-call decision.
+"""The compiled policy: profiles (tools, resources, prompts), visibility, and the per-call decision.
+
+Profiles are compiled by `policy.profiler`; `decide()` runs the same way for every kind (a
+resource read or a prompt get is a `ToolCall` whose `tool` is the URI or the prompt name).
 
 Evaluation order of `decide()` (all findings are collected; the strongest effect wins,
 deny > hold > allow, and `rule_ids` lists the findings that produced it, in this order):
 
-  1. action control and unknown-tool findings precomputed for the tool (upstream disabled,
-     denied or not-allowed actions, read_only upstream vs a write, new actions, unknown tool);
+  1. findings precomputed for the profile: action control and unknown tool (upstream disabled,
+     denied or not-allowed actions, read_only upstream vs a write, new actions, unknown tool),
+     for a resource a URI that names a never-read path;
   2. suspension of the agent, principal, upstream or tool             -> deny
-  3. pinned definition hash differs from the tool's current one      -> deny
+  3. pinned definition hash differs from the tool's current one      -> deny (tools only)
   4. argument conditions: never-read paths                           -> deny;
      recipients/URLs may drop E/U; amounts may raise the category
   5. state store unavailable: writes                                 -> deny (reads: configurable)
@@ -14,7 +18,7 @@ deny > hold > allow, and `rule_ids` lists the findings that produced it, in this
   7. category in approval_required_actions                           -> hold (cannot be unbound)
   8. only if no explicit rule matched: approval_logged_actions -> allow (logged),
      otherwise the default for the effect (read / write / destructive)
-  9. first invocation of the tool (per tool or per principal+tool)   -> hold
+  9. first invocation of the tool (per tool or per principal+tool)   -> hold (tools only)
  10. session legs + the call's legs cover P, U and E (trifecta)      -> hold (strict: deny)
 
 Any exception while evaluating yields deny with rule id `error.fail_closed`.
@@ -25,11 +29,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from policy.classify import classify
-from policy.conditions import NOTHING, CompiledConditions, Outcome, merge_conditions
+from policy.conditions import NOTHING, Outcome
 from policy.config import FIRST_USE_CATEGORY, PolicyFile
-from policy.globs import HostMatcher
-from policy.hashing import content_revision, definition_hash
+from policy.explain import render
+from policy.hashing import content_revision
 from policy.models import (
     ALL_LEGS,
     CallState,
@@ -39,11 +42,12 @@ from policy.models import (
     Mode,
     ToolCall,
     ToolDefinition,
-    ToolProfile,
 )
-from policy.plan import Finding, Plan
+from policy.plan import Finding
+from policy.profile import ToolProfile
+from policy.profiler import Profiler
 from policy.results import result_legs
-from policy.rules import ALLOW, DENY, EFFECT_NAME, HOLD, RANK, RuleIndex
+from policy.rules import ALLOW, DENY, EFFECT_NAME, HOLD, RANK
 from policy.upstream_table import UpstreamTable
 
 _E = frozenset({Leg.E})
@@ -59,15 +63,9 @@ class CompiledPolicy:
         self.model = model
         self.origin = origin
         self.revision = content_revision(model.model_dump(mode="json"))
-        self._upstreams = {
-            name: UpstreamTable(name, cfg, model.conditions, f"upstreams.{name}")
-            for name, cfg in model.upstreams.items()
-        }
-        self._rules = RuleIndex(model.rules)
         self._required = frozenset(model.approval_required_actions)
         self._logged = frozenset(model.approval_logged_actions)
         self._store_down_reads_deny = model.defaults.store_unavailable_reads == "deny"
-        self._first_use = model.first_use.enabled or FIRST_USE_CATEGORY in self._required
         d = model.defaults
         self._default = {
             Effect.READ: (RANK[d.read], "default.read", f"reads default to {d.read}"),
@@ -87,6 +85,7 @@ class CompiledPolicy:
             c: (HOLD, f"approval_required:{c}", f"{c} always needs a human") for c in self._required
         }
         self._logged_findings = {c: (ALLOW, f"approval_logged:{c}", f"{c} is allowed and logged") for c in self._logged}
+        self._profiler = Profiler(model, self.revision, self._default)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], origin: str | None = None) -> CompiledPolicy:
@@ -123,112 +122,39 @@ class CompiledPolicy:
         return self._upstream(upstream).cfg.trust_annotations
 
     def _upstream(self, name: str) -> UpstreamTable:
-        found = self._upstreams.get(name)
-        if found is None:
-            found = UpstreamTable(name, self.model.default_upstream, self.model.conditions, "default_upstream")
-            self._upstreams = {**self._upstreams, name: found}  # copy-on-write: readers never see a half update
-        return found
+        return self._profiler.upstream(name)
 
     # -- profiles ---------------------------------------------------------------------------
     def profile(self, upstream: str, tool: ToolDefinition) -> ToolProfile:
         """Classify one tool and precompile everything `decide()` needs for it."""
-        up = self._upstream(upstream)
-        entry, where = up.entry(tool.name)
-        c = classify(
-            tool.name,
-            tool.annotations,
-            up.app,
-            up.cfg.trust_annotations,
-            frozenset(entry.legs) if entry is not None and entry.legs is not None else None,
-            entry.effect if entry is not None else None,
-            entry.category if entry is not None else None,
-            where,
-        )
-        explicit = entry is not None and entry.conditions is not None
-        cond = merge_conditions([up.conditions, entry.conditions]) if explicit and entry else up.conditions
-        compiled = CompiledConditions(cond, c.legs, c.category, tool.argument_names(), explicit)
-        static, visible = self._action_control(up, tool.name, c.effect, c.source == "unknown")
-        # what argument conditions could turn a call into, so rules that can never match are dropped now
-        amounts = bool(cond.amounts)
-        rules = self._rules.for_tool(
-            upstream,
-            tool.name,
-            effects=frozenset({c.effect, Effect.WRITE} if amounts else {c.effect}),
-            categories=frozenset(
-                {c.category, cond.internal_categories.get(c.category or "", c.category)}
-                | {t.category for t in cond.amounts}
-            ),
-            legs=c.legs | _E if amounts else c.legs,
-        )
-        plan = Plan(
-            revision=self.revision,
-            mode=up.cfg.mode or self.model.mode,
-            visible=visible,
-            read_only=up.cfg.action_control == "read_only",
-            static=tuple(static),
-            static_top=max((f[0] for f in static), default=-1),
-            default_finding=self._default[c.effect],
-            rules=rules.general,
-            principal_rules=rules.by_principal,
-            agent_rules=rules.by_agent,
-            conditions=compiled,
-            url_allowlist=HostMatcher(cond.url_allowlist),
-            suspend_upstream=f"upstream:{upstream}",
-            suspend_tool=f"tool:{upstream}__{tool.name}",
-            entry_where=where,
-        )
-        return ToolProfile(
-            upstream=upstream,
-            tool=tool.name,
-            legs=c.legs,
-            effect=c.effect,
-            category=c.category,
-            source=c.source,
-            source_detail=c.detail,
-            definition_hash=definition_hash(tool),
-            definition=tool,
-            policy_revision=self.revision,
-            plan=plan,
-        )
+        return self._profiler.tool(upstream, tool)
 
-    def _action_control(
-        self, up: UpstreamTable, tool: str, effect: Effect, unknown: bool
-    ) -> tuple[list[Finding], bool]:
-        cfg = up.cfg
-        found: list[Finding] = []
-        if not cfg.enabled:
-            found.append((DENY, "upstream.disabled", f"upstream {up.name!r} is not enabled"))
-        if up.denied(tool):
-            found.append((DENY, "action_control.denied", f"{tool!r} is in actions_denied of {up.where}"))
-        if cfg.action_control == "read_only" and effect is not Effect.READ:
-            reason = f"{up.where} is read_only and {tool!r} is a {effect.value}"
-            found.append((DENY, "action_control.read_only", reason))
-        new_action = (cfg.action_control == "custom" and not up.allowed(tool) and not up.denied(tool)) or (
-            cfg.action_control != "custom" and unknown
-        )
-        if new_action and cfg.new_actions_default != "allow":
-            found.append(
-                (
-                    RANK[cfg.new_actions_default],
-                    "action_control.new_action",
-                    f"{tool!r} is not an approved action of {up.where}: new_actions_default {cfg.new_actions_default}",
-                )
-            )
-        if unknown:
-            rank = RANK[self.model.defaults.unknown]
-            found.append((rank, "unknown.tool", "no source classifies this tool: treated as a write touching P+U+E"))
-        visible = not any(rank == DENY for rank, _, _ in found)
-        return found, visible
+    def resource_profile(self, upstream: str, uri: str) -> ToolProfile:
+        """Classify one resource URI of an upstream (kind 'resource', effect read) for
+        `resources/read` and `resources/subscribe`. Cache it per (upstream, URI) like a tool's.
+
+        Legs come from the `resources` entry (exact URI, then globs in file order), else the
+        upstream's catalog app, else P+U (fail closed; not held by itself)."""
+        return self._profiler.resource(upstream, uri)
+
+    def prompt_profile(self, upstream: str, prompt: Mapping[str, Any]) -> ToolProfile:
+        """Classify one prompt of an upstream from its MCP `Prompt` object (name, description,
+        arguments): kind 'prompt', effect read, for `prompts/get`. Raises ValueError without a name.
+
+        Legs come from the `prompts` entry (exact name, then globs in file order), else the
+        upstream's catalog app, else P+U (fail closed; not held by itself)."""
+        return self._profiler.prompt(upstream, ToolDefinition.from_mcp_prompt(prompt))
 
     def visible(self, profile: ToolProfile) -> bool:
-        """False when action control hides the tool (filter it out of `tools/list`)."""
+        """False when action control hides the tool, resource or prompt (filter it out of
+        `tools/list`, `resources/list`, `prompts/list`)."""
         return self._fresh(profile).plan.visible
 
     def _fresh(self, profile: ToolProfile) -> ToolProfile:
         # a profile compiled under an older revision (hot reload) is recompiled, never trusted
         if profile.policy_revision == self.revision:
             return profile
-        return self.profile(profile.upstream, profile.definition)
+        return self._profiler.recompile(profile)
 
     # -- decisions --------------------------------------------------------------------------
     def decide(self, call: ToolCall, profile: ToolProfile, state: CallState) -> Decision:
@@ -246,7 +172,7 @@ class CompiledPolicy:
         Written for speed: the hot path is a few set/dict operations and one tuple build.
         """
         if profile.policy_revision != self.revision:
-            profile = self.profile(profile.upstream, profile.definition)
+            profile = self._profiler.recompile(profile)
         plan = profile.plan
         findings = list(plan.static)
         top = plan.static_top
@@ -257,7 +183,7 @@ class CompiledPolicy:
                 if key in suspended:
                     findings.append((DENY, "suspended", f"{key} is suspended"))
                     top = DENY
-        pin_changed = state.pinned_hash is not None and state.pinned_hash != profile.definition_hash
+        pin_changed = state.pinned_hash is not None and plan.pins and state.pinned_hash != profile.definition_hash
         if pin_changed:
             findings.append((DENY, "pin.changed", _PIN_REASON))
             top = DENY
@@ -300,7 +226,7 @@ class CompiledPolicy:
                 default = plan.default_finding if effect is profile.effect else self._default[effect]
                 findings.append(default)
                 top = max(top, default[0])
-        first_use = self._first_use and not state.tool_used_before
+        first_use = plan.first_use and not state.tool_used_before  # False in resource/prompt plans
         if first_use:
             findings.append((HOLD, "first_use", f"first invocation of {profile.namespaced} needs a human"))
             top = max(top, HOLD)
@@ -373,16 +299,18 @@ class CompiledPolicy:
         arguments: Mapping[str, Any] | None = None,
         known: frozenset[Leg] = frozenset(),
     ) -> frozenset[Leg]:
-        """Legs a tool result adds to the session: P for secrets, U for untrusted content.
+        """Legs a result adds to the session: P for secrets, U for untrusted content.
 
-        U comes from the tool itself being a U tool (unless `arguments` show an allowlisted URL)
-        or from resource links to hosts outside the URL allowlist. Legs in `known` (already
-        the session's) are not looked for again.
+        `result` is a `tools/call`, `resources/read` (`contents`) or `prompts/get` (`messages`)
+        result, with the matching profile. U comes from the profile being a U one (unless a
+        tool's `arguments` show an allowlisted URL) or from content whose URI is on an http(s)
+        host outside the URL allowlist. Legs in `known` (already the session's) are not looked
+        for again.
         """
         return result_legs(self._fresh(profile), result, arguments, known)
 
     def trifecta_capable(self, profiles: Iterable[ToolProfile]) -> bool:
-        """True when the tools together span P, U and E (a session could complete the trifecta)."""
+        """True when the profiles together span P, U and E (a session could complete the trifecta)."""
         legs: set[Leg] = set()
         for profile in profiles:
             legs |= profile.legs
@@ -397,7 +325,6 @@ class CompiledPolicy:
         state: CallState,
         pinned_definition: ToolDefinition | None = None,
     ) -> str:
-        """A person-readable account of the decision: profile source, conditions, every rule."""
-        from policy.explain import render
-
+        """A person-readable account of the decision: the kind of object, the entry that classified
+        it, conditions, every rule (`policy.explain.render`)."""
         return render(self, call, profile, state, pinned_definition)

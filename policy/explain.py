@@ -1,16 +1,44 @@
-"""Human-readable explanation of one decision: the rule trail `triplock policy explain` prints."""
+"""Human-readable explanation of one decision: the rule trail `triplock policy explain` prints.
+
+`render` takes any `Evaluator` (in practice a `CompiledPolicy`), so this module does not import
+the engine and the engine can import it: no import cycle, not even under TYPE_CHECKING.
+"""
 
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from policy.conditions import Outcome
 from policy.hashing import canonical_json, definition_document, definition_hash
-from policy.models import CallState, Legs, ToolCall, ToolDefinition, ToolProfile
+from policy.models import CallState, Decision, Legs, ToolCall, ToolDefinition
+from policy.plan import Finding
+from policy.profile import ToolProfile
 from policy.rules import EFFECT_NAME
 
-if TYPE_CHECKING:
-    from policy.engine import CompiledPolicy
+
+class Evaluator(Protocol):
+    """What `render` needs of a policy: its name, revision, and both ways of deciding."""
+
+    @property
+    def name(self) -> str:
+        """The policy's name."""
+        ...
+
+    @property
+    def revision(self) -> str:
+        """The policy's content revision."""
+        ...
+
+    def evaluate(
+        self, call: ToolCall, profile: ToolProfile, state: CallState, trail: bool = False
+    ) -> tuple[Decision, list[Finding], Outcome]:
+        """The decision with its full finding trail and the argument-condition outcome."""
+        ...
+
+    def decide(self, call: ToolCall, profile: ToolProfile, state: CallState) -> Decision:
+        """The decision alone (fails closed)."""
+        ...
 
 
 def pin_diff(old: ToolDefinition, new: ToolDefinition) -> str:
@@ -20,8 +48,24 @@ def pin_diff(old: ToolDefinition, new: ToolDefinition) -> str:
     return "\n".join(difflib.unified_diff(a, b, "pinned", "current", lineterm=""))
 
 
+def subject_lines(profile: ToolProfile) -> list[str]:
+    """The first lines of an explanation: what kind of object it is and what classified it."""
+    if profile.kind == "resource":
+        head = f"resource  {profile.tool}  (upstream {profile.upstream!r})"
+    elif profile.kind == "prompt":
+        head = f"prompt    {profile.namespaced}  (upstream {profile.upstream!r}, prompt {profile.tool!r})"
+    else:
+        head = f"tool      {profile.namespaced}  (upstream {profile.upstream!r}, tool {profile.tool!r})"
+    where = profile.plan.entry_where
+    entry = where if where is not None else f"none: no {profile.kind} entry of the policy file matches"
+    lines = [head, f"entry     {entry}"]
+    if profile.kind != "tool":
+        lines.append(f"          a {profile.kind} is always a read; first-use holds and pins apply to tools only")
+    return lines
+
+
 def render(
-    policy: CompiledPolicy,
+    policy: Evaluator,
     call: ToolCall,
     profile: ToolProfile,
     state: CallState,
@@ -29,21 +73,23 @@ def render(
 ) -> str:
     """Render the decision for `call` with every finding, in evaluation order."""
     error: str | None = None
+    outcome: Outcome | None
     try:
         decision, findings, outcome = policy.evaluate(call, profile, state, trail=True)
     except Exception as exc:  # explain what decide() would do: fail closed
         decision = policy.decide(call, profile, state)
         findings, outcome = [], None
         error = f"{type(exc).__name__}: {exc}"
-    lines = [
-        f"tool      {profile.namespaced}  (upstream {profile.upstream!r}, tool {profile.tool!r})",
+    lines = subject_lines(profile)
+    lines += [
         f"policy    {policy.name} {policy.revision}  mode {decision.mode}",
         f"profile   legs {Legs.format(profile.legs)}, effect {profile.effect.value}, "
         f"category {profile.category or '-'}",
         f"          decided by: {profile.source} ({profile.source_detail})",
-        f"          definition {profile.definition_hash}",
-        f"caller    principal {call.principal!r}, agent {call.agent!r}, groups {sorted(call.groups)}",
     ]
+    if profile.kind != "resource":  # a resource's definition is a stand-in: its hash says nothing
+        lines.append(f"          definition {profile.definition_hash}")
+    lines.append(f"caller    principal {call.principal!r}, agent {call.agent!r}, groups {sorted(call.groups)}")
     if outcome is not None and outcome.notes:
         lines.append("arguments")
         lines.extend(f"          - {note}" for note in outcome.notes)

@@ -64,6 +64,58 @@ def name_glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(_name_glob_to_regex(pattern) + r"\Z")
 
 
+# URI globs: only '*' is special. '?' and '[' are literal because URIs are full of them (query
+# strings, IPv6 hosts); a glob language that made 'https://x/a?b=1' a pattern would silently
+# turn exact URIs into globs and lose their precedence.
+def is_uri_glob(pattern: str) -> bool:
+    """True when a resource URI pattern has a '*' (otherwise it is an exact URI)."""
+    return "*" in pattern
+
+
+def _uri_glob_to_regex(pattern: str) -> str:
+    # '**' crosses '/', '*' stays within one path segment (and within the authority).
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return "".join(out)
+
+
+def uri_glob_regex(pattern: str) -> re.Pattern[str]:
+    """Compile one resource URI glob ('*' within a segment, '**' across '/') to an anchored,
+    case-sensitive regex."""
+    return re.compile(_uri_glob_to_regex(pattern) + r"\Z", re.DOTALL)
+
+
+class UriMatcher:
+    """Matches resource URIs against exact URIs (a set) and URI globs (one compiled alternation)."""
+
+    __slots__ = ("_exact", "_regex")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        pats = list(patterns)
+        self._exact = frozenset(p for p in pats if not is_uri_glob(p))
+        globs = [p for p in pats if is_uri_glob(p)]
+        alternation = "|".join(f"(?:{_uri_glob_to_regex(g)})" for g in globs)
+        self._regex = re.compile(alternation, re.DOTALL) if globs else None
+
+    def __call__(self, uri: str) -> bool:
+        if uri in self._exact:
+            return True
+        return self._regex is not None and self._regex.fullmatch(uri) is not None
+
+    def __bool__(self) -> bool:
+        return bool(self._exact) or self._regex is not None
+
+
 def _path_glob_to_regex(pattern: str) -> str:
     # '**/' matches zero or more directories, '/**' everything below, '*' stays within a segment.
     p = pattern.replace("\\", "/").lower()

@@ -1,9 +1,12 @@
 """Value types shared by the whole engine: legs, effects, tools, calls, state and decisions.
 
+`ToolProfile` lives in `policy.profile`: it holds a compiled `Plan`, and keeping it out of this
+module keeps the import graph of `policy/` acyclic (every module may import this one).
+
 Per-call values (`ToolCall`, `CallState`, `Decision`) are `typing.NamedTuple`s: immutable like a
 frozen dataclass, but built in well under a microsecond (a 12-field frozen dataclass costs ~4 µs
 because every field goes through `object.__setattr__`), which matters on the hot path.
-Per-tool values (`ToolDefinition`, `ToolProfile`) are frozen dataclasses: built once per catalog
+Per-tool values (`ToolDefinition`, `policy.profile.ToolProfile`) are frozen dataclasses: built once per catalog
 refresh, so clarity wins there.
 """
 
@@ -12,10 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
-
-if TYPE_CHECKING:
-    from policy.plan import Plan
+from typing import Any, Literal, NamedTuple
 
 
 class Leg(enum.StrEnum):
@@ -94,6 +94,31 @@ class ToolDefinition:
             annotations=tool.get("annotations"),
         )
 
+    @classmethod
+    def from_mcp_prompt(cls, prompt: Mapping[str, Any]) -> ToolDefinition:
+        """Build from an MCP `Prompt` object as JSON (`name`, `description`, `arguments`).
+
+        The prompt's arguments become an input schema (name -> description, plus `required`),
+        so argument conditions and the definition hash see them as they see a tool's.
+        Raises ValueError when `name` is missing or not a string.
+        """
+        name = prompt.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError("an MCP prompt needs a non-empty string 'name'")
+        props: dict[str, Any] = {}
+        required: list[str] = []
+        raw_args = prompt.get("arguments")
+        for arg in raw_args if isinstance(raw_args, list) else ():
+            if not isinstance(arg, Mapping) or not isinstance(arg.get("name"), str):
+                continue
+            props[arg["name"]] = {"type": "string", "description": str(arg.get("description") or "")}
+            if arg.get("required") is True:
+                required.append(arg["name"])
+        schema: dict[str, Any] = {"type": "object", "properties": props}
+        if required:
+            schema["required"] = required
+        return cls(name=name, description=str(prompt.get("description") or ""), input_schema=schema)
+
     def argument_names(self) -> frozenset[str]:
         """Names of the properties the input schema declares."""
         props = self.input_schema.get("properties") if isinstance(self.input_schema, Mapping) else None
@@ -101,47 +126,17 @@ class ToolDefinition:
 
 
 ProfileSource = Literal["policy", "annotations", "catalog", "heuristic", "unknown"]
-
-
-@dataclass(frozen=True, eq=False)
-class ToolProfile:
-    """The engine's view of one upstream tool, computed once per catalog refresh.
-
-    `plan` holds everything precompiled for `decide()` (argument conditions, the rules that can
-    apply to this tool, action control); it is bound to `policy_revision`, and `decide()`
-    recompiles it if the policy was swapped since.
-    """
-
-    upstream: str
-    tool: str
-    legs: frozenset[Leg]
-    effect: Effect
-    category: str | None
-    source: ProfileSource
-    source_detail: str
-    definition_hash: str
-    definition: ToolDefinition
-    policy_revision: str
-    plan: Plan = field(repr=False)
-
-    @property
-    def namespaced(self) -> str:
-        """The name agents see: `UPSTREAM__TOOL`."""
-        return f"{self.upstream}__{self.tool}"
-
-    @property
-    def mcp_annotations(self) -> dict[str, bool]:
-        """MCP tool annotations as Triplock sees the tool, to re-emit in `tools/list`."""
-        return {
-            "readOnlyHint": self.effect is Effect.READ,
-            "destructiveHint": self.effect is Effect.DESTRUCTIVE,
-            "idempotentHint": False,
-            "openWorldHint": Leg.U in self.legs or Leg.E in self.legs,
-        }
+# What a profile describes: a tool (tools/call), a resource (resources/read, resources/subscribe)
+# or a prompt (prompts/get).
+ProfileKind = Literal["tool", "resource", "prompt"]
 
 
 class ToolCall(NamedTuple):
-    """One `tools/call` as the gateway sees it, after authentication and routing."""
+    """One `tools/call` as the gateway sees it, after authentication and routing.
+
+    For `resources/read`/`resources/subscribe`, `tool` is the resource URI and `arguments` is
+    `{}`; for `prompts/get`, `tool` is the prompt name and `arguments` the prompt's arguments.
+    """
 
     principal: str
     agent: str | None
@@ -155,7 +150,10 @@ class ToolCall(NamedTuple):
 class CallState(NamedTuple):
     """What the gateway's store knows at call time.
 
-    `suspended` holds ids 'agent:X', 'principal:Y', 'upstream:Z', 'tool:UPSTREAM__TOOL'.
+    `suspended` holds ids 'agent:X', 'principal:Y', 'upstream:Z', 'tool:UPSTREAM__TOOL',
+    'resource:UPSTREAM__URI' and 'prompt:UPSTREAM__PROMPT'.
+    For a resource or prompt, `tool_used_before` and `pinned_hash` are ignored (first-use holds
+    and pins apply to tools only).
     `store_ok` is False when the state store is unreachable: writes then fail closed.
     """
 

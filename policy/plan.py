@@ -1,4 +1,5 @@
-"""The per-tool plan: everything `decide()` needs about one tool, precomputed at profile time."""
+"""The per-tool plan: everything `decide()` needs about one tool, resource or prompt, precomputed at
+profile time."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ Finding = tuple[int, str, str]  # (rank: ALLOW/HOLD/DENY, rule id, reason)
 
 @dataclass(frozen=True, eq=False)
 class Plan:
-    """Precompiled, per tool. Bound to the policy revision it was compiled under."""
+    """Precompiled, per tool (or resource, or prompt). Bound to the policy revision it was compiled under."""
 
     revision: str
     mode: Mode
@@ -30,8 +31,12 @@ class Plan:
     conditions: CompiledConditions
     url_allowlist: HostMatcher
     suspend_upstream: str  # 'upstream:NAME'
-    suspend_tool: str  # 'tool:UPSTREAM__TOOL'
-    entry_where: str | None  # where in the policy file the tool entry is, for explain
+    suspend_tool: str  # 'tool:UPSTREAM__TOOL', 'resource:UPSTREAM__URI' or 'prompt:UPSTREAM__PROMPT'
+    entry_where: str | None  # where in the policy file the entry is, for explain
+    # Per-kind switches, so decide() needs no kind test: first-use holds and pin checks are for
+    # tools only (a resource URI or a prompt has no definition an admin approved).
+    first_use: bool  # hold the first invocation (tools, when the policy enables it)
+    pins: bool  # compare CallState.pinned_hash with the definition hash
 
     def rules_for(self, call: ToolCall) -> tuple[CompiledRule, ...]:
         """The rules to evaluate for this caller, in file order; usually just `rules`."""

@@ -1,5 +1,6 @@
-"""Explicit policy rules, compiled: static parts (upstream, tool) are resolved once per tool at
-profile time; only the parts that depend on the call (who, category, effect, legs) run per call."""
+"""Explicit policy rules, compiled: static parts (upstream, kind, tool/resource/prompt name) are
+resolved once per profile at profile time; only the parts that depend on the call (who, category,
+effect, legs) run per call."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import Sequence
 from typing import Final, NamedTuple
 
 from policy.config import Rule
-from policy.globs import NameMatcher, is_glob
-from policy.models import Effect, Leg, ToolCall
+from policy.globs import NameMatcher, UriMatcher, is_glob
+from policy.models import Effect, Leg, ProfileKind, ToolCall
 
 ALLOW: Final = 0
 HOLD: Final = 1
@@ -22,14 +23,17 @@ class CompiledRule:
 
     __slots__ = (
         "agents",
+        "any_kind",
         "call_legs",
         "categories",
         "effects",
         "groups",
         "order",
         "principals",
+        "prompts",
         "rank",
         "reason",
+        "resources",
         "rule_id",
         "session_legs",
         "source",
@@ -45,6 +49,10 @@ class CompiledRule:
         self.reason = rule.reason or f"rule {rule.id!r} says {rule.action}"
         self.upstreams = NameMatcher(rule.upstreams) if rule.upstreams else None
         self.tools = NameMatcher(rule.tools) if rule.tools else None
+        self.resources = UriMatcher(rule.resources) if rule.resources else None
+        self.prompts = NameMatcher(rule.prompts) if rule.prompts else None
+        # a rule naming no tool, resource or prompt applies to every kind
+        self.any_kind = self.tools is None and self.resources is None and self.prompts is None
         self.categories = frozenset(rule.categories) or None
         self.effects: frozenset[Effect] | None = frozenset(rule.effects) or None
         self.principals = frozenset(rule.principals) or None
@@ -53,11 +61,16 @@ class CompiledRule:
         self.call_legs: frozenset[Leg] | None = frozenset(rule.call_legs_any) or None
         self.session_legs: frozenset[Leg] | None = frozenset(rule.session_legs_any) or None
 
-    def applies_to_tool(self, upstream: str, tool: str) -> bool:
-        """Static match, done at profile time."""
+    def applies_to(self, kind: ProfileKind, upstream: str, name: str) -> bool:
+        """Static match, done at profile time: upstream, kind, and the tool name / URI / prompt name."""
         if self.upstreams is not None and not self.upstreams(upstream):
             return False
-        return self.tools is None or self.tools(tool)
+        matcher = self.tools if kind == "tool" else self.resources if kind == "resource" else self.prompts
+        return matcher(name) if matcher is not None else self.any_kind
+
+    def applies_to_tool(self, upstream: str, tool: str) -> bool:
+        """Static match for a tool, done at profile time."""
+        return self.applies_to("tool", upstream, tool)
 
     def matches(
         self,
@@ -84,7 +97,8 @@ class CompiledRule:
 
 
 class ToolRules(NamedTuple):
-    """The rules that can apply to one tool, split so that per-caller rules cost nothing to others."""
+    """The rules that can apply to one tool (resource, prompt), split so that per-caller rules cost
+    nothing to others."""
 
     general: tuple[CompiledRule, ...]
     by_principal: dict[str, tuple[CompiledRule, ...]]
@@ -117,12 +131,24 @@ class RuleIndex:
     ) -> ToolRules:
         """Rules that can apply to a tool whose calls may have these effects, categories and legs
         (a superset: argument conditions can change them), in file order."""
+        return self.for_profile("tool", upstream, tool, effects, categories, legs)
+
+    def for_profile(
+        self,
+        kind: ProfileKind,
+        upstream: str,
+        name: str,
+        effects: frozenset[Effect],
+        categories: frozenset[str | None],
+        legs: frozenset[Leg],
+    ) -> ToolRules:
+        """`for_tool` for any kind: `name` is the tool name, the resource URI or the prompt name."""
         candidates = sorted(self._by_upstream.get(upstream, []) + self._any, key=lambda r: r.order)
         general: list[CompiledRule] = []
         by_principal: dict[str, list[CompiledRule]] = {}
         by_agent: dict[str, list[CompiledRule]] = {}
         for rule in candidates:
-            if not rule.applies_to_tool(upstream, tool):
+            if not rule.applies_to(kind, upstream, name):
                 continue
             if rule.effects is not None and rule.effects.isdisjoint(effects):
                 continue

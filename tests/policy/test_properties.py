@@ -112,3 +112,31 @@ def test_changed_pin_is_never_allowed(
     profile = policy.profile(upstream, changed)
     decision = policy.decide(mkcall(upstream, name, args), profile, state._replace(pinned_hash=pinned))
     assert decision.effect == "deny" and decision.pin_changed
+
+
+uri_st = st.one_of(
+    st.sampled_from(["workspace://inbox/m1", "workspace://drive/index", "file:///home/u/.ssh/id_rsa", "x://y"]),
+    st.text(min_size=1, max_size=30),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(policy_st, upstream_st, uri_st, name_st, args_st, state_st, st.sampled_from(list(Leg)))
+def test_resources_and_prompts_are_reads_never_first_use_and_monotone(
+    policy: CompiledPolicy, upstream: str, uri: str, name: str, args: dict, state: CallState, extra: Leg
+) -> None:
+    profiles = [
+        (policy.resource_profile(upstream, uri), {}),
+        (policy.prompt_profile(upstream, {"name": name, "arguments": [{"name": k} for k in args]}), args),
+    ]
+    for profile, arguments in profiles:
+        assert profile.effect.value == "read"
+        assert profile.source != "unknown" or profile.legs == {Leg.P, Leg.U}  # unclassified: fail closed
+        used = state._replace(tool_used_before=False, pinned_hash="sha256:other")
+        before = policy.decide(mkcall(upstream, profile.tool, arguments), profile, used)
+        assert not before.first_use and not before.pin_changed
+        assert "unknown.tool" not in before.rule_ids
+        after = policy.decide(
+            mkcall(upstream, profile.tool, arguments), profile, used._replace(session_legs=state.session_legs | {extra})
+        )
+        assert RANK[after.effect] >= RANK[before.effect]
