@@ -70,11 +70,12 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], deadline: float = 30.0, 
 
 @contextlib.contextmanager
 def process(
-    cmd: list[str], ready_url: str | None = None, ok: tuple[int, ...] = (200,), env: dict[str, str] | None = None
+    cmd: list[str], ready_url: str | None = None, ok: tuple[int, ...] = (200,), env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         cmd,
-        cwd=REPO,
+        cwd=cwd or REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},

@@ -61,10 +61,13 @@ def _load(args: argparse.Namespace) -> CompiledPolicy:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Decide one hypothetical call and print the rule trail."""
-    upstream, sep, tool = args.tool.partition("__")
+    """Decide one hypothetical call (tools/call, resources/read or prompts/get) and print the rule trail."""
+    flag, named = next((f, v) for f, v in (("--tool", args.tool), ("--resource", args.resource),
+                                            ("--prompt", args.prompt)) if v is not None)
+    upstream, sep, tool = named.partition("__")
     if not sep or not upstream or not tool:
-        return _err(f"--tool must be UPSTREAM__TOOL, got {args.tool!r}")
+        what = {"--tool": "TOOL", "--resource": "URI", "--prompt": "PROMPT"}[flag]
+        return _err(f"{flag} must be UPSTREAM__{what}, got {named!r}")
     try:
         arguments = json.loads(args.args)
         legs = Legs.parse(args.legs)
@@ -84,7 +87,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
         input_schema={"type": "object", "properties": {k: {} for k in arguments}},
         annotations=annotations,
     )
-    profile = policy.profile(upstream, definition)
+    if flag == "--resource":
+        profile = policy.resource_profile(upstream, tool)
+        arguments = {}
+    elif flag == "--prompt":
+        profile = policy.prompt_profile(upstream, {"name": tool, "description": args.description or "",
+                                                   "arguments": [{"name": k} for k in arguments]})
+    else:
+        profile = policy.profile(upstream, definition)
     call = ToolCall(
         principal=args.principal,
         agent=args.agent,
@@ -101,7 +111,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         suspended=frozenset(s for s in (args.suspended or "").split(",") if s),
     )
     if not policy.visible(profile):
-        print("note      this tool is hidden from tools/list by action control")
+        print(f"note      this {profile.kind} is hidden from listings by action control")
     print(policy.explain(call, profile, state))
     return OK
 
@@ -165,7 +175,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(func=cmd_check)
 
     explain = sub.add_parser("explain", help="show the decision and rule trail for one call")
-    explain.add_argument("--tool", required=True, help="UPSTREAM__TOOL")
+    target = explain.add_mutually_exclusive_group(required=True)
+    target.add_argument("--tool", help="UPSTREAM__TOOL: a tools/call")
+    target.add_argument("--resource", help="UPSTREAM__URI: a resources/read of that URI")
+    target.add_argument("--prompt", help="UPSTREAM__PROMPT: a prompts/get (--args are its arguments)")
     explain.add_argument("--args", default="{}", help="the call's arguments as a JSON object")
     explain.add_argument("--legs", default="", help="legs the session already holds, e.g. P,U")
     source = explain.add_mutually_exclusive_group()

@@ -35,16 +35,22 @@ log = logging.getLogger("triplock.suspension")
 AuditHook = Callable[..., Any]
 """``audit(event_type, **fields)``; may return an awaitable."""
 
-TARGET_KINDS = ("agent", "principal", "upstream", "tool")
-_TARGET_RE = re.compile(r"^(agent|principal|upstream|tool):([^\s\x00-\x1f\x7f]{1,200})$")
+TARGET_KINDS = ("agent", "principal", "upstream", "tool", "resource", "prompt")
+# A resource is named by its URI, which may be long: 2,000 characters, the common URL limit.
+_TARGET_RE = re.compile(
+    r"^(?:(agent|principal|upstream|tool|prompt):([^\s\x00-\x1f\x7f]{1,200})"
+    r"|(resource):([^\s\x00-\x1f\x7f]{1,2000}))$"
+)
 _MAX_REASON = 500
 PATH = "/api/suspensions"
 
 
 def check_target(target: Any) -> str:
-    """A valid suspension id ('agent:X', 'principal:Y', 'upstream:Z', 'tool:U__T'), else ValueError."""
+    """A valid suspension id ('agent:X', 'principal:Y', 'upstream:Z', 'tool:U__T', 'resource:U__URI',
+    'prompt:U__P'), else ValueError."""
     if not isinstance(target, str) or not _TARGET_RE.match(target):
-        raise ValueError("'target' must be 'agent:ID', 'principal:ID', 'upstream:NAME' or 'tool:UPSTREAM__TOOL'")
+        raise ValueError("'target' must be 'agent:ID', 'principal:ID', 'upstream:NAME', 'tool:UPSTREAM__TOOL', "
+                         "'resource:UPSTREAM__URI' or 'prompt:UPSTREAM__PROMPT'")
     return target
 
 

@@ -117,3 +117,16 @@ async def test_a_suspended_agent_is_denied_on_its_next_call(api: Harness) -> Non
     await api.client.post("/api/suspensions", json={"target": "agent:codex-ci"}, headers=api.as_("agents-admin"))
     decision = policy.decide(call, prof, CallState(tool_used_before=True, suspended=api.store.suspended()))
     assert decision.effect == "deny" and any("suspended" in r for r in decision.reasons)
+
+
+async def test_a_suspended_resource_is_denied_on_its_next_read(api: Harness) -> None:
+    policy = load_preset("controlled")
+    uri = "workspace://inbox/inbox-001"
+    call = ToolCall("alice", None, frozenset({"agents-run"}), "s1", "demo", uri, {})
+    profile = policy.resource_profile("demo", uri)
+    assert policy.decide(call, profile, CallState(suspended=api.store.suspended())).effect == "allow"
+    r = await api.client.post("/api/suspensions", json={"target": f"resource:demo__{uri}"},
+                              headers=api.as_("agents-admin"))
+    assert r.status_code == 201, r.text
+    decision = policy.decide(call, profile, CallState(suspended=api.store.suspended()))
+    assert decision.effect == "deny" and decision.rule_ids == ("suspended",)

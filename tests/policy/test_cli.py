@@ -54,6 +54,25 @@ def test_explain_internal_recipient(capsys: pytest.CaptureFixture[str]) -> None:
     assert "inside the organisation" in out and "TRIFECTA" not in out
 
 
+def test_explain_a_resource_read_after_an_external_send_is_the_trifecta(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["policy", "explain", "--resource", "demo__workspace://inbox/inbox-001", "--legs", "E"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("resource  workspace://inbox/inbox-001")
+    assert "upstreams.demo.resources['workspace://inbox/*']" in out and "decision  HOLD" in out
+
+
+def test_explain_an_unclassified_resource_counts_as_private_and_untrusted(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["policy", "explain", "--resource", "files__file:///srv/report.txt"]) == 0
+    out = capsys.readouterr().out
+    assert "legs P+U, effect read" in out and "decision  ALLOW" in out
+
+
+def test_explain_a_prompt(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["policy", "explain", "--prompt", "demo__triage_inbox", "--args", '{"focus": "billing"}']) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("prompt    demo__triage_inbox") and "upstreams.demo.prompts.triage_inbox" in out
+
+
 def test_explain_with_policy_file_and_pin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pol = tmp_path / "p.yaml"
     pol.write_text("name: p\n")
@@ -69,6 +88,7 @@ def test_explain_with_policy_file_and_pin(tmp_path: Path, capsys: pytest.Capture
     ("argv", "msg"),
     [
         (["--tool", "nounderscore"], "UPSTREAM__TOOL"),
+        (["--resource", "file:///x"], "UPSTREAM__URI"),
         (["--tool", "a__b", "--args", "[1]"], "JSON object"),
         (["--tool", "a__b", "--args", "{"], "Expecting"),
         (["--tool", "a__b", "--legs", "Q"], "unknown leg"),
