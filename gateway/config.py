@@ -84,6 +84,13 @@ class UpstreamConfig(_Strict):
     # both
     connect_timeout: float = Field(default=10.0, gt=0)
     call_timeout: float = Field(default=60.0, gt=0)
+    unsolicited_requests: bool = Field(
+        default=False,
+        strict=True,
+        description="Let this upstream's sampling/elicitation/roots requests reach clients on the GET stream with"
+        " no call in flight (they still need the client's capability). http only: a stdio process is shared by"
+        " every session, so such a request has no client to go to.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -108,6 +115,8 @@ class UpstreamConfig(_Strict):
                 raise ValueError("'url' must be http:// or https://")
         elif not self.command:
             raise ValueError("transport 'stdio' needs 'command'")
+        elif self.unsolicited_requests:
+            raise ValueError("'unsolicited_requests' needs transport 'http' (one stdio process serves all sessions)")
         if self.bearer_token_env and self.bearer_token_file:
             raise ValueError("set only one of 'bearer_token_env' and 'bearer_token_file'")
         oauth = (self.oauth_token_url, self.oauth_client_id, self.oauth_client_secret_env)

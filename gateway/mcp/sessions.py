@@ -2,8 +2,10 @@
 
 A session owns its upstream sessions (opened lazily, one per upstream) and the
 queue of server-initiated messages waiting for its GET stream. Requests an
-upstream sends toward the client are given gateway ids, so the client's answer
-can be routed back to the upstream session that asked.
+upstream sends toward the client are screened first (:func:`screen_request`: only
+those the client declared a capability for, during one of its calls unless the
+operator allows otherwise; a refused one is answered at once) and given gateway
+ids, so the client's answer can be routed back to the upstream session that asked.
 """
 
 from __future__ import annotations
@@ -18,14 +20,52 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.mcp.server_requests import PING, audit_fields, decide, is_server_request, refusal
 from gateway.ports.store import Store, StoreUnavailable
 from gateway.ports.upstream import UpstreamSession
 
 log = logging.getLogger("triplock.sessions")
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
+OnServerRequest = Callable[..., object]
+"""Told of each request an upstream sent toward a client, with ``server_requests.audit_fields`` as keywords."""
 _relay_ids = itertools.count(1)
 OUTBOX_LIMIT = 1000
+
+
+async def screen_request(
+    upstream: UpstreamSession,
+    msg: dict[str, Any],
+    *,
+    capabilities: dict[str, Any] | None,
+    in_flight: bool,
+    allow_unsolicited: bool,
+    principal: str | None,
+    session: str | None,
+    report: OnServerRequest | None,
+) -> bool:
+    """Whether a message ``upstream`` sent toward a client may pass on (see ``server_requests.decide``).
+
+    Notifications and responses pass. A request is decided and reported (relayed or refused); a
+    refused one is answered now with a JSON-RPC error, so the upstream does not wait for an answer
+    that will never come. ``ping`` is answered by the gateway, the upstream's client, and not relayed.
+    """
+    if not is_server_request(msg):
+        return True
+    method = str(msg["method"])
+    if method == PING:
+        await upstream.send_response({"jsonrpc": "2.0", "id": msg["id"], "result": {}})
+        return False
+    verdict = decide(method, capabilities, in_flight=in_flight, allow_unsolicited=allow_unsolicited)
+    if report is not None:
+        try:
+            report(**audit_fields(upstream.upstream, method, verdict, principal, session))
+        except Exception:  # auditing must not break the relay (the audit log reports its own failures)
+            log.exception("could not report a request from upstream %s", upstream.upstream)
+    if not verdict.relay:
+        log.info("upstream %s: %.100s refused (%s)", upstream.upstream, method, verdict.reason)
+        await upstream.send_response(refusal(msg["id"], method, verdict))
+    return verdict.relay
 
 
 @dataclass(eq=False)
@@ -58,9 +98,34 @@ class DownstreamSession:
             "capabilities": self.capabilities,
         }
 
-    async def relay(self, upstream: UpstreamSession, msg: dict[str, Any], emit: Emit | None = None) -> None:
-        """Pass a message from ``upstream`` to the client, on ``emit`` or else the GET stream."""
-        if "method" in msg and "id" in msg:
+    async def relay(
+        self,
+        upstream: UpstreamSession,
+        msg: dict[str, Any],
+        emit: Emit | None = None,
+        *,
+        allow_unsolicited: bool = False,
+        report: OnServerRequest | None = None,
+    ) -> None:
+        """Pass a message from ``upstream`` to the client, on ``emit`` or else the GET stream.
+
+        ``emit`` is the response stream of this client's call in flight to ``upstream``; without
+        it the message came on the upstream's GET stream, outside any call: a request from there
+        is unsolicited, relayed only if ``allow_unsolicited`` (see :func:`screen_request`).
+        """
+        if is_server_request(msg):
+            reachable = not self.closed and (emit is not None or not self.outbox.full())
+            if not await screen_request(
+                upstream,
+                msg,
+                capabilities=self.capabilities if reachable else None,
+                in_flight=emit is not None,
+                allow_unsolicited=allow_unsolicited,
+                principal=self.principal,
+                session=self.id,
+                report=report,
+            ):
+                return
             gateway_id = f"tl-{next(_relay_ids)}"
             self.relayed[gateway_id] = (upstream, msg["id"])
             msg = {**msg, "id": gateway_id}

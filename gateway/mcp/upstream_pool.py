@@ -3,8 +3,10 @@
 Each upstream has one gateway-owned *catalog session* (listing, health,
 stateless-era calls). Handshake-era downstream sessions get their own upstream
 session per upstream, opened lazily on first use and reused, so requests the
-upstream sends to its client reach the right agent. A dead upstream drops out of
-the catalog and is retried with backoff until it comes back.
+upstream sends to its client reach the right agent (when they should: see
+:mod:`gateway.mcp.server_requests`; a request sent to the catalog session has no
+client and is refused). A dead upstream drops out of the catalog and is retried
+with backoff until it comes back.
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ from typing import Any
 
 from gateway.config import UpstreamConfig
 from gateway.mcp.catalog import Catalog, ToolView, UpstreamListing
-from gateway.mcp.sessions import DownstreamSession
-from gateway.ports.upstream import ClientIdentity, UpstreamConnector, UpstreamError, UpstreamSession
+from gateway.mcp.server_requests import is_server_request
+from gateway.mcp.sessions import DownstreamSession, Emit, OnServerRequest, screen_request
+from gateway.ports.upstream import (
+    ClientIdentity,
+    MessageHandler,
+    UpstreamConnector,
+    UpstreamError,
+    UpstreamSession,
+)
 
 log = logging.getLogger("triplock.upstreams")
 
@@ -47,6 +56,7 @@ class UpstreamState:
 
 
 CatalogListener = Callable[[Catalog, Catalog], Awaitable[None]]
+WithSession = Callable[[UpstreamSession], Awaitable[None]]
 
 
 class UpstreamPool:
@@ -58,8 +68,12 @@ class UpstreamPool:
         connectors: Mapping[str, UpstreamConnector],
         *,
         shared: frozenset[str] = frozenset(),
+        on_server_request: OnServerRequest | None = None,
     ) -> None:
         self._states = {c.name: UpstreamState(c, connectors[c.name], shared_sessions=c.name in shared) for c in configs}
+        # Told of every request an upstream sends toward a client, relayed or refused (the app audits them).
+        self.on_server_request = on_server_request
+        self._deferred: set[asyncio.Task[None]] = set()
         self.catalog = Catalog([])
         self.tool_view: ToolView | None = None  # set by the app: the policy's view of each tool
         self._listeners: list[CatalogListener] = []
@@ -88,7 +102,7 @@ class UpstreamPool:
             await asyncio.wait(first, timeout=wait)
 
     async def aclose(self) -> None:
-        for task in [*self._watchers.values(), *self._refreshing.values()]:
+        for task in [*self._watchers.values(), *self._refreshing.values(), *self._deferred]:
             task.cancel()
         for state in self._states.values():
             with contextlib.suppress(Exception):
@@ -101,8 +115,10 @@ class UpstreamPool:
         state = self._states[name]
         if state.up:
             return
+        opened: asyncio.Future[UpstreamSession] = asyncio.get_running_loop().create_future()
         try:
-            session = await state.connector.open_session(ClientIdentity(), self._catalog_handler(name))
+            session = await state.connector.open_session(ClientIdentity(), self._catalog_handler(name, opened))
+            opened.set_result(session)
             state.session = session
             await self._refresh(name)
             state.error = None
@@ -111,6 +127,9 @@ class UpstreamPool:
             state.error = f"{exc.kind}: {exc.detail}"
             log.warning("upstream %s is down (%s); it is out of the catalog until it recovers", name, state.error)
             await self._drop(name)
+        finally:
+            if not opened.done():
+                opened.cancel()
 
     async def _keep_connected(self, name: str) -> None:
         delay = 0.5
@@ -131,13 +150,82 @@ class UpstreamPool:
             state.listing = None
             await self._rebuild()
 
-    def _catalog_handler(self, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    def _catalog_handler(self, name: str, opened: asyncio.Future[UpstreamSession]) -> MessageHandler:
+        """Messages to the gateway's own session outside any call (``opened`` resolves to that session).
+
+        A request there (sampling...) has no client behind it: it is refused, answered and reported.
+        A stdio upstream's request reaches it when no caller is waiting.
+        """
+
         async def handle(msg: dict[str, Any]) -> None:
-            method = msg.get("method", "")
-            if method.endswith("/list_changed"):
+            if str(msg.get("method", "")).endswith("/list_changed"):
                 self.schedule_refresh(name)
+            elif is_server_request(msg):
+
+                async def refuse(session: UpstreamSession) -> None:
+                    await self.screen(session, msg, capabilities=None)
+
+                await self._once_open(opened, refuse)
 
         return handle
+
+    async def _once_open(self, opened: asyncio.Future[UpstreamSession], then: WithSession) -> None:
+        """``then(session)`` once ``opened`` resolves; at once if it has (else later, in a task).
+
+        A session's GET stream runs before ``open_session`` returns, so a message can come first.
+        """
+        if not opened.done():
+            task = asyncio.get_running_loop().create_task(self._after_open(opened, then))
+            self._deferred.add(task)
+            task.add_done_callback(self._deferred.discard)
+        elif not opened.cancelled() and opened.exception() is None:
+            await then(opened.result())
+
+    async def _after_open(self, opened: asyncio.Future[UpstreamSession], then: WithSession) -> None:
+        await asyncio.wait([opened])
+        await self._once_open(opened, then)
+
+    def allows_unsolicited(self, name: str) -> bool:
+        """The operator lets ``name``'s requests reach clients outside their calls (``unsolicited_requests``)."""
+        state = self._states.get(name)
+        return state is not None and state.config.unsolicited_requests
+
+    async def screen(
+        self,
+        upstream: UpstreamSession,
+        msg: dict[str, Any],
+        *,
+        capabilities: dict[str, Any] | None,
+        in_flight: bool = False,
+        principal: str | None = None,
+        session: str | None = None,
+    ) -> bool:
+        """``sessions.screen_request`` with the upstream's setting and the pool's reporter.
+
+        For messages that reach no downstream session: stateless calls, the gateway's own sessions.
+        """
+        return await screen_request(
+            upstream,
+            msg,
+            capabilities=capabilities,
+            in_flight=in_flight,
+            allow_unsolicited=self.allows_unsolicited(upstream.upstream),
+            principal=principal,
+            session=session,
+            report=self.on_server_request,
+        )
+
+    async def relay(
+        self, downstream: DownstreamSession, upstream: UpstreamSession, msg: dict[str, Any], emit: Emit | None = None
+    ) -> None:
+        """``downstream.relay`` with the upstream's setting and the pool's reporter."""
+        await downstream.relay(
+            upstream,
+            msg,
+            emit,
+            allow_unsolicited=self.allows_unsolicited(upstream.upstream),
+            report=self.on_server_request,
+        )
 
     def schedule_refresh(self, name: str) -> None:
         """Refresh one upstream's listing soon (coalesces bursts of list_changed)."""
@@ -223,21 +311,19 @@ class UpstreamPool:
             return await asyncio.shield(pending)
         future: asyncio.Future[UpstreamSession] = asyncio.get_running_loop().create_future()
         downstream.opening[name] = future
-        holder: list[UpstreamSession] = []
 
         async def on_server_message(msg: dict[str, Any]) -> None:
-            if msg.get("method", "").endswith("/list_changed"):
+            # Outside any call (the upstream's GET stream): a request from here is unsolicited.
+            if str(msg.get("method", "")).endswith("/list_changed"):
                 self.schedule_refresh(name)
                 return
-            if holder:
-                await downstream.relay(holder[0], msg)
+            await self._once_open(future, lambda session: self.relay(downstream, session, msg))
 
         try:
             identity = ClientIdentity(
                 client_info=downstream.client_info, capabilities=downstream.capabilities, principal=downstream.principal
             )
             session = await state.connector.open_session(identity, on_server_message)
-            holder.append(session)
             downstream.upstreams[name] = session
             future.set_result(session)
             return session

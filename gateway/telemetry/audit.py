@@ -53,6 +53,7 @@ class EventType:
     PIN_UPDATED = "triplock.pin.updated"  # a changed definition was re-approved and re-pinned
     CONFIG_RELOADED = "triplock.config.reloaded"
     UPSTREAM_ADDED = "triplock.upstream.added"
+    UPSTREAM_REQUEST = "triplock.upstream.request"  # an upstream's request to a client: relayed or refused
 
 
 def _jsonable(value: Any) -> Any:
