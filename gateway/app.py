@@ -209,7 +209,7 @@ def build_gateway(settings: Settings) -> Gateway:
     # Every request an upstream sends toward a client (sampling...), relayed or refused, is audited.
     pool.on_server_request = lambda **fields: obs.audit.emit(EventType.UPSTREAM_REQUEST, **fields)
     router = Router(pool, telemetry=obs.telemetry)
-    guard = GuardedPath(router.forward_raw, policy, store, approvals, access=access, observers=obs.observers)
+    guard = GuardedPath(router.forwarder.forward_raw, policy, store, approvals, access=access, observers=obs.observers)
     router.guard = guard
     router.visibility_key = access.roles_of  # what the guard lets a caller see depends on its roles only
     endpoint = McpEndpoint(settings.server, router, sessions, authenticator)

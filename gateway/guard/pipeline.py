@@ -37,7 +37,7 @@ from policy.models import NO_LEGS
 log = logging.getLogger("triplock.guard")
 
 Forward = Callable[[RequestContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]
-"""Sends one message to an upstream and returns its response message (the router's ``forward_raw``)."""
+"""Sends one message to an upstream and returns its response message (``UpstreamForwarder.forward_raw``)."""
 
 _LEGS: dict[frozenset[str], frozenset[Leg]] = {}
 _NOT_FOUND = {"tool": "Unknown tool", "prompt": "Unknown prompt", "resource": "Resource not found"}

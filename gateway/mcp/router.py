@@ -12,21 +12,20 @@ sees what it could not use.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
 from gateway.guard.answers import tool_error
 from gateway.guard.target import Target, TargetKind
 from gateway.mcp.catalog import BadCursor, Catalog
 from gateway.mcp.context import RequestContext
+from gateway.mcp.forward import UpstreamForwarder
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, ProtocolError, result_response
 from gateway.mcp.tasks import TaskRegistry, client_wants_tasks
 from gateway.mcp.upstream_pool import UpstreamPool
-from gateway.ports.upstream import UpstreamError, UpstreamSession
 from gateway.telemetry.tracing import DISABLED as _NO_TELEMETRY
 from gateway.telemetry.tracing import Telemetry
 
@@ -37,7 +36,6 @@ INSTRUCTIONS = (
     "Triplock gateway: tools from several MCP servers, named UPSTREAM__TOOL. "
     "Some calls are held for a human's approval; a held call answers with an approval id."
 )
-_ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
 _LIST_KINDS: dict[str, tuple[str, TargetKind]] = {
     "tools/list": ("tools", "tool"),
     "prompts/list": ("prompts", "prompt"),
@@ -70,24 +68,13 @@ def negotiate_version(requested: Any) -> str:
     return requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
 
 
-def strip_envelope(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop the stateless era's per-request envelope keys before forwarding to an upstream."""
-    meta = params.get("_meta")
-    if not isinstance(meta, dict) or not (_ENVELOPE_KEYS & meta.keys()):
-        return params
-    rest = {k: v for k, v in meta.items() if k not in _ENVELOPE_KEYS}
-    out = {k: v for k, v in params.items() if k != "_meta"}
-    if rest:
-        out["_meta"] = rest
-    return out
-
-
 class Router:
     """Maps MCP methods to answers: the catalog's, the gateway's own, or the guarded path's."""
 
     def __init__(self, pool: UpstreamPool, telemetry: Telemetry | None = None) -> None:
         self.pool = pool
-        self.telemetry = telemetry or _NO_TELEMETRY  # CLIENT spans + trace context toward upstreams
+        self.telemetry = telemetry or _NO_TELEMETRY  # the endpoint's SERVER spans
+        self.forwarder = UpstreamForwarder(pool, self.telemetry)  # the guard's last step, and logging/setLevel
         self.guard: Guard = _NoGuard()  # the app installs the guarded path once built
         # What the guard's listing answer depends on (the caller's roles): listings are cached per key.
         self.visibility_key: Callable[[RequestContext], Hashable] | None = None
@@ -174,7 +161,7 @@ class Router:
                 if not self.guard.may_reach(ctx, "resource", name, ""):
                     continue  # only upstreams the caller may use hear from it
                 try:
-                    await self.forward(ctx, name, msg)
+                    await self.forwarder.forward(ctx, name, msg)
                 except ProtocolError as exc:
                     log.info("upstream %s did not take logging/setLevel: %s", name, exc.message)
             return {}
@@ -282,84 +269,6 @@ class Router:
         if method == "tasks/list":
             return self.tasks.list(owner)
         raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}")
-
-    # -- forwarding (the guard's last step) -----------------------------------------------------
-    async def upstream_session(self, ctx: RequestContext, name: str) -> UpstreamSession:
-        if ctx.session is None:
-            return self.pool.catalog_session(name)
-        return await self.pool.session_for(ctx.session, name)
-
-    async def forward(self, ctx: RequestContext, upstream: str, msg: dict[str, Any]) -> dict[str, Any]:
-        """Send ``msg`` to ``upstream``; return its result, or its JSON-RPC error message as-is.
-
-        Raises :class:`ProtocolError` naming the upstream when it cannot answer.
-        """
-        try:
-            reply = await self.forward_raw(ctx, upstream, msg)
-        except UpstreamError as exc:
-            raise ProtocolError(INTERNAL_ERROR, f"Upstream {upstream!r} failed: {exc.kind}: {exc.detail}") from None
-        if "error" in reply:
-            return reply
-        result = reply.get("result")
-        if not isinstance(result, dict):
-            raise ProtocolError(INTERNAL_ERROR, f"Upstream {upstream!r} answered without a result object")
-        return result
-
-    async def forward_raw(self, ctx: RequestContext, upstream: str, msg: dict[str, Any]) -> dict[str, Any]:
-        """Send ``msg`` and return the upstream's response message; retries once on an expired session."""
-        params = msg.get("params")
-        if ctx.modern and isinstance(params, dict):
-            msg = {**msg, "params": strip_envelope(params)}
-        config = self.pool.config(upstream)
-        # Stateless requests share the gateway's own upstream session: the caller is named per request.
-        caller = ctx.principal if ctx.session is None else None
-        with self.telemetry.client_span(upstream, msg, config) as span:  # CLIENT span; NOOP when off
-            msg = span.inject(msg)  # W3C trace context into params._meta
-            for attempt in (1, 2):
-                session = await self.upstream_session(ctx, upstream)
-                on_message = self._relay_to(ctx, session, upstream)
-                try:
-                    reply = await session.request(
-                        msg, on_message=on_message, timeout=config.call_timeout, principal=caller
-                    )
-                    return span.reply(reply)
-                except UpstreamError as exc:
-                    # The upstream forgot the session, so it never saw this request: safe to retry once.
-                    if exc.kind != "session_expired" or attempt == 2:
-                        raise
-                    if ctx.session is not None:
-                        ctx.session.upstreams.pop(upstream, None)
-        raise AssertionError("unreachable")
-
-    def _relay_to(
-        self, ctx: RequestContext, upstream_session: UpstreamSession, upstream: str
-    ) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
-        """Where messages the upstream sends during this request go: this request's response stream.
-
-        ``list_changed`` is the gateway's own business: it refreshes the catalog, and clients hear
-        about the change from the gateway (the aggregated list is what changed for them). A request
-        (sampling...) arrives during this call, so it is in flight; it is screened first (see
-        ``gateway.mcp.server_requests``): without a response stream it cannot reach the client.
-        """
-        emit, downstream, pool = ctx.emit, ctx.session, self.pool
-        session_id = downstream.id if downstream is not None else None
-
-        async def relay(message: dict[str, Any]) -> None:
-            if str(message.get("method", "")).endswith("/list_changed"):
-                pool.schedule_refresh(upstream)
-            elif downstream is not None and emit is not None:
-                await pool.relay(downstream, upstream_session, message, emit)
-            elif await pool.screen(
-                upstream_session,
-                message,
-                capabilities=ctx.client_capabilities if emit is not None else None,
-                in_flight=True,
-                principal=ctx.principal,
-                session=session_id,
-            ) and emit is not None:
-                await emit(message)  # stateless: the client's own envelope capabilities decided
-
-        return relay
 
     def down_upstream_for(self, exposed: str) -> str | None:
         """The configured-but-down upstream whose namespace ``exposed`` falls in, if any."""

@@ -84,6 +84,7 @@ class DownstreamSession:
     get_stream_open: bool = False
     relayed: dict[str, tuple[UpstreamSession, Any]] = field(default_factory=dict)
     in_flight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
+    calls_to: dict[str, int] = field(default_factory=dict)  # forwarded calls in flight, per upstream
     asked: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     initialized: bool = False
     closed: bool = False
@@ -110,8 +111,10 @@ class DownstreamSession:
         """Pass a message from ``upstream`` to the client, on ``emit`` or else the GET stream.
 
         ``emit`` is the response stream of this client's call in flight to ``upstream``; without
-        it the message came on the upstream's GET stream, outside any call: a request from there
-        is unsolicited, relayed only if ``allow_unsolicited`` (see :func:`screen_request`).
+        it the message came on the upstream's GET stream. A request from there is in flight when
+        one of this client's calls to that upstream is (SDK servers send ``roots/list`` that way
+        during a call); otherwise it is unsolicited, relayed only if ``allow_unsolicited`` (see
+        :func:`screen_request`).
         """
         if is_server_request(msg):
             reachable = not self.closed and (emit is not None or not self.outbox.full())
@@ -119,7 +122,7 @@ class DownstreamSession:
                 upstream,
                 msg,
                 capabilities=self.capabilities if reachable else None,
-                in_flight=emit is not None,
+                in_flight=emit is not None or self.calls_to.get(upstream.upstream, 0) > 0,
                 allow_unsolicited=allow_unsolicited,
                 principal=self.principal,
                 session=self.id,

@@ -94,6 +94,10 @@ def build_upstream() -> MCPServer:
         related = ServerMessageMetadata(related_request_id=ctx.request_id)
         return await outcome(ctx.session.send_request(ListRootsRequest(), ListRootsResult, metadata=related))
 
+    @server.tool(description="Asks the client's roots the SDK's plain way: on the GET stream, during this call")
+    async def list_roots_plainly(ctx: Context) -> str:
+        return await outcome(ctx.session.list_roots())
+
     @server.tool(description="Pings its client (the gateway), on the GET stream")
     async def ping_client(ctx: Context) -> str:
         try:
@@ -308,6 +312,18 @@ async def test_in_call_roots_list_needs_the_roots_capability(gateway: Gateway) -
         answer = text_of(await client.call_tool(f"{TOOL}ask_roots", {}))
     assert answer.endswith("roots/list: the client did not declare the roots capability"), answer
     await one_event(tail, method="roots/list", outcome="refused", reason="capability_not_declared")
+
+
+async def test_a_get_stream_request_during_a_call_of_this_client_is_in_flight(gateway: Gateway) -> None:
+    """The SDK's ``list_roots()`` goes on the upstream's GET stream; during one of this client's calls
+    to that upstream it is in flight, not unsolicited (the default gateway refuses unsolicited ones)."""
+    async def on_roots(context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=FileUrl("file:///srv/work"))])
+
+    tail = AuditTail(gateway.audit)
+    async with Client(gateway.mcp, mode="legacy", list_roots_callback=on_roots) as client:
+        assert text_of(await client.call_tool(f"{TOOL}list_roots_plainly", {})) == "answered: ['file:///srv/work']"
+    await one_event(tail, method="roots/list", outcome="relayed")
 
 
 async def test_upstream_ping_is_answered_by_the_gateway(gateway: Gateway) -> None:
