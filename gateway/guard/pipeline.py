@@ -100,7 +100,12 @@ class GuardedPath:
         if isinstance(meta, dict):
             record.progress_token = meta.get("progressToken")
         try:
-            if not self.may_reach(ctx, target.kind, target.upstream, target.name):
+            access = self.access
+            if access is not None and not (
+                access.may_call(ctx, target.upstream, target.name)  # tools: inline of may_reach (hot path)
+                if target.kind == "tool"
+                else access.may_use_upstream(ctx, target.upstream)
+            ):
                 return self._unauthorized(record, target)
             return await self._run(record, target, msg)
         finally:

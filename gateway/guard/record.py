@@ -16,7 +16,7 @@ from gateway.ports.store import PendingApproval
 from policy import Decision, Leg, ToolCall, ToolProfile
 
 
-@dataclass
+@dataclass(slots=True)
 class CallRecord:
     """Everything known about one guarded request, handed to observers as it progresses."""
 

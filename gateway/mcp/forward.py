@@ -15,7 +15,6 @@ from typing import Any
 
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
-from gateway.config import UpstreamConfig
 from gateway.mcp.context import RequestContext
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, ProtocolError
 from gateway.mcp.upstream_pool import UpstreamPool
@@ -77,30 +76,25 @@ class UpstreamForwarder:
         if downstream is not None:
             downstream.calls_to[upstream] = downstream.calls_to.get(upstream, 0) + 1
         try:
-            return await self._send(ctx, upstream, msg, config, caller)
+            with self.telemetry.client_span(upstream, msg, config) as span:  # CLIENT span; NOOP when off
+                msg = span.inject(msg)  # W3C trace context into params._meta
+                for attempt in (1, 2):
+                    session = await self.upstream_session(ctx, upstream)
+                    on_message = self._relay_to(ctx, session, upstream)
+                    try:
+                        reply = await session.request(
+                            msg, on_message=on_message, timeout=config.call_timeout, principal=caller
+                        )
+                        return span.reply(reply)
+                    except UpstreamError as exc:
+                        # The upstream forgot the session, so it never saw this request: safe to retry once.
+                        if exc.kind != "session_expired" or attempt == 2:
+                            raise
+                        if ctx.session is not None:
+                            ctx.session.upstreams.pop(upstream, None)
         finally:
             if downstream is not None:
                 downstream.calls_to[upstream] -= 1
-
-    async def _send(
-        self, ctx: RequestContext, upstream: str, msg: dict[str, Any], config: UpstreamConfig, caller: str | None
-    ) -> dict[str, Any]:
-        with self.telemetry.client_span(upstream, msg, config) as span:  # CLIENT span; NOOP when off
-            msg = span.inject(msg)  # W3C trace context into params._meta
-            for attempt in (1, 2):
-                session = await self.upstream_session(ctx, upstream)
-                on_message = self._relay_to(ctx, session, upstream)
-                try:
-                    reply = await session.request(
-                        msg, on_message=on_message, timeout=config.call_timeout, principal=caller
-                    )
-                    return span.reply(reply)
-                except UpstreamError as exc:
-                    # The upstream forgot the session, so it never saw this request: safe to retry once.
-                    if exc.kind != "session_expired" or attempt == 2:
-                        raise
-                    if ctx.session is not None:
-                        ctx.session.upstreams.pop(upstream, None)
         raise AssertionError("unreachable")
 
     def _relay_to(
