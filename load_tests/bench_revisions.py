@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -41,26 +42,30 @@ def worktree(ref: str) -> Iterator[Path]:
             subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, capture_output=True)
 
 
-def run(baseline: str, duration: float, connections: int, rounds: int) -> list[tuple[str, str, list[LoadResult]]]:
+def run(baseline: str, duration: float, connections: int, rounds: int, pin: bool = False,
+        configs: tuple[str, ...] = tuple(CONFIGS)) -> list[tuple[str, str, list[LoadResult]]]:
     up_port = free_port()
     up_url = f"http://127.0.0.1:{up_port}/mcp"
     out: list[tuple[str, str, list[LoadResult]]] = []
     with worktree(baseline) as base, tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as stack:
         stack.enter_context(process([python(), "-m", "load_tests.lean_upstream", str(up_port)], up_url, ok=(405,)))
         sides = []
-        for config, extra in CONFIGS.items():
+        for config, extra in ((c, CONFIGS[c]) for c in configs):
             for label, tree in ((f"baseline {baseline}", base), ("this tree", REPO)):
                 d = Path(tmpdir) / f"{config}-{len(sides)}"
                 d.mkdir()
                 port = free_port()
                 cfg = triplock_config(d / "gw.toml", port, up_url, extra)
                 env = {**NO_OTEL, "PYTHONPATH": str(tree)}
-                proc = stack.enter_context(process([python(), "-m", "gateway.cli", "serve", "--config", str(cfg)],
-                                                   f"http://127.0.0.1:{port}/readyz", env=env, cwd=tree))
+                # --pin: every gateway on the last core, so both revisions run on the same one
+                taskset = ["taskset", "-c", str((os.cpu_count() or 1) - 1)] if pin else []
+                cmd = [*taskset, python(), "-m", "gateway.cli", "serve", "--config", str(cfg)]
+                proc = stack.enter_context(process(cmd, f"http://127.0.0.1:{port}/readyz", env=env, cwd=tree))
                 sides.append((config, label, port, proc))
         results: dict[tuple[str, str], list[LoadResult]] = {(c, lb): [] for c, lb, _, _ in sides}
-        for _ in range(rounds):
-            for config, label, port, proc in sides:
+        for n in range(rounds):
+            # Every other round runs the sides in reverse, so neither revision always goes first.
+            for config, label, port, proc in sides if n % 2 == 0 else reversed(sides):
                 url = f"http://127.0.0.1:{port}/mcp"
                 results[(config, label)].append(run_wrk(url, CALL, _headers(open_session(url)), connections=connections,
                                                         seconds=duration, target_pid=proc.pid))
@@ -92,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", required=True, help="git revision to compare against (e.g. a commit id)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per run (max 30)")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (max 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (max 20)")
+    parser.add_argument("--pin", action="store_true", help="run every gateway on the same (last) core")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {', '.join(CONFIGS)}")
     args = parser.parse_args(argv)
-    duration, rounds = min(args.duration, 30.0), max(1, min(args.rounds, 10))
-    rows = run(args.baseline, duration, args.connections, rounds)
+    duration, rounds = min(args.duration, 30.0), max(1, min(args.rounds, 20))
+    rows = run(args.baseline, duration, args.connections, rounds, args.pin, tuple(args.configs.split(",")))
     print_table(rows, args.connections, duration)
     return 1 if any(r.errors for _, _, rs in rows for r in rs) else 0
 
