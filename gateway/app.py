@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,15 +28,19 @@ from adapters.upstreams.stdio import StdioUpstream
 from adapters.upstreams.streamable_http import HttpUpstream
 from gateway.approvals.api import ApprovalsUISettings
 from gateway.approvals.api import build_routes as approval_routes
+from gateway.approvals.pins_api import PinAdmins, PinsApi
 from gateway.config import Settings, StoreConfig, UpstreamConfig
 from gateway.guard.hold import Approvals, HoldSettings
+from gateway.guard.pin_book import PinBook
 from gateway.guard.pipeline import GuardedPath
 from gateway.guard.policy_runtime import PolicyRuntime
 from gateway.identity import oauth_metadata, suspension_api
 from gateway.identity.authenticators import build_authenticator
+from gateway.identity.origin import OriginGuard, OriginPolicy
 from gateway.identity.roles import AccessPolicy
 from gateway.mcp.catalog import Catalog
 from gateway.mcp.endpoint import McpEndpoint, Receive, Scope, Send
+from gateway.mcp.rate_limit import RateLimiter
 from gateway.mcp.router import Router
 from gateway.mcp.sessions import SessionRegistry
 from gateway.mcp.upstream_pool import UpstreamPool
@@ -46,6 +51,7 @@ from gateway.telemetry.observers import Observability, build_observability
 from policy import PolicyError
 
 log = logging.getLogger("triplock")
+CATALOG_COLLISION = "triplock.catalog.collision"  # a name two upstreams claim, exposed from neither
 
 
 def demo_upstream_config() -> UpstreamConfig:
@@ -70,20 +76,22 @@ def build_store(cfg: StoreConfig) -> Store:
     if cfg.kind == "redis":
         from adapters.stores.redis_store import RedisStore
 
-        return RedisStore(cfg.redis_url)
+        return RedisStore(cfg.redis_url, socket_timeout=cfg.timeout, connect_timeout=min(1.0, cfg.timeout),
+                          health_interval=cfg.health_interval)
     if cfg.kind == "memory":
         from adapters.stores.memory_store import MemoryStore
 
         return MemoryStore()
     from adapters.stores.sqlite_store import SqliteStore
 
-    return SqliteStore(cfg.path)
+    return SqliteStore(cfg.path, busy_timeout=cfg.timeout, health_interval=cfg.health_interval)
 
 
-def build_connector(config: UpstreamConfig) -> UpstreamConnector:
+def build_connector(config: UpstreamConfig, on_limit: Callable[[str, str], None] | None = None) -> UpstreamConnector:
+    """The upstream's transport; ``on_limit(limit, upstream)`` hears of every answer a size limit refused."""
     if config.transport == "http":
-        return HttpUpstream(config)
-    return StdioUpstream(config)
+        return HttpUpstream(config, on_limit)
+    return StdioUpstream(config, on_limit)
 
 
 @dataclass
@@ -100,6 +108,7 @@ class Gateway:
     policy: PolicyRuntime
     guard: GuardedPath
     obs: Observability | None = None
+    pins: PinBook | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]] | None] = field(default_factory=list)
 
@@ -107,6 +116,11 @@ class Gateway:
         if scope["type"] == "http" and scope["path"] == self.settings.server.path:
             await self.endpoint(scope, receive, send)
             return
+        if scope["type"] == "lifespan" and self.obs is not None:
+            # Triplock's own HTTP server offers its counters here (adapters.http.limits.LIFESPAN_EXTENSION).
+            server = scope.get("extensions", {}).get("triplock.http_server")
+            if server is not None:
+                self.obs.telemetry.metrics.observe_http_server(server["connections"], server["refusals"])
         await self.web(scope, receive, send)  # type: ignore[arg-type]
 
     async def startup(self) -> None:
@@ -117,6 +131,14 @@ class Gateway:
         self.sessions.start()
         self.background.append(asyncio.create_task(self._expire_approvals(), name="approval-expiry"))
         self.background.append(asyncio.create_task(self._watch_policy(), name="policy-watch"))
+        if self.pins is not None:
+            self.background.append(asyncio.create_task(self._watch_pins(self.pins), name="pin-watch"))
+
+    async def _watch_pins(self, pins: PinBook, interval: float = 1.0) -> None:
+        """Pins re-approved through another process (or the CLI against it) reach this catalog within a second."""
+        while True:
+            await asyncio.sleep(interval)
+            await pins.watch()
 
     async def shutdown(self) -> None:
         for task in self.background:
@@ -178,17 +200,21 @@ class Gateway:
 def build_gateway(settings: Settings) -> Gateway:
     """Wire a gateway from validated settings (no I/O until startup)."""
     configs = upstream_configs(settings)
-    connectors = {c.name: build_connector(c) for c in configs}
+    # Size limits are counted in the metrics built below (called only once serving).
+    connectors = {c.name: build_connector(c, lambda lim, up: obs.telemetry.metrics.limit_exceeded(lim, up))
+                  for c in configs}
     pool = UpstreamPool(configs, connectors, shared=frozenset(c.name for c in configs if c.transport == "stdio"))
     policy = PolicyRuntime(settings.policy)
     pool.tool_view = policy.tool_view
     store = build_store(settings.store)
     sessions = SessionRegistry(
-        settings.server.session_idle_seconds, owns_upstream_sessions=lambda n: not pool.is_shared(n), store=store
+        settings.server.session_idle_seconds, owns_upstream_sessions=lambda n: not pool.is_shared(n), store=store,
+        max_per_principal=settings.limits.sessions_per_principal,
     )
     access = AccessPolicy.from_config(settings.auth)
     authenticator = build_authenticator(settings, access)
-    ui = ApprovalsUISettings.from_settings(settings)
+    # Approvers are principals: approver tokens, plus (unless auth.mode is none) any principal whose roles approve.
+    ui = ApprovalsUISettings.from_settings(settings, authenticator=authenticator, access=access)
     notifier = notifier_from_env()
     hold = HoldSettings(
         hold_wait=settings.approvals.hold_wait,
@@ -209,10 +235,21 @@ def build_gateway(settings: Settings) -> Gateway:
     # Every request an upstream sends toward a client (sampling...), relayed or refused, is audited.
     pool.on_server_request = lambda **fields: obs.audit.emit(EventType.UPSTREAM_REQUEST, **fields)
     router = Router(pool, telemetry=obs.telemetry)
-    guard = GuardedPath(router.forwarder.forward_raw, policy, store, approvals, access=access, observers=obs.observers)
+    guard = GuardedPath(router.forwarder.forward_raw, policy, store, approvals, access=access, observers=obs.observers,
+                        after_record=obs.after_record,  # durable audit: an answer waits for its record
+                        on_state_write_failed=obs.telemetry.metrics.state_write_failed)
     router.guard = guard
     router.visibility_key = access.roles_of  # what the guard lets a caller see depends on its roles only
     endpoint = McpEndpoint(settings.server, router, sessions, authenticator)
+    if settings.limits.requests_per_second:
+        endpoint.limiter = RateLimiter(settings.limits.requests_per_second, settings.limits.request_burst)
+    # Pins: a tool whose definition changed is withheld from listings until an admin re-approves it.
+    pins = PinBook(store, policy, entries=lambda: pool.catalog.tools.values(), rebuild=pool.rebuild,
+                   repin=guard.state.set_pin, forget_cached=guard.state.forget_pins, audit=obs.audit.emit)
+    pool.withhold, pool.on_listing = pins.withhold, pins.on_listing
+    pool.on_collision = lambda c: obs.audit.emit(CATALOG_COLLISION, kind=c.kind, name=c.exposed,
+                                                 upstreams=list(c.upstreams), reason=c.reason)
+    pin_admins = PinAdmins(authenticator, access, local_dev=settings.auth.mode == "none")
 
     async def announce_changes(old: Catalog, new: Catalog) -> None:
         for name in sorted(set(new.upstreams) - set(old.upstreams)):
@@ -235,10 +272,18 @@ def build_gateway(settings: Settings) -> Gateway:
     async def readyz(request: Request) -> Response:
         ups = pool.health()
         store_ok = await store.ping()
-        ready = store_ok and all(u["up"] for u in ups.values())
+        # A full audit backlog refuses guarded calls (fail closed): not ready either.
+        ready = store_ok and all(u["up"] for u in ups.values()) and not obs.audit.full
+        # Why not: each down upstream by name and reason, each refused name collision by its upstreams.
+        problems = [f"upstream {n!r} is down: {u['error']}" for n, u in ups.items() if not u["up"]]
+        problems += [c.describe() for c in pool.catalog.collisions]
+        ready = ready and not problems
         body: dict[str, Any] = {
             "status": "ready" if ready else "not ready",
+            "problems": problems,
             "upstreams": ups,
+            "collisions": [{"kind": c.kind, "name": c.exposed, "upstreams": list(c.upstreams)}
+                           for c in pool.catalog.collisions],
             "store": {"kind": settings.store.kind, "ok": store_ok},
             "audit": obs.audit.health(),
         }
@@ -257,14 +302,17 @@ def build_gateway(settings: Settings) -> Gateway:
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        *approval_routes(store, ui, notifier=notifier, audit=obs.audit.emit),
+        *approval_routes(store, ui, notifier=notifier, audit=obs.audit.emit, pins=pins, pin_admins=pin_admins),
+        *PinsApi(pins, pin_admins).routes(),
         Route(settings.telemetry.metrics_path, obs.telemetry.metrics.endpoint),
         *oauth_metadata.routes(settings),
         *suspension_api.routes(store, authenticator, access, audit=obs.audit.emit),
     ]
-    web = Starlette(routes=routes, lifespan=lifespan)
+    # Host, Origin and cross-site writes are checked before any route runs, in every auth mode.
+    web_origins = OriginPolicy.from_config(settings.server, urls=(ui.console_url,))
+    web = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(OriginGuard, policy=web_origins)])
     gateway = Gateway(settings, pool, sessions, router, endpoint, web, store, policy, guard)
-    gateway.obs = obs
+    gateway.obs, gateway.pins = obs, pins
     gateway.closers.append(obs.shutdown)
     gateway.closers.append(getattr(authenticator, "aclose", None))
     if notifier is not None:

@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{0,32}$")
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
+_UNSAFE_HEADER_VALUE_RE = re.compile(r"[\r\n\x00]")
 
 
 class _Strict(BaseModel):
@@ -39,6 +41,33 @@ class ServerConfig(_Strict):
     )
     workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    runtime: Literal["triplock", "uvicorn"] = Field(
+        default="triplock",
+        description="HTTP server: Triplock's own (uvloop + httptools; cheapest, every limit below) or uvicorn"
+        " (uvloop + httptools; widely used; only keepalive_timeout_seconds and max_connections apply).",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description="From a request's first byte to the end of its head; then 408 and close (slowloris).",
+    )
+    body_idle_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Silence allowed in the middle of a request body; then 408 and close."
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="A whole request body (time spent waiting on the gateway not counted); then 408 and close.",
+    )
+    keepalive_timeout_seconds: float = Field(
+        default=75.0, gt=0, le=3600,
+        description="Idle kept-alive connections are closed after this; keep it above a load balancer's idle timeout.",
+    )
+    max_connections: int = Field(
+        default=4096, ge=1, le=1_000_000,
+        description="Open client connections per process; beyond it a new one gets 503 with Retry-After.",
+    )
+    max_header_bytes: int = Field(
+        default=65536, ge=1024, le=1024 * 1024, description="Request line and header fields; beyond it 431."
+    )
 
     @field_validator("path")
     @classmethod
@@ -46,6 +75,12 @@ class ServerConfig(_Strict):
         if not v.startswith("/"):
             raise ValueError("must start with '/'")
         return v
+
+    @model_validator(mode="after")
+    def _body_timeouts(self) -> ServerConfig:
+        if self.body_idle_timeout_seconds > self.body_timeout_seconds:
+            raise ValueError("body_idle_timeout_seconds must not exceed body_timeout_seconds")
+        return self
 
     @property
     def is_loopback(self) -> bool:
@@ -84,6 +119,12 @@ class UpstreamConfig(_Strict):
     # both
     connect_timeout: float = Field(default=10.0, gt=0)
     call_timeout: float = Field(default=60.0, gt=0)
+    max_response_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest answer read from this upstream: a JSON body, one SSE line or event, one stdio line."
+        " Over it the call fails naming the limit and the gateway stops reading (the connection is closed).",
+    )
     unsolicited_requests: bool = Field(
         default=False,
         strict=True,
@@ -97,6 +138,24 @@ class UpstreamConfig(_Strict):
     def _valid_name(cls, v: str) -> str:
         if not _NAME_RE.match(v):
             raise ValueError("must be 1-32 characters of A-Z a-z 0-9 _ -")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _safe_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        # A CR or LF in a value would let it add headers (or a body) to every upstream request.
+        for name, value in v.items():
+            if not _HEADER_NAME_RE.match(name):
+                raise ValueError(f"header name {name!r} is not an HTTP token")
+            if _UNSAFE_HEADER_VALUE_RE.search(value):
+                raise ValueError(f"value of header {name!r} contains CR, LF or NUL")
+        return v
+
+    @field_validator("identity_header")
+    @classmethod
+    def _identity_header_name(cls, v: str | None) -> str | None:
+        if v is not None and not _HEADER_NAME_RE.match(v):
+            raise ValueError(f"{v!r} is not an HTTP header name (a token)")
         return v
 
     @field_validator("prefix")
@@ -143,6 +202,27 @@ class UpstreamConfig(_Strict):
         return None
 
 
+class LimitsConfig(_Strict):
+    """What one principal may make one gateway process hold. Counted per process: with N processes or
+    replicas (``server.workers``, several gateways behind a balancer) a principal gets N times these."""
+
+    sessions_per_principal: int = Field(
+        default=100,
+        ge=0,
+        description="Live handshake-era sessions one principal may hold; initialize beyond it gets HTTP 429"
+        " until one ends or idles out. 0: no limit.",
+    )
+    requests_per_second: float = Field(
+        default=100.0,
+        ge=0,
+        description="Sustained HTTP requests per second per principal (a token bucket); over it HTTP 429 with"
+        " Retry-After. 0: no limit.",
+    )
+    request_burst: int = Field(
+        default=200, ge=1, description="Requests a principal may send at once above the sustained rate."
+    )
+
+
 class PolicyConfig(_Strict):
     file: Path | None = None
     preset: Literal["lockdown", "controlled", "open"] = "controlled"
@@ -152,6 +232,16 @@ class StoreConfig(_Strict):
     kind: Literal["sqlite", "memory", "redis"] = "sqlite"
     path: Path = Path("triplock-state.sqlite")
     redis_url: str = "redis://127.0.0.1:6379/0"
+    timeout: float = Field(
+        default=2.0, gt=0, le=60,
+        description="Seconds one store operation may take (Redis socket timeout, SQLite busy timeout) before the"
+        " store counts as unavailable: a frozen store fails closed instead of hanging calls.",
+    )
+    health_interval: float = Field(
+        default=1.0, gt=0, le=60,
+        description="Seconds between the store's health probes (a small write); while it fails, writes, E legs"
+        " and holds are refused, even on sessions whose state is cached.",
+    )
 
 
 class ApprovalsConfig(_Strict):
@@ -165,7 +255,8 @@ class ApprovalsConfig(_Strict):
     )
     approver_tokens_env: str = Field(
         default="TRIPLOCK_APPROVER_TOKENS",
-        description="Env var with comma-separated name=token pairs for approvers (until identity lands).",
+        description="Env var with comma-separated name=token pairs for approvers (automation, local development);"
+        " a token's name is its principal id. Principals whose roles approve use their own API key or JWT.",
     )
 
 
@@ -206,6 +297,21 @@ class AuditConfig(_Strict):
     redis_url: str | None = Field(default=None, description="Defaults to store.redis_url.")
     redis_stream: str = "triplock:audit"
     backlog_alert: int = Field(default=100_000, ge=1, description="Undelivered records that make health fail.")
+    durable: bool = Field(
+        default=True,
+        description="Send a guarded call's answer only once its audit record is written by every sink (group "
+        "commit); false answers at once and writes within ~50 ms, so a crash can lose the last answered calls.",
+    )
+    durable_timeout: float = Field(
+        default=5.0, gt=0, le=300,
+        description="Longest an answer waits for its record (a sink is down); then it is sent anyway and "
+        "counted as undurable (audit health: undurable_answers).",
+    )
+    max_backlog: int = Field(
+        default=200_000, ge=1,
+        description="Records waiting for one sink at which new guarded calls are refused (fail closed) and "
+        "/readyz is not ready, until the sink catches up.",
+    )
 
 
 class AuthConfig(_Strict):
@@ -269,18 +375,27 @@ class Settings(BaseSettings):
     auth: AuthConfig = AuthConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     audit: AuditConfig = AuditConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @model_validator(mode="after")
     def _unique_upstreams(self) -> Settings:
-        names: set[str] = set()
-        prefixes: set[str] = set()
-        for up in self.upstreams:
-            if up.name in names:
-                raise ValueError(f"upstream name {up.name!r} is used twice")
-            names.add(up.name)
-            if up.namespace in prefixes and up.namespace:
-                raise ValueError(f"upstream prefix {up.namespace!r} is used twice")
-            prefixes.add(up.namespace)
+        # Every upstream the gateway will run, the bundled demo included: (config key, name, prefix key, prefix).
+        ups = [(f"upstreams[{i}]", u.name, f"upstreams[{i}]." + ("name" if u.prefix is None else "prefix"),
+                u.namespace) for i, u in enumerate(self.upstreams)]
+        if self.demo_upstream:
+            ups.append(("demo_upstream", "demo", "demo_upstream", "demo"))  # runs upstream 'demo', prefix 'demo'
+        for j, (key, name, pkey, prefix) in enumerate(ups):
+            for okey, oname, opkey, oprefix in ups[:j]:
+                if name == oname:
+                    raise ValueError(f"upstream name {name!r} is used twice: by {okey} and by {key}")
+                # Tools are exposed as PREFIX__NAME: equal prefixes, or one inside the other's
+                # namespace, would let one upstream's tool silently take the other's name.
+                if prefix and oprefix and (prefix == oprefix or prefix.startswith(oprefix + "__")
+                                           or oprefix.startswith(prefix + "__")):
+                    raise ValueError(
+                        f"upstream prefix collision: {opkey} (upstream {oname!r}, prefix {oprefix!r}) and {pkey} "
+                        f"(upstream {name!r}, prefix {prefix!r}) would expose tools under the same names; "
+                        "give one of them another prefix")
         if self.auth.mode == "none" and not self.server.is_loopback:
             raise ValueError("auth.mode 'none' is for local development only and needs a loopback server.host")
         if self.auth.mode == "jwt" and not (self.auth.resource or self.server.public_url or self.server.is_loopback):

@@ -23,11 +23,24 @@ class HttpError(Exception):
     """The connection failed or the peer spoke something that is not HTTP/1.1."""
 
 
+class ResponseTooLarge(HttpError):
+    """The body went over the request's ``max_body``; the connection was closed, not read further."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response body over {limit} bytes")
+        self.limit = limit
+
+
+_UNBOUNDED = 1 << 62
+
+
 class Response:
     """Status and headers at once; the body as it arrives."""
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, max_body: int = _UNBOUNDED) -> None:
         self._conn = conn
+        self.max_body = max_body
+        self.size = 0  # body bytes received so far
         self.status = 0
         self.headers: dict[str, str] = {}
         self._chunks: deque[bytes] = deque()
@@ -105,14 +118,38 @@ class _Connection(asyncio.Protocol):
             self._response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        if self._response is not None:
-            self._response.status = self._parser.get_status_code()
+        response = self._response
+        if response is not None:
+            response.status = self._parser.get_status_code()
+            length = response.headers.get("content-length")
+            if length is not None and len(length) > 6 and self._over_limit(response, int(length)):
+                self._too_large(response)  # declared too large: refused before a byte of it is read
         if self._headers_ready is not None and not self._headers_ready.done():
             self._headers_ready.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        if self._response is not None:
-            self._response._feed(body)
+        response = self._response
+        if response is not None:
+            response.size += len(body)
+            if response.size > response.max_body and self._over_limit(response, response.size):
+                self._too_large(response)
+            else:
+                response._feed(body)
+
+    @staticmethod
+    def _over_limit(response: Response, size: int) -> bool:
+        # Off the common path (a body of a million bytes or more): an event stream has no total
+        # bound (its parser bounds each line and event), anything else is bounded by max_body.
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            response.max_body = _UNBOUNDED
+            return False
+        return size > response.max_body
+
+    def _too_large(self, response: Response) -> None:
+        # Stop reading: close the connection rather than buffer (or drain) the rest of it.
+        self._response = None
+        response._finish(ResponseTooLarge(response.max_body))
+        self.close()
 
     def on_message_complete(self) -> None:
         response = self._response
@@ -132,9 +169,9 @@ class _Connection(asyncio.Protocol):
             self._response._finish(error)
             self._response = None
 
-    async def send(self, head: bytes, body: bytes) -> Response:
+    async def send(self, head: bytes, body: bytes, max_body: int = _UNBOUNDED) -> Response:
         assert self._transport is not None
-        response = Response(self)
+        response = Response(self, max_body)
         self._response = response
         self._headers_ready = asyncio.get_running_loop().create_future()
         self._parser = httptools.HttpResponseParser(self)
@@ -185,15 +222,21 @@ class Http1Pool:
             raise HttpError(f"cannot connect to {self.host_header}: {type(exc).__name__}") from None
         return conn
 
-    async def request(self, method: str, headers: dict[str, str], body: bytes = b"") -> Response:
-        """Send one request; returns once the status and headers are in."""
+    async def request(
+        self, method: str, headers: dict[str, str], body: bytes = b"", max_body: int | None = None
+    ) -> Response:
+        """Send one request; returns once the status and headers are in.
+
+        A body over ``max_body`` bytes (an event stream excepted: its parser bounds it) fails with
+        :class:`ResponseTooLarge` when read, and its connection is closed at once.
+        """
         lines = [f"{method} {self.path} HTTP/1.1", f"host: {self.host_header}", f"content-length: {len(body)}"]
         lines.extend(f"{k}: {v}" for k, v in headers.items())
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         conn = await self._connection()
         # No retry after sending: the upstream may have acted on the request (at most once).
         try:
-            return await conn.send(head, body)
+            return await conn.send(head, body, _UNBOUNDED if max_body is None else max_body)
         except BaseException:
             conn.close()
             raise

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Protocol
 
+from adapters.http.limits import DRAIN_LIMIT
+
 log = logging.getLogger("triplock.http")
 
 Message = dict[str, Any]
@@ -84,6 +86,7 @@ class Cycle:
         "complete",
         "conn",
         "continue_checked",
+        "continued",
         "delivered_final",
         "disconnected",
         "head",
@@ -108,6 +111,7 @@ class Cycle:
         self.disconnected = False
         self.waiters: list[asyncio.Future[None]] | None = None
         self.continue_checked = False
+        self.continued = False  # "100 Continue" sent
         self.started = False
         self.head: bytes | None = None  # held until the first body message
         self.written = False
@@ -150,6 +154,8 @@ class Cycle:
         self.head = None
         if self.scope["method"] == "HEAD" or self.scope["http_version"] == "1.0":
             self.keep_alive = False  # keep the error response simple: it is followed by a close
+        elif not self.body_done and self.keep_alive:
+            self.keep_alive = self._drainable()
         conn.transport.write(plain_response(500, _SERVER_ERROR, close=not self.keep_alive))
         self.written = True
         self._finish()
@@ -197,7 +203,23 @@ class Cycle:
         for name, value in self.scope["headers"]:
             if name == b"expect" and value.lower() == b"100-continue":
                 self.conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.continued = True
                 return
+
+    def _drainable(self) -> bool:
+        """Answered before the request body is in: may the rest be read and discarded to keep the connection?
+
+        Only a body of known, small size (see DRAIN_LIMIT) that the client is sure to send: one
+        that waits for a "100 Continue" never sent may never come, and the next request would
+        be read as its body.
+        """
+        size = None
+        for name, value in self.scope["headers"]:
+            if name == b"content-length":
+                size = int(value)  # (the parser has validated it)
+            elif name == b"expect" and not self.continued:
+                return False
+        return size is not None and size <= DRAIN_LIMIT
 
     async def send(self, message: Message) -> None:
         """Take one ``http.response.*`` message; a no-op once the client is gone."""
@@ -255,6 +277,8 @@ class Cycle:
             http10 = self.scope["http_version"] == "1.0"
             if shared.shutting_down:
                 self.keep_alive = False
+            elif not self.body_done and self.keep_alive:
+                self.keep_alive = self._drainable()  # the response then says "connection: close"
             framing = b""
             if self.remaining is None and not self.chunked and not self.bodyless:
                 if not more:

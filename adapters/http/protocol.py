@@ -5,9 +5,12 @@ bytes arrive; each request becomes a :class:`Cycle` (its scope, its buffered bod
 response state) and one task that runs the app. Pipelined requests queue behind the
 active one and start when its response is complete, so answers go out in order.
 
-Why hand-written: uvicorn spends ~70 µs of CPU per request on these machines, a third of
-the gateway's budget per proxied call; this path costs a fraction of that (see the
-measurements in the change that introduced it).
+Bounds (see :mod:`adapters.http.limits`): a request head must arrive within the header
+timeout and its body without long silences or a long total (408), a head over the size limit
+gets 431, an idle kept-alive connection is closed, and a connection beyond the per-process
+maximum gets 503. Whenever the server answers and closes while the client may still be
+sending, it shuts its write side and discards input for a while (:meth:`close_gracefully`),
+so the client reads the answer instead of a connection reset.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from adapters.http.cycle import Cycle, plain_response
+from adapters.http.cycle import Cycle
+from adapters.http.limits import LINGER_SECONDS, Shared
+from adapters.http.rules import OVERLOADED, TOO_LARGE, Refuse, bad_request, check_transfer_coding, request_timeout
 
 log = logging.getLogger("triplock.http")
 
@@ -30,23 +35,6 @@ App = Callable[..., Any]
 _METHODS = {m: m.decode() for m in (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH")}
 BODY_BUFFER_LIMIT = 64 * 1024  # unconsumed request body per connection before we stop reading
 MAX_PIPELINE = 16  # queued requests per connection before we stop reading
-
-
-class Shared:
-    """What every connection of one server shares: the app, settings, live connections and tasks."""
-
-    def __init__(self, app: App, max_header_bytes: int, state: dict[str, Any]) -> None:
-        self.app = app
-        self.max_header_bytes = max_header_bytes
-        self.state = state
-        self.date = b""  # the whole "date: ...\r\n" line, refreshed once a second by the server
-        self.connections: set[HttpProtocol] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.shutting_down = False
-
-
-class _HeadTooLarge(Exception):
-    pass
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -65,43 +53,60 @@ class HttpProtocol(asyncio.Protocol):
         self.queue: deque[Cycle] = deque()  # pipelined requests waiting their turn
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.hosts = 0  # Host header lines in the head being parsed (RFC 9112 §3.2: exactly one)
         self.in_head = False
         self.head_size = 0
         self.head_chunks = 0  # bytes of chunks that arrived wholly inside an unfinished head
         self.begun_here = False
-        self.quiet_sweeps = 0  # idle-connection sweeps since data last arrived (see sweep())
+        self.served = False  # a request has begun on it: idle time is then measured against keep-alive
+        # Sweeps (see sweep()) since data last arrived, since the head began, since the body began.
+        self.quiet_sweeps = 0
+        self.head_sweeps = 0
+        self.body_sweeps = 0
+        self.chunks_checked = False  # the first chunk of a chunked body checks its transfer codings
         self.read_paused = False
         self.write_paused = False
         self.drain_waiters: list[asyncio.Future[None]] = []
         self.pending_error: bytes | None = None  # answered once the requests before it are done
         self.deaf = False  # after a parse error or an Upgrade: incoming bytes are no longer HTTP
+        self.linger: asyncio.TimerHandle | None = None  # set while closing gracefully
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """A client connected: note its addresses once for every request on it."""
+        """A client connected: note its addresses once for every request on it; refuse it beyond the limit."""
         self.transport = transport  # type: ignore[assignment]
+        shared = self.shared
+        if len(shared.connections) >= shared.limits.max_connections:
+            # Answered at once, before the request: parsing it would cost what the limit is there to save.
+            shared.counters.refused("too_many_connections")
+            transport.write(OVERLOADED)  # type: ignore[attr-defined]
+            self.close_gracefully()
+            return
         # Computed once per connection, not per request.
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         self.server = (str(sock[0]), int(sock[1])) if isinstance(sock, tuple) else None
-        self.shared.connections.add(self)
+        shared.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The client is gone: wake whatever waits on it; queued requests are dropped."""
         self.closed = True  # (close() may have said so already)
+        if self.linger is not None:
+            self.linger.cancel()
         self.shared.connections.discard(self)
         self.queue.clear()  # never started: nobody to tell
-        for cycle in (self.cycle, self.parsing):
-            if cycle is not None:
-                cycle.disconnected = True
-                cycle.wake()
+        self._disconnect()
         self.write_paused = False
         self._wake_drain()
 
+    def eof_received(self) -> bool | None:
+        """The client shut its write side: close (a lingering close is done then too)."""
+        return None
+
     def data_received(self, data: bytes) -> None:
-        """Feed the parser; parse errors are answered (400/431) once earlier requests are."""
+        """Feed the parser; parse errors are answered (400/431/501) once earlier requests are."""
         self.quiet_sweeps = 0
         if self.deaf:
             return
@@ -116,10 +121,11 @@ class HttpProtocol(asyncio.Protocol):
             self._pause_reading()
             return
         except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, _HeadTooLarge):
-                self._reject(plain_response(431, "Request Header Fields Too Large\n"))
+            refusal = exc.__context__
+            if isinstance(refusal, Refuse):
+                self._reject(refusal.reason, refusal.response)
             else:
-                self._reject(plain_response(400, f"Bad Request: {str(exc)[:100]}\n"))
+                self._reject(*bad_request(str(exc)[:100]))
             return
         if self.in_head:
             # A header line still unfinished after this chunk: httptools buffers it without a callback.
@@ -128,7 +134,7 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self.head_chunks += len(data)
                 if self.head_chunks > self.shared.max_header_bytes:
-                    self._reject(plain_response(431, "Request Header Fields Too Large\n"))
+                    self._reject(*TOO_LARGE)
 
     def pause_writing(self) -> None:
         """The transport's buffer is full: send() waits from now on."""
@@ -145,29 +151,40 @@ class HttpProtocol(asyncio.Protocol):
         """A new request starts."""
         self.url = b""
         self.headers = []
+        self.hosts = 0
         self.in_head = True
+        self.served = True
         self.begun_here = True
         self.head_size = 0
         self.head_chunks = 0
+        self.head_sweeps = 0
 
     def on_url(self, url: bytes) -> None:
         """Part of the request target."""
         self.url += url
         self.head_size += len(url)
         if self.head_size > self.shared.max_header_bytes:
-            raise _HeadTooLarge
+            raise Refuse(*TOO_LARGE)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """One header line, counted against the header size limit."""
-        self.headers.append((name.lower(), value))
+        lname = name.lower()
+        self.headers.append((lname, value))
+        if lname == b"host":
+            self.hosts += 1
         self.head_size += len(name) + len(value) + 4
         if self.head_size > self.shared.max_header_bytes:
-            raise _HeadTooLarge
+            raise Refuse(*TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         """The head is complete: build the scope; start the app now unless a request is ahead of it."""
         self.in_head = False
+        self.body_sweeps = 0
+        self.chunks_checked = False
         parser = self.parser
+        version = parser.get_http_version()
+        if self.hosts != 1 and (self.hosts or version != "1.0"):
+            raise Refuse(*bad_request("exactly one Host header is required"))
         url = self.url
         if url[:1] == b"/":
             raw_path, _, query = url.partition(b"?")
@@ -186,7 +203,7 @@ class HttpProtocol(asyncio.Protocol):
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": parser.get_http_version(),
+            "http_version": version,
             "server": self.server,
             "client": self.client,
             "scheme": "http",
@@ -208,11 +225,18 @@ class HttpProtocol(asyncio.Protocol):
             if len(self.queue) >= MAX_PIPELINE:
                 self._pause_reading()
 
+    def on_chunk_header(self) -> None:
+        """A chunk of a chunked body begins; the first one checks the request's transfer codings."""
+        if self.chunks_checked or self.parsing is None:
+            return
+        self.chunks_checked = True
+        check_transfer_coding(self.parsing.scope)
+
     def on_body(self, body: bytes) -> None:
         """Body bytes for the request being parsed; reading pauses while too many wait."""
         cycle = self.parsing
         if cycle is None or cycle.complete:
-            return  # the app already answered without reading it; the connection closes
+            return  # the app already answered without reading it: discarded (see response_done)
         cycle.body.append(body)
         cycle.buffered += len(body)
         if cycle.waiters:
@@ -225,9 +249,11 @@ class HttpProtocol(asyncio.Protocol):
         cycle = self.parsing
         if cycle is not None:
             cycle.body_done = True
-            if cycle.waiters:
-                cycle.wake()
             self.parsing = None
+            if cycle.complete:
+                self.response_done(cycle)  # the rest of an answered request's body is drained: go on
+            elif cycle.waiters:
+                cycle.wake()
 
     # -- the connection's own steps ------------------------------------------------------
 
@@ -237,11 +263,24 @@ class HttpProtocol(asyncio.Protocol):
         self.shared.tasks.add(task)
 
     def response_done(self, cycle: Cycle) -> None:
-        """The active request's response is complete: next pipelined request, idle, or close."""
+        """The active request's response is complete: drain its body, next pipelined request, idle, or close."""
         if self.closed:
             return
-        if not cycle.keep_alive or not cycle.body_done or self.shared.shutting_down:
-            self.close()
+        if not cycle.body_done:
+            # Answered before its body arrived (a 401, a 413). Cycle chose keep_alive only for a small
+            # sized body: read and discard the rest, then go on (on_message_complete calls back here).
+            if cycle.keep_alive and not self.shared.shutting_down:
+                cycle.body = []
+                cycle.buffered = 0
+                self.maybe_resume()
+            else:
+                self.close_gracefully()
+            return
+        if not cycle.keep_alive or self.shared.shutting_down:
+            if self.queue or self.in_head or self.deaf:
+                self.close_gracefully()  # more input is on its way: closing at once would reset it
+            else:
+                self.close()
             return
         self.cycle = None  # idle now: sweep() may close it
         if self.queue:
@@ -251,13 +290,44 @@ class HttpProtocol(asyncio.Protocol):
             self.maybe_resume()
         elif self.pending_error is not None:
             self.transport.write(self.pending_error)
-            self.close()
+            self.close_gracefully()
 
     def close(self) -> None:
         """Close the connection (what is already written still goes out); later sends are no-ops."""
         if not self.closed:
             self.closed = True  # now, not when connection_lost arrives on a later loop iteration
             self.transport.close()
+        elif self.linger is not None:
+            self.transport.close()  # the server is stopping: no more lingering
+
+    def close_gracefully(self) -> None:
+        """Close without a reset: shut the write side, discard input until the client closes or a timeout.
+
+        Closing a socket with unread input makes the kernel send a reset, and a client still
+        sending its request may then lose the answer already written to it (measured: 5 of
+        200 clients uploading 200 KB saw a reset instead of a 401).
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self.deaf = True
+        self._disconnect()
+        transport = self.transport
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()  # after what is buffered
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        self.linger = self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    def _disconnect(self) -> None:
+        # The requests in progress learn at once that no more of their bodies will come.
+        for cycle in (self.cycle, self.parsing):
+            if cycle is not None and not cycle.disconnected:
+                cycle.disconnected = True
+                cycle.wake()
 
     def shutdown(self) -> None:
         """Server stopping: close now if idle, else after the response in progress."""
@@ -295,20 +365,36 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def sweep(self) -> None:
-        """Called every ``keepalive_timeout / 2``: close the connection once idle for the whole timeout.
+        """Called every ``Limits.sweep_interval()``: enforce the header, body and keep-alive timeouts.
 
-        Why not a timer per idle spell: arming and cancelling one per request measured 2-3 µs
-        of CPU, a store in data_received costs nothing. Three quiet sweeps in a row while idle
-        mean at least ``keepalive_timeout`` without traffic (and at most 1.5 times it).
+        Why counting sweeps instead of a timer per request: arming and cancelling one per
+        request measured 2-3 µs of CPU; the stores in the parser callbacks cost nothing.
+        Time the server spends waiting on the app (reading paused, a response in progress)
+        counts against no timeout.
         """
-        if self.cycle is not None:
-            self.quiet_sweeps = 0
+        if self.closed:
             return
-        self.quiet_sweeps += 1
-        if self.quiet_sweeps > 2:
-            self.close()
+        ticks = self.shared.ticks
+        if self.read_paused:
+            self.quiet_sweeps = 0  # the app has not taken what was sent: not the client's delay
+        elif self.in_head:
+            self.head_sweeps += 1
+            if self.head_sweeps > ticks.head:
+                self._reject(*request_timeout("header"))
+        elif self.parsing is not None:
+            self.body_sweeps += 1
+            self.quiet_sweeps += 1
+            if self.body_sweeps > ticks.body or self.quiet_sweeps > ticks.body_idle:
+                self._reject(*request_timeout("body"))
+        elif self.cycle is not None:
+            self.quiet_sweeps = 0
+        else:
+            self.quiet_sweeps += 1
+            if self.quiet_sweeps > (ticks.keepalive if self.served else ticks.head):
+                self.close()
 
-    def _reject(self, response: bytes) -> None:
+    def _reject(self, reason: str, response: bytes) -> None:
+        self.shared.counters.refused(reason)
         self.deaf = True
         self.queue_error(response)
         self._pause_reading()
@@ -322,9 +408,10 @@ class HttpProtocol(asyncio.Protocol):
             if broken is self.cycle:
                 if not broken.written:
                     self.transport.write(response)
-                self.close()  # the app's receive() sees http.disconnect
+                self.parsing = broken  # (so that close_gracefully tells its app)
+                self.close_gracefully()  # the app's receive() sees http.disconnect
                 return
             self.queue.remove(broken)
         if self.cycle is None:
             self.transport.write(response)
-            self.close()
+            self.close_gracefully()

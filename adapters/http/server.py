@@ -2,13 +2,15 @@
 
 What ``triplock serve`` runs the gateway on. It speaks the ASGI ``http`` scope and the
 ``lifespan`` protocol (no websockets: an Upgrade request is answered as a plain one), with
-keep-alive, pipelining, ``Expect: 100-continue``, read and write flow control, and a
-graceful stop. Connection handling lives in :mod:`adapters.http.protocol` and
-:mod:`adapters.http.cycle`; several worker processes in :mod:`adapters.http.workers`.
+keep-alive, pipelining, ``Expect: 100-continue``, read and write flow control, bounds on
+slow and idle clients (:mod:`adapters.http.limits`), and a graceful stop. Connection handling
+lives in :mod:`adapters.http.protocol` and :mod:`adapters.http.cycle`; several worker
+processes in :mod:`adapters.http.workers`.
 
-Why not uvicorn: it measured ~72 µs of CPU per request for a trivial app on these
-machines against ~17 µs for a bare httptools protocol; the gateway's whole budget for a
-proxied call is ~200 µs.
+Why not only uvicorn: measured against uvicorn (uvloop + httptools) on the benchmark
+machines, this server costs half the CPU per request for a trivial app, but that is 13-16%
+of the CPU for the whole gateway, whose own work dominates. uvicorn stays a supported,
+tested choice (``server.runtime = "uvicorn"``) for those who prefer the widely used server.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any
 
 import uvloop
 
-from adapters.http.protocol import App, HttpProtocol, Shared
+from adapters.http.limits import LIFESPAN_EXTENSION, Limits, Shared, check_open_file_limit
+from adapters.http.protocol import App, HttpProtocol
 
 log = logging.getLogger("triplock.http")
 
@@ -58,9 +61,10 @@ class LifespanFailure(RuntimeError):
 class Lifespan:
     """Runs the app's lifespan protocol in a task of its own, for the life of the server."""
 
-    def __init__(self, app: App, state: dict[str, Any]) -> None:
+    def __init__(self, app: App, state: dict[str, Any], extensions: dict[str, Any] | None = None) -> None:
         self.app = app
         self.state = state
+        self.extensions = extensions or {}
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.started = asyncio.Event()
         self.stopped = asyncio.Event()
@@ -71,7 +75,12 @@ class Lifespan:
         self.task: asyncio.Task[None] | None = None
 
     async def _main(self) -> None:
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self.state,
+            "extensions": self.extensions,
+        }
         try:
             await self.app(scope, self.inbox.get, self._send)
         except BaseException as exc:
@@ -139,9 +148,8 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 8000,
         sock: socket.socket | None = None,
-        keepalive_timeout: float = 5.0,
+        limits: Limits | None = None,
         graceful_timeout: float = 5.0,
-        max_header_bytes: int = 65536,
         settle: bool = False,
     ) -> None:
         self.app = app
@@ -149,10 +157,10 @@ class Server:
         self.host = host
         self._port = port
         self.sock = sock
-        self.keepalive_timeout = keepalive_timeout
+        self.limits = limits or Limits()
         self.graceful_timeout = graceful_timeout
         self.state: dict[str, Any] = {}
-        self.shared = Shared(app, max_header_bytes, self.state)
+        self.shared = Shared(app, self.limits, self.state)
         self._server: asyncio.Server | None = None
         self._date_timer: asyncio.TimerHandle | None = None
         self._sweep_timer: asyncio.TimerHandle | None = None
@@ -170,10 +178,10 @@ class Server:
         self._date_timer = asyncio.get_running_loop().call_later(1.0, self._tick_date)
 
     def _sweep(self) -> None:
-        # Idle keep-alive connections: one pass every half timeout instead of a timer per request.
+        # The timeouts of every connection in one pass instead of a timer per request (see HttpProtocol.sweep).
         for conn in list(self.shared.connections):
             conn.sweep()
-        self._sweep_timer = asyncio.get_running_loop().call_later(self.keepalive_timeout / 2, self._sweep)
+        self._sweep_timer = asyncio.get_running_loop().call_later(self.limits.sweep_interval(), self._sweep)
 
     async def serve(self, started: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
         """Start (lifespan, then listen), set ``started``, run until ``stop`` is set, then stop gracefully.
@@ -182,10 +190,11 @@ class Server:
         """
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
-        lifespan = Lifespan(self.app, self.state)
+        # The app may read the server's counters (open connections, refusals) for its metrics.
+        lifespan = Lifespan(self.app, self.state, {LIFESPAN_EXTENSION: self.shared.counters.extension()})
         await lifespan.startup()
         self._tick_date()
-        self._sweep_timer = loop.call_later(self.keepalive_timeout / 2, self._sweep)
+        self._sweep_timer = loop.call_later(self.limits.sweep_interval(), self._sweep)
         try:
             shared = self.shared
             if self.sock is not None:
@@ -244,19 +253,11 @@ def run(
     host: str = "127.0.0.1",
     port: int = 8000,
     sock: socket.socket | None = None,
-    keepalive_timeout: float = 5.0,
+    limits: Limits | None = None,
     graceful_timeout: float = 5.0,
-    max_header_bytes: int = 65536,
 ) -> None:
     """Serve ``app`` on uvloop until SIGINT/SIGTERM. Raises :class:`LifespanFailure` if startup fails."""
-    server = Server(
-        app,
-        host=host,
-        port=port,
-        sock=sock,
-        keepalive_timeout=keepalive_timeout,
-        graceful_timeout=graceful_timeout,
-        max_header_bytes=max_header_bytes,
-        settle=True,
-    )
+    limits = limits or Limits()
+    check_open_file_limit(limits.max_connections)
+    server = Server(app, host=host, port=port, sock=sock, limits=limits, graceful_timeout=graceful_timeout, settle=True)
     uvloop.run(serve_until_signalled(server))

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
+import json
 import logging
 import os
 import signal
@@ -24,6 +26,8 @@ import socket
 import subprocess
 import sys
 from typing import Any
+
+from adapters.http.limits import Limits, check_open_file_limit
 
 log = logging.getLogger("triplock.http")
 
@@ -48,16 +52,18 @@ def supervise(
     workers: int,
     factory: bool = True,
     log_level: str = "info",
-    keepalive_timeout: float = 5.0,
+    limits: Limits | None = None,
     graceful_timeout: float = 5.0,
 ) -> int:
     """Run ``workers`` processes serving ``app_ref``; returns the exit status for the command."""
+    limits = limits or Limits()
+    check_open_file_limit(limits.max_connections)
     sock = bind(host, port)
     ready_r, ready_w = os.pipe()
     cmd = [
         sys.executable, "-m", "adapters.http.workers",
         "--app", app_ref, "--fd", str(sock.fileno()), "--ready-fd", str(ready_w), "--log-level", log_level,
-        "--keepalive-timeout", str(keepalive_timeout), "--graceful-timeout", str(graceful_timeout),
+        "--limits", json.dumps(dataclasses.asdict(limits)), "--graceful-timeout", str(graceful_timeout),
     ]  # fmt: skip
     if factory:
         cmd.append("--factory")
@@ -137,7 +143,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
     parser.add_argument("--log-level", default="info")
-    parser.add_argument("--keepalive-timeout", type=float, default=5.0)
+    parser.add_argument("--limits", default="{}", help="adapters.http.limits.Limits as a JSON object")
     parser.add_argument("--graceful-timeout", type=float, default=5.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -149,7 +155,7 @@ def worker_main(argv: list[str] | None = None) -> int:
         server = Server(
             load_app(args.app, args.factory),
             sock=sock,
-            keepalive_timeout=args.keepalive_timeout,
+            limits=Limits(**json.loads(args.limits)),
             graceful_timeout=args.graceful_timeout,
             settle=True,
         )

@@ -13,6 +13,8 @@ from adapters.stores.sqlite_store import SqliteStore
 class MemoryStore(SqliteStore):
     """`gateway.ports.store.Store` held in this process's memory only."""
 
-    def __init__(self) -> None:
+    shared = False  # no other process can change it: state_stamp moves only with this store's health
+
+    def __init__(self, *, health_interval: float = 1.0) -> None:
         # one worker thread owns the one connection, so the ':memory:' database is a single one
-        super().__init__(":memory:", recheck_every=None)
+        super().__init__(":memory:", recheck_every=None, health_interval=health_interval)

@@ -88,11 +88,13 @@ CALL_STATE = """
 return {redis.call('HGETALL', KEYS[1]), redis.call('EXISTS', KEYS[2]), redis.call('HGET', KEYS[3], ARGV[1])}
 """
 
-# KEYS[1] legs hash; ARGV now, expiry ('inf' or unix s), leg, ... A leg's expiry only grows; legs
-# that ran out are pruned, and the key lives as long as its longest-lived leg.
+# KEYS[1] legs hash; ARGV now, expiry ('inf' or unix s), events channel, message, leg, ... A leg's
+# expiry only grows; legs that ran out are pruned, and the key lives as long as its longest-lived
+# leg. The message tells other processes that legs changed (so their caches re-read).
 ADD_LEGS = """
 local key, now, new = KEYS[1], tonumber(ARGV[1]), ARGV[2]
-for i = 3, #ARGV do
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+for i = 5, #ARGV do
   local old = redis.call('HGET', key, ARGV[i])
   local v = new
   if old == 'inf' then v = 'inf'

@@ -5,12 +5,15 @@ Keys (all under `prefix`, default "triplock:"):
     legs:<legs_key>        hash  leg -> expiry (unix s, or "inf"); the key expires with its last leg
     used:<first_use_key>   string "1"
     pins / pins:meta       hash  ["upstream","tool"] -> definition hash / {"by","at"}
+    pins:defs              hash  definition hash -> the tool definition (JSON), what a pin approved
     susp                   hash  target id -> {"by","reason","at"}
     ap:<id>                hash  one approval, field per attribute (+ "_bind", its exact-call key)
     ap:all, ap:st:<state>  zset  id scored by created_at: listing, newest first
     ap:due                 zset  pending and approved ids scored by expires_at: expiry sweeps
     ap:bind:<binding>      set   pending and approved ids for one exact call: find_pending/approved
-    events                 pub/sub channel: "d:<id>" decided, "s:<id>" suspended, "r:<id>" resumed
+    health                 string: the health probe's last write
+    events                 pub/sub channel: "d:<id>" decided, "s:<id>" suspended, "r:<id>" resumed,
+                           "c:<instance>" legs or pins changed (other instances' caches re-read)
 
 `call_state` is one script call over legs/used/pins, none of which grows with the
 number of approvals. Every state change of an approval is one Lua script, so it is atomic (the
@@ -20,6 +23,10 @@ Redis (or a Sentinel-managed primary), not Redis Cluster. The scripts: `adapters
 
 Commands are never retried: a retried script could report a decision it had already taken as
 a conflict. A failed command raises StoreUnavailable, and the gateway fails closed.
+
+Health: a failed command, a lost pub/sub connection or a probe that fails or times out opens
+`health`; a probe (a SET) passes only while subscribed (a missed change notice leaves caches
+stale). `state_stamp()` counts other instances' change notices (legs or pins changed).
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 import redis.asyncio as aredis
@@ -37,6 +45,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from adapters.stores.redis_records import approval_fields, approval_from_fields
 from adapters.stores.redis_scripts import ADD_LEGS, CALL_STATE, CONSUME, CREATE, DECIDE, EXPIRE
 from gateway.ports.records import (
     ApprovalState,
@@ -44,44 +53,32 @@ from gateway.ports.records import (
     DecideOutcome,
     DecideStatus,
     PendingApproval,
+    PinRecord,
     binding_key,
     check_legs,
 )
-from gateway.ports.store import DEFAULT_PREFIX, DecisionWaiters, StoreContext, StoreUnavailable, wait_for_decision
+from gateway.ports.store import (
+    DEFAULT_PREFIX,
+    DecisionWaiters,
+    StoreContext,
+    StoreHealth,
+    StoreUnavailable,
+    wait_for_decision,
+)
 
 log = logging.getLogger("triplock.store.redis")
-
-
-def _fields(a: PendingApproval) -> dict[str, str]:
-    """An approval as Redis hash fields: None left out, lists as JSON, floats exact (repr)."""
-    out: dict[str, str] = {}
-    for k, v in a.to_dict().items():
-        if v is None:
-            continue
-        out[k] = json.dumps(v) if isinstance(v, list) else repr(v) if isinstance(v, float) else str(v)
-    out["_bind"] = a.binding
-    return out
-
-
-def _approval(fields: Mapping[Any, Any] | list[Any]) -> PendingApproval | None:
-    """Inverse of `_fields`; accepts HGETALL's dict or a script's flat [k, v, k, v] list."""
-    data: dict[str, Any] = dict(zip(fields[::2], fields[1::2], strict=True)) if isinstance(fields, list) \
-        else dict(fields)
-    if not data:
-        return None
-    data.pop("_bind", None)
-    for k in ("rule_ids", "reasons"):
-        data[k] = json.loads(data.get(k) or "[]")
-    return PendingApproval.from_dict(data)
 
 
 class RedisStore(StoreContext):
     """`gateway.ports.store.Store` on Redis; decisions and suspensions travel between processes by pub/sub."""
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, socket_timeout: float = 2.0,
-                 connect_timeout: float = 1.0, max_connections: int = 64) -> None:
+                 connect_timeout: float = 1.0, max_connections: int = 64, health_interval: float = 1.0) -> None:
         self.url = url
         self.prefix = prefix
+        self.health = StoreHealth(health_interval)
+        self._instance = os.urandom(8).hex()  # tells this instance's change notices from others'
+        self._changes = 0  # other instances' change notices heard: part of state_stamp
         # A blocking pool: a burst of calls beyond `max_connections` queues for a connection (up to
         # socket_timeout) instead of failing with "Too many connections", which would fail closed.
         pool = aredis.BlockingConnectionPool.from_url(
@@ -107,7 +104,9 @@ class RedisStore(StoreContext):
         try:
             yield
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis store {self.url!r} unavailable: {exc}") from exc
+            error = f"Redis store {self.url!r} unavailable: {exc}"
+            self.health.failed(error)
+            raise StoreUnavailable(error) from exc
 
     def _k(self, *parts: str) -> str:
         return self.prefix + "".join(parts)
@@ -122,6 +121,7 @@ class RedisStore(StoreContext):
         """
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="triplock-redis-store-listener")
+        self.health.start_watch(self.ping)
         with self._errors():
             await self._client.ping()
         with contextlib.suppress(TimeoutError):
@@ -130,6 +130,7 @@ class RedisStore(StoreContext):
             raise StoreUnavailable(f"Redis store {self.url!r}: could not subscribe to {self._channel!r}")
 
     async def aclose(self) -> None:
+        self.health.stop_watch()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -149,6 +150,7 @@ class RedisStore(StoreContext):
                 while (await pubsub.get_message(timeout=1.0) or {}).get("type") != "subscribe":
                     pass  # wait for the server's confirmation: from here on no message is missed
                 self._suspended = frozenset(str(k) for k in await self._client.hkeys(self._k("susp")))
+                self.health.invalidate()  # change notices may have been missed while not subscribed
                 self.listening.set()
                 self._waiters.notify_all()  # decisions taken while we were not subscribed
                 backoff = 0.05
@@ -158,6 +160,7 @@ class RedisStore(StoreContext):
                         self._on_message(str(msg["data"]))
             except Exception as exc:  # whatever broke, keep trying: a dead listener means missed wake-ups
                 self.listening.clear()
+                self.health.failed(f"Redis store {self.url!r}: pub/sub connection lost: {exc!r}")
                 log.warning("Redis store pub/sub lost (%r); reconnecting in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)  # reconnect back-off, not synchronisation
                 backoff = min(backoff * 2, 2.0)
@@ -173,12 +176,24 @@ class RedisStore(StoreContext):
             self._suspended = self._suspended | {ident}
         elif kind == "r":
             self._suspended = self._suspended - {ident}
+        elif kind == "c" and ident != self._instance:
+            self._changes += 1
 
     async def ping(self) -> bool:
+        self.health.last_probe = time.monotonic()
         try:
-            return bool(await self._client.ping())
-        except (RedisError, OSError):
+            with self._errors():
+                await self._client.set(self._k("health"), repr(time.time()), px=60_000)
+        except StoreUnavailable:
             return False
+        if self.listening.is_set():
+            self.health.recovered()
+        else:
+            self.health.failed(f"Redis store {self.url!r}: not subscribed to {self._channel!r} (yet)")
+        return self.listening.is_set()
+
+    def state_stamp(self) -> Hashable:
+        return (self.health.generation, self._changes)
 
     # -- hot path and session state -------------------------------------------------------------
 
@@ -202,11 +217,14 @@ class RedisStore(StoreContext):
         now = time.time()
         expiry = "inf" if ttl_seconds is None else repr(now + ttl_seconds)
         with self._errors():
-            await self._add_legs(keys=[self._k("legs:", legs_key)], args=[repr(now), expiry, *sorted(wanted)])
+            await self._add_legs(keys=[self._k("legs:", legs_key)],
+                                 args=[repr(now), expiry, self._channel, "c:" + self._instance, *sorted(wanted)])
+        self.health.recovered()
 
     async def mark_used(self, first_use_key: str) -> None:
         with self._errors():
             await self._client.set(self._k("used:", first_use_key), "1")
+        self.health.recovered()
 
     async def save_session(self, session_id: str, record: Mapping[str, Any], ttl_seconds: float) -> None:
         with self._errors():
@@ -228,12 +246,42 @@ class RedisStore(StoreContext):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hset(self._k("pins"), field, definition_hash)
                 pipe.hset(self._k("pins:meta"), field, json.dumps({"by": by, "at": time.time()}))
+                pipe.publish(self._channel, "c:" + self._instance)
                 await pipe.execute()
+        self.health.recovered()
 
     async def get_pins(self) -> dict[tuple[str, str], str]:
         with self._errors():
             raw = await self._client.hgetall(self._k("pins"))
         return {(u, t): str(h) for (u, t), h in ((json.loads(f), h) for f, h in raw.items())}
+
+    async def list_pins(self) -> list[PinRecord]:
+        with self._errors():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self._k("pins"))
+                pipe.hgetall(self._k("pins:meta"))
+                hashes, metas = await pipe.execute()
+        pins = []
+        for field, digest in hashes.items():
+            upstream, tool = json.loads(field)
+            meta = json.loads(metas.get(field) or "{}")
+            pins.append(PinRecord(upstream, tool, str(digest), str(meta.get("by", "")), float(meta.get("at", 0.0))))
+        return sorted(pins, key=lambda p: (p.upstream, p.tool))
+
+    async def save_definitions(self, definitions: Mapping[str, Mapping[str, Any]]) -> None:
+        if not definitions:
+            return
+        with self._errors():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for digest, definition in definitions.items():  # HSETNX: a hash names one definition for ever
+                    pipe.hsetnx(self._k("pins:defs"), digest,
+                                json.dumps(dict(definition), separators=(",", ":"), sort_keys=True))
+                await pipe.execute()
+
+    async def get_definition(self, definition_hash: str) -> dict[str, Any] | None:
+        with self._errors():
+            raw = await self._client.hget(self._k("pins:defs"), definition_hash)
+        return None if raw is None else dict(json.loads(raw))
 
     async def suspend(self, target_id: str, by: str, reason: str) -> None:
         await self._suspension("s:", target_id, json.dumps({"by": by, "reason": reason, "at": time.time()}))
@@ -256,7 +304,7 @@ class RedisStore(StoreContext):
     # -- approvals ------------------------------------------------------------------------------
 
     async def create_approval(self, approval: PendingApproval) -> None:
-        flat = [x for kv in _fields(approval).items() for x in kv]
+        flat = [x for kv in approval_fields(approval).items() for x in kv]
         args = [self.prefix, approval.id, repr(approval.created_at), repr(approval.expires_at), approval.state,
                 approval.binding, *flat]
         with self._errors():
@@ -266,7 +314,7 @@ class RedisStore(StoreContext):
 
     async def get_approval(self, approval_id: str) -> PendingApproval | None:
         with self._errors():
-            return _approval(await self._client.hgetall(self._k("ap:", approval_id)))
+            return approval_from_fields(await self._client.hgetall(self._k("ap:", approval_id)))
 
     async def _load_many(self, ids: list[str]) -> list[PendingApproval]:
         if not ids:
@@ -276,7 +324,7 @@ class RedisStore(StoreContext):
                 for i in ids:
                     pipe.hgetall(self._k("ap:", i))
                 rows = await pipe.execute()
-        return [a for a in map(_approval, rows) if a is not None]  # skip ids whose record vanished
+        return [a for a in map(approval_from_fields, rows) if a is not None]  # skip ids whose record vanished
 
     async def list_approvals(self, state: ApprovalState | None = None, upstream: str | None = None,
                              tool: str | None = None, principal: str | None = None,
@@ -305,7 +353,7 @@ class RedisStore(StoreContext):
         if changed:
             self._waiters.notify(approval_id)  # local waiters at once; others hear the script's PUBLISH
         result: DecideStatus = status
-        return DecideOutcome(result, _approval(fields), changed=bool(changed))
+        return DecideOutcome(result, approval_from_fields(fields), changed=bool(changed))
 
     async def _bound(self, principal: str, session_id: str, upstream: str, tool: str,
                      args_hash: str) -> list[PendingApproval]:

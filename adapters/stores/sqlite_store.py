@@ -14,6 +14,12 @@ power loss, at the cost of an fsync per commit.
 Other processes on the same file: there are no notifications in SQLite, so `wait_decided`
 re-reads the row every `recheck_every` seconds besides waking at once on local decisions, and
 the suspension cache reloads when `PRAGMA data_version` says another connection committed.
+
+Health: a failed operation opens `health` (the breaker of `gateway.ports.store.StoreHealth`);
+`ping()` writes one row, so a file that still reads but no longer takes writes counts as down,
+and a task probes every `health_interval` seconds. `state_stamp()` is `PRAGMA data_version` on
+a second connection kept on the event loop's thread (a few µs, no hop to the worker thread):
+it changes whenever any other connection, in this process or another, committed.
 """
 
 from __future__ import annotations
@@ -23,60 +29,31 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
+from adapters.stores.sqlite_schema import CALL_STATE_SQL, SCHEMA, UPSERT_LEG_SQL
 from gateway.ports.records import (
     ApprovalState,
     CallStateRecord,
     DecideOutcome,
     PendingApproval,
+    PinRecord,
     check_legs,
     decide_transition,
 )
-from gateway.ports.store import DecisionWaiters, StoreContext, StoreUnavailable, wait_for_decision
+from gateway.ports.store import (
+    DecisionWaiters,
+    StoreContext,
+    StoreHealth,
+    StoreUnavailable,
+    wait_for_decision,
+)
 
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS legs (
-    legs_key TEXT NOT NULL, leg TEXT NOT NULL, expires_at REAL,  -- NULL: never expires
-    PRIMARY KEY (legs_key, leg)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS legs_expiry ON legs (expires_at);
-CREATE TABLE IF NOT EXISTS first_use (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS pins (
-    upstream TEXT NOT NULL, tool TEXT NOT NULL, hash TEXT NOT NULL, pinned_by TEXT NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (upstream, tool)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS suspensions (
-    target TEXT PRIMARY KEY, suspended_by TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL) WITHOUT ROWID;
--- approvals: the queried fields as columns, the whole record as JSON (always written together)
-CREATE TABLE IF NOT EXISTS approvals (
-    id TEXT PRIMARY KEY, state TEXT NOT NULL, principal TEXT NOT NULL, session_id TEXT NOT NULL,
-    upstream TEXT NOT NULL, tool TEXT NOT NULL, args_hash TEXT NOT NULL, policy_revision TEXT NOT NULL,
-    expires_at REAL NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS approvals_binding ON approvals (principal, session_id, upstream, tool, args_hash, state);
-CREATE INDEX IF NOT EXISTS approvals_due ON approvals (state, expires_at);
-CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, id);
-"""
-
-# The hot path as one statement: live legs, first use, pin. It reads none of the approval tables.
-CALL_STATE_SQL = """
-SELECT (SELECT group_concat(leg, '') FROM legs
-         WHERE legs_key = ? AND (expires_at IS NULL OR expires_at > ?)),
-       EXISTS (SELECT 1 FROM first_use WHERE key = ?),
-       (SELECT hash FROM pins WHERE upstream = ? AND tool = ?)
-"""
-
-UPSERT_LEG_SQL = """
-INSERT INTO legs (legs_key, leg, expires_at) VALUES (?, ?, ?)
-ON CONFLICT (legs_key, leg) DO UPDATE SET expires_at =
-    CASE WHEN excluded.expires_at IS NULL OR legs.expires_at IS NULL THEN NULL
-         ELSE max(legs.expires_at, excluded.expires_at) END
-"""  # a leg's lifetime only grows: the stricter reading when the window changes
 
 
 @contextmanager
@@ -108,9 +85,14 @@ def _write(conn: sqlite3.Connection, a: PendingApproval) -> None:
 class SqliteStore(StoreContext):
     """`gateway.ports.store.Store` on one SQLite file (or ':memory:', see `adapters.stores.memory_store`)."""
 
+    shared = True  # other processes may open the same file (see state_stamp)
+
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0,
-                 synchronous: Literal["NORMAL", "FULL"] = "NORMAL", recheck_every: float | None = 1.0) -> None:
+                 synchronous: Literal["NORMAL", "FULL"] = "NORMAL", recheck_every: float | None = 1.0,
+                 health_interval: float = 1.0) -> None:
         self.path = str(path)
+        self.health = StoreHealth(health_interval)
+        self._stamp_conn: sqlite3.Connection | None = None  # event-loop thread only: PRAGMA data_version
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous
         self._recheck_every = recheck_every
@@ -151,23 +133,38 @@ class SqliteStore(StoreContext):
         try:
             return fn(self._open(), *args)
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite store {self.path!r} unavailable: {exc}") from exc
+            error = f"SQLite store {self.path!r} unavailable: {exc}"
+            self.health.failed(error)  # a plain attribute write: safe from the worker thread
+            raise StoreUnavailable(error) from exc
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` on the worker thread; driver errors become StoreUnavailable."""
         if self._closed:
+            self.health.failed(f"SQLite store {self.path!r} is closed")
             raise StoreUnavailable(f"SQLite store {self.path!r} is closed")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triplock-sqlite")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
 
     async def start(self) -> None:
+        if not self._closed:
+            self.health.start_watch(self.ping)  # before the first use: a failed start keeps probing
         await self._run(lambda conn: None)
+        if self.shared and self._stamp_conn is None:
+            try:
+                self._stamp_conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
+            except sqlite3.Error as exc:
+                self.health.failed(f"SQLite store {self.path!r} unavailable: {exc}")
+                raise StoreUnavailable(f"SQLite store {self.path!r} unavailable: {exc}") from exc
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True  # first: calls racing with the close get StoreUnavailable, not a dead executor
+        self.health.stop_watch()
+        if self._stamp_conn is not None:
+            self._stamp_conn.close()
+            self._stamp_conn = None
         executor = self._executor
         if executor is not None:
             def close(conn: sqlite3.Connection | None) -> None:
@@ -179,10 +176,24 @@ class SqliteStore(StoreContext):
         self._waiters.notify_all()  # waiters re-read and get StoreUnavailable instead of hanging
 
     async def ping(self) -> bool:
+        self.health.last_probe = time.monotonic()
         try:
-            return await self._run(lambda conn: conn.execute("SELECT 1").fetchone()[0] == 1)
+            await self._run(lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO health (k, at) VALUES ('probe', ?)", (time.time(),)))
         except StoreUnavailable:
             return False
+        self.health.recovered()
+        return True
+
+    def state_stamp(self) -> Hashable:
+        conn = self._stamp_conn
+        if conn is None:
+            return self.health.generation
+        try:
+            return (self.health.generation, conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            self.health.failed(f"SQLite store {self.path!r} unavailable: {exc}")
+            return self.health.generation
 
     # -- hot path and session state -------------------------------------------------------------
 
@@ -209,10 +220,12 @@ class SqliteStore(StoreContext):
                 conn.execute("DELETE FROM legs WHERE legs_key = ? AND expires_at <= ?", (legs_key, now))
                 conn.executemany(UPSERT_LEG_SQL, [(legs_key, leg, expires) for leg in sorted(wanted)])
         await self._run(q)
+        self.health.recovered()
 
     async def mark_used(self, first_use_key: str) -> None:
         await self._run(lambda conn: conn.execute(
             "INSERT OR IGNORE INTO first_use (key, at) VALUES (?, ?)", (first_use_key, time.time())))
+        self.health.recovered()
 
     async def save_session(self, session_id: str, record: Mapping[str, Any], ttl_seconds: float) -> None:
         text = json.dumps(dict(record), separators=(",", ":"))
@@ -232,10 +245,27 @@ class SqliteStore(StoreContext):
         await self._run(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO pins (upstream, tool, hash, pinned_by, at) VALUES (?, ?, ?, ?, ?)",
             (upstream, tool, definition_hash, by, time.time())))
+        self.health.recovered()
 
     async def get_pins(self) -> dict[tuple[str, str], str]:
         rows = await self._run(lambda conn: conn.execute("SELECT upstream, tool, hash FROM pins").fetchall())
         return {(u, t): h for u, t, h in rows}
+
+    async def list_pins(self) -> list[PinRecord]:
+        rows = await self._run(lambda conn: conn.execute(
+            "SELECT upstream, tool, hash, pinned_by, at FROM pins ORDER BY upstream, tool").fetchall())
+        return [PinRecord(u, t, h, by, at) for u, t, h, by, at in rows]
+
+    async def save_definitions(self, definitions: Mapping[str, Mapping[str, Any]]) -> None:
+        rows = [(h, json.dumps(dict(d), separators=(",", ":"), sort_keys=True)) for h, d in definitions.items()]
+        if rows:
+            await self._run(lambda conn: conn.executemany(
+                "INSERT OR IGNORE INTO definitions (hash, definition) VALUES (?, ?)", rows))
+
+    async def get_definition(self, definition_hash: str) -> dict[str, Any] | None:
+        row = await self._run(lambda conn: conn.execute(
+            "SELECT definition FROM definitions WHERE hash = ?", (definition_hash,)).fetchone())
+        return None if row is None else dict(json.loads(row[0]))
 
     async def suspend(self, target_id: str, by: str, reason: str) -> None:
         def q(conn: sqlite3.Connection) -> None:

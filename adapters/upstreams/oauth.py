@@ -28,6 +28,15 @@ class UpstreamAuthError(Exception):
     """The upstream's token endpoint refused or could not be reached (no secret in the message)."""
 
 
+class UnsafeHeaderValue(ValueError):
+    """A value bound for an upstream request header holds CR, LF or NUL: it is never sent."""
+
+
+def header_safe(value: str) -> bool:
+    """False when ``value`` could break out of its header line (CR or LF) or truncate it (NUL)."""
+    return "\n" not in value and "\r" not in value and "\x00" not in value
+
+
 class ClientCredentialsTokenSource:
     """An access token from an OAuth 2.1 ``client_credentials`` grant, refreshed before expiry.
 
@@ -116,6 +125,8 @@ class ClientCredentialsTokenSource:
             raise UpstreamAuthError(f"token endpoint {self.token_url} sent no usable access_token") from None
         if not isinstance(token, str) or not token:
             raise UpstreamAuthError(f"token endpoint {self.token_url} sent an empty access_token")
+        if not header_safe(token):
+            raise UpstreamAuthError(f"token endpoint {self.token_url} sent an access_token with CR, LF or NUL")
         margin = min(self.refresh_margin, lifetime / 2)
         self._token, self._refresh_at = token, started + lifetime - margin
         return token
@@ -126,9 +137,18 @@ class ClientCredentialsTokenSource:
 
 
 def identity_headers(config: UpstreamConfig, principal: str | None) -> dict[str, str]:
-    """The configured identity header carrying ``principal`` (empty when not configured)."""
+    """The configured identity header carrying ``principal`` (empty when not configured).
+
+    Raises :class:`UnsafeHeaderValue` when the principal id (a JWT ``sub`` can be any string)
+    holds CR, LF or NUL: it would inject headers into the upstream request.
+    """
     if not config.identity_header or principal is None:
         return {}
+    if not header_safe(principal):
+        raise UnsafeHeaderValue(
+            f"the principal id contains CR, LF or NUL, so it cannot be sent in header {config.identity_header!r};"
+            " the request was not sent"
+        )
     return {config.identity_header.lower(): principal}
 
 

@@ -5,6 +5,11 @@ the process. Request ids and progress tokens are rewritten to gateway-unique
 values so answers and progress reach the caller they belong to; a request the
 server sends on its own (sampling, elicitation) goes to the most recent caller
 still waiting, else to the session-level handler.
+
+A line over ``max_response_bytes`` is not buffered: the gateway reads on to the next newline,
+dropping the bytes, so the stream resynchronises and the process keeps running. The call it
+answered fails naming the limit (the one whose id opens the line, as serializers write
+``{"jsonrpc", "id", "result"...}``; when the id cannot be read there, every call waiting).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import contextlib
 import itertools
 import logging
 import os
+import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,15 +32,17 @@ from gateway.ports.upstream import UPSTREAM_PROTOCOL_VERSION, ClientIdentity, Me
 
 log = logging.getLogger("triplock.upstream.stdio")
 
-_LINE_LIMIT = 64 * 1024 * 1024  # one message per line; results can be large
+# The start of a response line: which call an oversized answer belonged to.
+_RESPONSE_HEAD = re.compile(rb'\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(\d{1,18})\s*,\s*"(?:result|error)"')
 
 
 class StdioUpstream:
     """Connector for one stdio upstream: starts the process on first use and shares it."""
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, on_limit: Callable[[str, str], None] | None = None) -> None:
         self.name = config.name
         self.config = config
+        self.on_limit = on_limit  # told (limit, upstream) when a line is over max_response_bytes
         self._session: StdioUpstreamSession | None = None
         self._lock = asyncio.Lock()
 
@@ -41,7 +50,7 @@ class StdioUpstream:
         """Return the live shared session, starting (or restarting) the process if needed."""
         async with self._lock:
             if self._session is None or self._session.closed:
-                session = StdioUpstreamSession(self.config, on_server_message)
+                session = StdioUpstreamSession(self.config, on_server_message, self.on_limit)
                 await session.start(identity)
                 self._session = session
             return self._session
@@ -54,9 +63,15 @@ class StdioUpstream:
 class StdioUpstreamSession:
     """The MCP session with one child process."""
 
-    def __init__(self, config: UpstreamConfig, on_server_message: MessageHandler) -> None:
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        on_server_message: MessageHandler,
+        on_limit: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.upstream = config.name
         self._config = config
+        self._on_limit = on_limit
         self._on_server_message = on_server_message
         self._proc: asyncio.subprocess.Process | None = None
         self._ids = itertools.count(1)
@@ -87,7 +102,7 @@ class StdioUpstreamSession:
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
                 cwd=str(cfg.cwd) if cfg.cwd else None,
-                limit=_LINE_LIMIT,
+                limit=cfg.max_response_bytes,
             )
         except OSError as exc:
             self._closed = True
@@ -218,10 +233,12 @@ class StdioUpstreamSession:
         try:
             while True:
                 try:
-                    line = await stdout.readline()
-                except ValueError:  # a line beyond the limit: the stream is unusable
-                    log.error("upstream %s sent a message over %d bytes", self.upstream, _LINE_LIMIT)
-                    break
+                    line = await stdout.readuntil(b"\n")
+                except asyncio.IncompleteReadError as exc:  # end of output
+                    line = exc.partial
+                except asyncio.LimitOverrunError as exc:
+                    await self._skip_long_line(stdout, exc.consumed)
+                    continue
                 if not line:
                     break
                 if not line.strip():
@@ -238,6 +255,36 @@ class StdioUpstreamSession:
             self._fail_waiting("process exited")
             tail = " | ".join(self._stderr_tail)
             log.warning("upstream %s: process exited%s", self.upstream, f"; last stderr: {tail}" if tail else "")
+
+    async def _skip_long_line(self, stdout: asyncio.StreamReader, buffered: int) -> None:
+        """Drop a line over the limit up to its newline, and fail the call(s) it may answer."""
+        limit = self._config.max_response_bytes
+        head = await stdout.readexactly(min(buffered, 256))
+        buffered -= len(head)
+        while True:
+            if buffered:
+                await stdout.readexactly(buffered)
+            try:
+                await stdout.readuntil(b"\n")
+                break
+            except asyncio.LimitOverrunError as exc:
+                buffered = exc.consumed
+            except asyncio.IncompleteReadError:
+                break  # the process ended mid-line; the read loop sees the end
+        log.error("upstream %s sent a message over %d bytes (upstreams[].max_response_bytes); dropped",
+                  self.upstream, limit)
+        if self._on_limit is not None:
+            self._on_limit("stdio_line_bytes", self.upstream)
+        error = UpstreamError(
+            self.upstream, "protocol", f"it sent a message over {limit} bytes (limit stdio_line_bytes, set by"
+            " upstreams[].max_response_bytes); the gateway dropped it"
+        )
+        match = _RESPONSE_HEAD.match(head)
+        entry = self._waiting.get(int(match[1])) if match else None
+        targets = [entry] if entry is not None else list(self._waiting.values())
+        for future, _ in targets:
+            if not future.done():
+                future.set_exception(error)
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         if "method" not in msg:

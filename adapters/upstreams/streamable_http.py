@@ -12,25 +12,31 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from adapters.http.client import Http1Pool, HttpError, Response
+from adapters.http.client import Http1Pool, HttpError, Response, ResponseTooLarge
 from adapters.upstreams.deadlines import deadline
 from adapters.upstreams.oauth import (
     ClientCredentialsTokenSource,
+    UnsafeHeaderValue,
     UpstreamAuthError,
+    header_safe,
     identity_headers,
     strip_client_credentials,
 )
 from gateway.config import UpstreamConfig
-from gateway.ports.sse import iter_sse
+from gateway.ports.sse import SseTooLarge, iter_sse
 from gateway.ports.upstream import UPSTREAM_PROTOCOL_VERSION, ClientIdentity, MessageHandler, UpstreamError
 
 log = logging.getLogger("triplock.upstream.http")
 
 _ACCEPT = "application/json, text/event-stream"
+
+LimitHook = Callable[[str, str], None]
+"""Told ``(limit, upstream)`` each time a limit refuses something (for the gateway's metrics)."""
 
 
 _TRACE_KEYS = ("traceparent", "tracestate", "baggage")
@@ -48,9 +54,10 @@ def _trace_headers(message: dict[str, Any]) -> dict[str, str] | None:
 class HttpUpstream:
     """Connector for one streamable-HTTP upstream: owns the connection pool and credentials."""
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, on_limit: LimitHook | None = None) -> None:
         self.name = config.name
         self.config = config
+        self.on_limit = on_limit
         assert config.url is not None
         self.url = config.url
         # Only the upstream's own credentials: nothing from the client is ever copied in.
@@ -60,6 +67,9 @@ class HttpUpstream:
             **strip_client_credentials(dict(config.headers), config),
         }
         token = config.bearer_token()
+        if token and not header_safe(token):  # configured headers are checked by the config itself
+            where = config.bearer_token_env or config.bearer_token_file
+            raise ValueError(f"upstream {config.name}: the bearer token in {where} contains CR, LF or NUL")
         if token:
             headers["authorization"] = f"Bearer {token}"
         self._base_headers = headers
@@ -68,9 +78,21 @@ class HttpUpstream:
 
     async def open_session(self, identity: ClientIdentity, on_server_message: MessageHandler) -> HttpUpstreamSession:
         """Run the initialize handshake and open the session's GET stream."""
-        session = HttpUpstreamSession(self, on_server_message, identity_headers(self.config, identity.principal))
+        session = HttpUpstreamSession(self, on_server_message, self.named(identity.principal))
         await session.initialize(identity)
         return session
+
+    def named(self, principal: str | None) -> dict[str, str]:
+        """The identity header for ``principal``; a value that would inject headers refuses the request."""
+        try:
+            return identity_headers(self.config, principal)
+        except UnsafeHeaderValue as exc:
+            self.limit_hit("header_value")
+            raise UpstreamError(self.name, "protocol", str(exc)) from None
+
+    def limit_hit(self, limit: str) -> None:
+        if self.on_limit is not None:
+            self.on_limit(limit, self.name)
 
     async def aclose(self) -> None:
         await self._pool.aclose()
@@ -118,9 +140,15 @@ class HttpUpstreamSession:
         if not isinstance(result, dict):
             raise UpstreamError(self.upstream, "protocol", "initialize answered without a result object")
         self.initialize_result = result
-        if sid := headers.get("mcp-session-id"):
+        sid = headers.get("mcp-session-id")
+        version = str(result.get("protocolVersion", UPSTREAM_PROTOCOL_VERSION))
+        if not (header_safe(version) and header_safe(sid or "")):  # both go back in our request headers
+            self._connector.limit_hit("header_value")
+            raise UpstreamError(self.upstream, "protocol", "initialize answered a session id or protocol version"
+                                " with CR, LF or NUL")
+        if sid:
             self._headers["mcp-session-id"] = sid
-        self._headers["mcp-protocol-version"] = str(result.get("protocolVersion", UPSTREAM_PROTOCOL_VERSION))
+        self._headers["mcp-protocol-version"] = version
         await self.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
         ready = asyncio.Event()
         self._get_task = asyncio.create_task(self._run_get_stream(ready), name=f"get-stream:{self.upstream}")
@@ -140,7 +168,7 @@ class HttpUpstreamSession:
         caller_id = message.get("id")
         outbound = {**message, "id": next(self._ids)}
         extra = _trace_headers(message)
-        if principal is not None and (named := identity_headers(self._connector.config, principal)):
+        if principal is not None and (named := self._connector.named(principal)):
             extra = {**extra, **named} if extra else named
         response, _ = await self._post(outbound, on_message, timeout, extra)
         response["id"] = caller_id
@@ -167,7 +195,8 @@ class HttpUpstreamSession:
     async def _fire(self, message: dict[str, Any]) -> None:
         try:
             async with asyncio.timeout(self._connector.config.call_timeout):
-                resp = await self._pool.request("POST", await self._request_headers(), orjson.dumps(message))
+                limit = self._connector.config.max_response_bytes
+                resp = await self._pool.request("POST", await self._request_headers(), orjson.dumps(message), limit)
                 await resp.read()
             if resp.status >= 400:
                 what = message.get("method", "response")
@@ -186,12 +215,13 @@ class HttpUpstreamSession:
             raise UpstreamError(self.upstream, "closed", "session closed")
         want_id = message["id"]
         resp: Response | None = None
+        limit = self._connector.config.max_response_bytes
         try:
             async with deadline(timeout):
                 base = await self._request_headers()
                 headers = {**base, **extra_headers} if extra_headers else base
                 body = orjson.dumps(message)
-                resp = await self._pool.request("POST", headers, body)
+                resp = await self._pool.request("POST", headers, body, limit)
                 source = self._connector.token_source
                 if resp.status == 401 and source is not None:
                     # The upstream refused our token (revoked, rotated): one fresh token, one retry.
@@ -199,7 +229,9 @@ class HttpUpstreamSession:
                     await resp.read()
                     source.invalidate()
                     base = await self._request_headers()
-                    resp = await self._pool.request("POST", {**base, **extra_headers} if extra_headers else base, body)
+                    resp = await self._pool.request(
+                        "POST", {**base, **extra_headers} if extra_headers else base, body, limit
+                    )
                 if resp.status == 404 and "mcp-session-id" in self._headers:
                     self._closed = True
                     raise UpstreamError(self.upstream, "session_expired", "upstream no longer knows the session")
@@ -212,6 +244,10 @@ class HttpUpstreamSession:
                 return self._parse_json_reply(body, want_id), resp.headers
         except TimeoutError:
             raise UpstreamError(self.upstream, "timeout", f"no answer within {timeout:g}s") from None
+        except ResponseTooLarge:
+            raise self._too_large("upstream_response_bytes", f"its answer is over {limit} bytes") from None
+        except SseTooLarge as exc:
+            raise self._too_large(f"sse_{exc.what}_bytes", f"it sent {exc}") from None
         except HttpError as exc:
             raise UpstreamError(self.upstream, "unreachable", str(exc)) from None
         except UpstreamAuthError as exc:
@@ -229,6 +265,13 @@ class HttpUpstreamSession:
         finally:
             if resp is not None:
                 resp.abandon()
+
+    def _too_large(self, limit: str, what: str) -> UpstreamError:
+        self._connector.limit_hit(limit)
+        return UpstreamError(
+            self.upstream, "protocol", f"{what} (limit {limit}, set by upstreams[].max_response_bytes);"
+            " the gateway stopped reading it"
+        )
 
     async def _request_headers(self) -> dict[str, str]:
         source = self._connector.token_source
@@ -250,7 +293,8 @@ class HttpUpstreamSession:
         return reply
 
     async def _read_sse(self, resp: Response, want_id: Any, on_message: MessageHandler | None) -> dict[str, Any]:
-        async for event in iter_sse(resp.iter_bytes()):
+        limit = self._connector.config.max_response_bytes
+        async for event in iter_sse(resp.iter_bytes(), max_line=limit, max_event=limit):
             if event.event != "message" or not event.data:
                 continue
             try:
@@ -276,7 +320,8 @@ class HttpUpstreamSession:
                 if resp.status >= 400:
                     return  # 405: the server offers no GET stream; nothing to listen to
                 delay = 0.25
-                async for event in iter_sse(resp.iter_bytes()):
+                limit = self._connector.config.max_response_bytes
+                async for event in iter_sse(resp.iter_bytes(), max_line=limit, max_event=limit):
                     if not event.data:
                         continue
                     try:
@@ -288,6 +333,10 @@ class HttpUpstreamSession:
                         await self._on_server_message(msg)
             except asyncio.CancelledError:
                 raise
+            except SseTooLarge as exc:  # the connection is dropped (abandoned below) and opened again
+                ready.set()
+                self._connector.limit_hit(f"sse_{exc.what}_bytes")
+                log.warning("upstream %s: GET stream sent %s, reconnecting in %.2fs", self.upstream, exc, delay)
             except Exception as exc:  # reconnect on any stream failure; never crash the gateway
                 ready.set()
                 log.info("upstream %s: GET stream dropped (%s), retrying in %.2fs", self.upstream, exc, delay)

@@ -2,7 +2,11 @@
 
 ``GET /api/approvals`` lists (filters: state, upstream, tool, principal, limit), ``GET
 /api/approvals/{id}`` shows one, ``POST /api/approvals/{id}/approve`` and ``/deny`` decide it with
-a JSON ``{"reason": ...}``. Every route needs an approver's bearer token (401 otherwise).
+a JSON ``{"reason": ...}``. Every route needs an approver's bearer credential (401 otherwise): an
+approver token, or the API key or IdP access token of a principal whose roles may approve.
+
+An approver sees and decides only the categories its roles' ``approve`` patterns cover: the others
+are left out of the list, and showing or deciding one is 403 ``category_forbidden``.
 
 Answers: unknown id 404; already decided or expired 409; approver == requester 403; store down
 503. The decision itself is the store's atomic compare-and-set, so of two approvers racing, one
@@ -36,12 +40,17 @@ from gateway.approvals.core import (
     SessionHistory,
     TokenApproverAuth,
     call_audit,
+    category_forbidden,
     decide,
+    may_decide,
 )
+from gateway.approvals.pins_api import PinAdmins
+from gateway.guard.pin_book import PinBook
 from gateway.ports.records import APPROVAL_STATES, PendingApproval
 from gateway.ports.store import Store, StoreUnavailable
 
 MAX_LIMIT = 1000
+_NEED_APPROVER = "An approver's bearer token (approver token, API key or access token) is required."
 
 
 def approval_json(approval: PendingApproval) -> dict[str, Any]:
@@ -78,8 +87,9 @@ class ApprovalsApi:
         return None if token is None else await self.settings.auth.authenticate(token)
 
     async def list(self, request: Request) -> Response:
-        if await self._approver(request) is None:
-            return _error(401, "unauthorized", "An approver bearer token is required.")
+        approver = await self._approver(request)
+        if approver is None:
+            return _error(401, "unauthorized", _NEED_APPROVER)
         q = request.query_params
         state = q.get("state") or None
         if state is not None and state not in APPROVAL_STATES:
@@ -90,24 +100,36 @@ class ApprovalsApi:
             return _error(400, "bad_request", "limit must be an integer")
         if not 1 <= limit <= MAX_LIMIT:
             return _error(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
-        try:
-            rows = await self.store.list_approvals(
+
+        async def fetch(n: int) -> list[PendingApproval]:
+            return await self.store.list_approvals(
                 state=state,  # narrowed to ApprovalState by the check above
                 upstream=q.get("upstream") or None, tool=q.get("tool") or None,
-                principal=q.get("principal") or None, limit=limit)
+                principal=q.get("principal") or None, limit=n)
+
+        try:
+            rows = await fetch(limit)
+            visible = [a for a in rows if may_decide(self.settings.access, approver, a)]
+            if len(visible) < len(rows) == limit:
+                # Others' categories took part of the page: look further so the page is as full as it can be.
+                visible = [a for a in await fetch(MAX_LIMIT) if may_decide(self.settings.access, approver, a)][:limit]
         except StoreUnavailable:
             return _error(503, "unavailable", "The approval store is unavailable.")
-        return JSONResponse({"approvals": [approval_json(a) for a in rows]})
+        return JSONResponse({"approvals": [approval_json(a) for a in visible]})
 
     async def show(self, request: Request) -> Response:
-        if await self._approver(request) is None:
-            return _error(401, "unauthorized", "An approver bearer token is required.")
+        approver = await self._approver(request)
+        if approver is None:
+            return _error(401, "unauthorized", _NEED_APPROVER)
         try:
             approval = await self.store.get_approval(request.path_params["approval_id"])
         except StoreUnavailable:
             return _error(503, "unavailable", "The approval store is unavailable.")
         if approval is None:
             return _error(404, "not_found", "No approval with this id.")
+        if not may_decide(self.settings.access, approver, approval):
+            refused = category_forbidden(approval)
+            return _error(refused.status, refused.code, refused.message)
         return JSONResponse(approval_json(approval))
 
     async def approve(self, request: Request) -> Response:
@@ -119,12 +141,13 @@ class ApprovalsApi:
     async def _decide(self, request: Request, approve: bool) -> Response:
         approver = await self._approver(request)
         if approver is None:
-            return _error(401, "unauthorized", "An approver bearer token is required.")
+            return _error(401, "unauthorized", _NEED_APPROVER)
         reason = await _read_reason(request)
         if isinstance(reason, Response):
             return reason
         result = await decide(self.store, request.path_params["approval_id"], approve, approver, reason,
-                              audit=self.audit, notifier=self.notifier, console_url=self.settings.console_url)
+                              access=self.settings.access, audit=self.audit, notifier=self.notifier,
+                              console_url=self.settings.console_url)
         if result.status != 200:
             extra = {"approval": approval_json(result.approval)} if result.approval is not None else {}
             return _error(result.status, result.code, result.message, **extra)
@@ -163,10 +186,13 @@ async def _read_reason(request: Request) -> str | Response:
 
 def build_routes(store: Store, settings: ApprovalsUISettings, *, audit: AuditHook | None = None,
                  session_history: SessionHistory | None = None,
-                 notifier: Notifier | None = None) -> list[BaseRoute]:
-    """All approver-facing routes: the REST API and the web console, ready to mount."""
+                 notifier: Notifier | None = None, pins: PinBook | None = None,
+                 pin_admins: PinAdmins | None = None) -> list[BaseRoute]:
+    """All approver-facing routes: the REST API and the web console (with its changed-tools page
+    when ``pins`` is given), ready to mount."""
     api = ApprovalsApi(store, settings, audit=audit, notifier=notifier)
-    console = Console(store, settings, audit=audit, session_history=session_history, notifier=notifier)
+    console = Console(store, settings, audit=audit, session_history=session_history, notifier=notifier,
+                      pins=pins, pin_admins=pin_admins)
     return [*api.routes(), *console.routes()]
 
 

@@ -2,9 +2,15 @@
 
 Tool arguments are attacker-controlled (a prompt-injected agent writes them), so every value
 reaches the page through Jinja2 with autoescape on, and the Content-Security-Policy allows no
-inline script at all: even a value that slipped past escaping could not run. Unicode format
-characters (bidi overrides, zero-width) in arguments are shown as ``\\uXXXX`` so an address
-cannot be visually disguised.
+inline script at all: even a value that slipped past escaping could not run. Every value shown
+goes through the ``visible`` filters (:mod:`gateway.approvals.visible_text`): bidi controls,
+zero-width and control characters appear as ``⟨U+202E⟩`` markers, and host names that mix scripts
+or use look-alike letters are flagged with their punycode, so nothing can be visually disguised.
+
+Approvers are principals: any principal whose roles may approve logs in with its bearer credential
+(approver token, API key, IdP access token) and sees and decides only the categories its roles
+cover (:func:`gateway.approvals.core.may_decide`): others' held calls are not listed, and opening
+or deciding one is refused (403).
 
 Live updates are a small fetch poll (``console.js``) of HTML fragments rendered by the same
 templates. Polling needs nothing from the store but reads, so it works unchanged with several
@@ -18,7 +24,6 @@ import json
 import logging
 import re
 import time
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +42,14 @@ from gateway.approvals.core import (
     AuditHook,
     Notifier,
     SessionHistory,
+    category_forbidden,
     decide,
+    may_decide,
 )
+from gateway.approvals.pins_api import PinAdmins
+from gateway.approvals.pins_console import PinsConsole
+from gateway.approvals.visible_text import to_html, to_plain
+from gateway.guard.pin_book import PinBook
 from gateway.ports.records import PendingApproval, legs_text
 from gateway.ports.store import Store, StoreUnavailable
 
@@ -68,12 +79,11 @@ _STATIC = {
 
 
 def pretty_arguments(preview: str) -> str:
-    """Indented JSON of the arguments, with invisible format characters made visible."""
+    """Indented JSON of the arguments (the template's ``visible_block`` filter shows what is invisible)."""
     try:
-        text = json.dumps(json.loads(preview), indent=2, ensure_ascii=False, sort_keys=True)
+        return json.dumps(json.loads(preview), indent=2, ensure_ascii=False, sort_keys=True)
     except ValueError:
-        text = preview  # not JSON (should not happen): show it verbatim, still escaped
-    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cf" else c for c in text)
+        return preview  # not JSON (should not happen): show it verbatim, still escaped
 
 
 def _utc(ts: float | None) -> str:
@@ -118,8 +128,12 @@ class Console:
     """Route handlers for ``/console``; built by :func:`gateway.approvals.api.build_routes`."""
 
     def __init__(self, store: Store, settings: ApprovalsUISettings, *, audit: AuditHook | None = None,
-                 session_history: SessionHistory | None = None, notifier: Notifier | None = None) -> None:
+                 session_history: SessionHistory | None = None, notifier: Notifier | None = None,
+                 pins: PinBook | None = None, pin_admins: PinAdmins | None = None) -> None:
         self.store = store
+        # The "changed tools" page, when the gateway wires pins in (admins with the 'pin' action).
+        self.pin_admins = pin_admins if pins is not None else None
+        self.pins_page = PinsConsole(self, pins) if pins is not None else None
         self.settings = settings
         self.audit = audit
         self.session_history = session_history
@@ -130,6 +144,10 @@ class Console:
         self.env.filters["utc"] = _utc
         self.env.filters["duration"] = _duration
         self.env.filters["legs"] = legs_text
+        # Everything shown goes through these (gateway/approvals/visible_text.py): markers, host flags.
+        self.env.filters["visible"] = to_html
+        self.env.filters["visible_block"] = lambda value: to_html(value, multiline=True)
+        self.env.filters["visible_plain"] = to_plain
         self.env.globals["exposed"] = _exposed
         self._static = {name: (HERE / "static" / name).read_bytes() for name in _STATIC}
 
@@ -144,6 +162,7 @@ class Console:
             Route("/console/live/pending", self.live_pending, methods=["GET"]),
             Route("/console/live/approvals/{approval_id}", self.live_decision, methods=["GET"]),
             Route("/console/static/{name}", self.static, methods=["GET"]),
+            *(self.pins_page.routes() if self.pins_page is not None else []),
         ]
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -158,7 +177,8 @@ class Console:
         values.setdefault("flash", None)
         values.setdefault("error", None)
         body = self.env.get_template(name).render(
-            approver=ctx.session.approver, csrf=self.codec.csrf_token(ctx.session),
+            approver=ctx.session.approver, approves=ctx.session.approves, may_pin=ctx.session.pins,
+            csrf=self.codec.csrf_token(ctx.session),
             poll_ms=int(self.settings.poll_seconds * 1000), now=time.time(), **values)
         response = HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
         if ctx.fresh:
@@ -216,7 +236,9 @@ class Console:
         if not ctx.session.logged_in:
             next_id = request.query_params.get("next", "")
             return self._render("login.html", ctx, next_id=next_id if _ID_RE.match(next_id) else "")
-        return self._render("list.html", ctx, **await self._pending_values())
+        if not ctx.session.approves:
+            return self._redirect("/console/pins")  # an admin who is not an approver: their page
+        return self._render("list.html", ctx, **await self._pending_values(ctx))
 
     async def login(self, request: Request) -> Response:
         checked = await self._checked_post(request)
@@ -225,13 +247,19 @@ class Console:
         ctx, form = checked
         next_id = form.get("next", "")
         next_id = next_id if _ID_RE.match(next_id) else ""
-        approver = await self.settings.auth.authenticate(form.get("token", "").strip())
-        if approver is None:
+        token = form.get("token", "").strip()
+        approver = await self.settings.auth.authenticate(token)
+        admin = await self.pin_admins.admin(token, approver) if self.pin_admins is not None and token else None
+        if approver is None and admin is None:
             log.warning("console login failed from %s", request.client.host if request.client else "?")
             return self._render("login.html", ctx, status=401, error="That approver token is not valid.",
                                 next_id=next_id)
-        session = self.codec.login(approver.name, approver.via)
-        response = self._redirect(f"/console/approvals/{next_id}" if next_id else "/console")
+        if approver is not None:
+            session = self.codec.login(approver.name, approver.via, pins=admin is not None, roles=approver.roles)
+        else:
+            session = self.codec.login(admin or "", "admin", approves=False, pins=True, roles=())
+        landing = f"/console/approvals/{next_id}" if next_id else "/console"
+        response = self._redirect(landing if session.approves else "/console/pins")
         self._set_cookie(response, session)
         return response
 
@@ -243,9 +271,17 @@ class Console:
         response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH, httponly=True, samesite="strict")
         return response
 
-    async def _pending_values(self) -> dict[str, Any]:
+    @staticmethod
+    def _approver(ctx: _Ctx) -> Approver:
+        """The logged-in principal, with the roles it had at login."""
+        return Approver(ctx.session.approver or "", ctx.session.via, frozenset(ctx.session.roles))
+
+    async def _pending_values(self, ctx: _Ctx) -> dict[str, Any]:
+        """Pending calls of the categories this approver may decide (others' are not listed)."""
+        approver = self._approver(ctx)
         try:
-            pending = await self.store.list_approvals(state="pending", limit=LIST_LIMIT)
+            rows = await self.store.list_approvals(state="pending", limit=LIST_LIMIT)
+            pending = [a for a in rows if may_decide(self.settings.access, approver, a)]
             return {"pending": pending, "store_error": None, "limit": LIST_LIMIT}
         except StoreUnavailable:
             return {"pending": [], "store_error": "The approval store is unavailable.", "limit": LIST_LIMIT}
@@ -255,6 +291,8 @@ class Console:
         approval_id = request.path_params["approval_id"]
         if not ctx.session.logged_in:
             return self._redirect(f"/console?next={approval_id}" if _ID_RE.match(approval_id) else "/console")
+        if not ctx.session.approves:
+            return self._render("error.html", ctx, status=403, message="Deciding held calls needs an approver.")
         return await self._detail_page(ctx, approval_id, flash=_flash(request.query_params.get("done")))
 
     async def _detail_page(self, ctx: _Ctx, approval_id: str, status: int = 200, *, flash: str | None = None,
@@ -265,6 +303,8 @@ class Console:
             return self._render("error.html", ctx, status=503, message="The approval store is unavailable.")
         if approval is None:
             return self._render("error.html", ctx, status=404, message="No approval with this id.")
+        if not may_decide(self.settings.access, self._approver(ctx), approval):
+            return self._render("error.html", ctx, status=403, message=category_forbidden(approval).message)
         history, history_error = await self._history(approval)
         return self._render("detail.html", ctx, status=status, a=approval, flash=flash, error=error,
                             arguments=pretty_arguments(approval.args_preview), history=history,
@@ -290,6 +330,8 @@ class Console:
         approval_id = request.path_params["approval_id"]
         if not ctx.session.logged_in:
             return self._redirect("/console")
+        if not ctx.session.approves:
+            return self._render("error.html", ctx, status=403, message="Deciding held calls needs an approver.")
         action = form.get("action")
         reason = form.get("reason", "").strip()
         if action not in ("approve", "deny"):
@@ -297,9 +339,9 @@ class Console:
         if not reason or len(reason) > MAX_REASON:
             return await self._detail_page(ctx, approval_id, 400,
                                            error=f"Give a reason (1 to {MAX_REASON} characters).")
-        approver = Approver(ctx.session.approver or "", ctx.session.via)
-        result = await decide(self.store, approval_id, action == "approve", approver, reason, audit=self.audit,
-                              notifier=self.notifier, console_url=self.settings.console_url)
+        result = await decide(self.store, approval_id, action == "approve", self._approver(ctx), reason,
+                              access=self.settings.access, audit=self.audit, notifier=self.notifier,
+                              console_url=self.settings.console_url)
         if result.status == 200:
             return self._redirect(f"/console/approvals/{approval_id}?done={result.code}")
         return await self._detail_page(ctx, approval_id, result.status, error=result.message)
@@ -308,13 +350,13 @@ class Console:
 
     async def live_pending(self, request: Request) -> Response:
         ctx = self._session(request)
-        if not ctx.session.logged_in:
+        if not ctx.session.logged_in or not ctx.session.approves:
             return Response(status_code=401, headers=SECURITY_HEADERS)
-        return self._render("_pending.html", ctx, **await self._pending_values())
+        return self._render("_pending.html", ctx, **await self._pending_values(ctx))
 
     async def live_decision(self, request: Request) -> Response:
         ctx = self._session(request)
-        if not ctx.session.logged_in:
+        if not ctx.session.logged_in or not ctx.session.approves:
             return Response(status_code=401, headers=SECURITY_HEADERS)
         try:
             approval = await self.store.get_approval(request.path_params["approval_id"])
@@ -322,6 +364,8 @@ class Console:
             return Response(status_code=503, headers=SECURITY_HEADERS)
         if approval is None:
             return Response(status_code=404, headers=SECURITY_HEADERS)
+        if not may_decide(self.settings.access, self._approver(ctx), approval):
+            return Response(status_code=403, headers=SECURITY_HEADERS)
         return self._render("_decision.html", ctx, a=approval)
 
     async def static(self, request: Request) -> Response:

@@ -1,7 +1,8 @@
 """Console sessions and CSRF tokens: HMAC-signed cookies, no server-side session table.
 
 One cookie, ``triplock_console`` (HttpOnly, SameSite=Strict, Path=/console), carries a random
-nonce and, once logged in, the approver's name and an expiry, signed with HMAC-SHA256. Before
+nonce and, once logged in, the principal id, how it logged in, its roles at login (they decide
+which categories of held calls it sees and decides) and an expiry, signed with HMAC-SHA256. Before
 login the same cookie carries only a nonce, so the login form is CSRF-protected too.
 
 The CSRF token is a synchronizer token derived from the cookie: ``HMAC(key, nonce)``. A page
@@ -9,6 +10,10 @@ embeds it in every form; a POST must bring the cookie *and* the matching token. 
 page can neither read the HttpOnly cookie nor compute the HMAC, and a fresh nonce at login
 means a token captured before login is useless afterwards. Nothing is stored server-side, so
 any gateway process sharing ``cookie_secret`` can check any session.
+
+A session says what its holder may do: decide held calls (``approves``: logged in with an
+approver token) and re-approve changed tool definitions (``pins``: an admin with the ``pin``
+action). Separation of duties: one does not imply the other.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hmac
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 COOKIE_NAME = "triplock_console"
@@ -41,6 +47,9 @@ class ConsoleSession:
     approver: str | None = None
     via: str = "token"
     expires_at: float = 0.0
+    approves: bool = True  # may see and decide held calls
+    pins: bool = False  # may review and approve changed tool definitions
+    roles: tuple[str, ...] = ("approver",)  # the approver's roles: which categories it may decide
 
     @property
     def logged_in(self) -> bool:
@@ -60,14 +69,17 @@ class SessionCodec:
         """A fresh pre-login session: a nonce to bind the login form's CSRF token to."""
         return ConsoleSession(nonce=_b64(os.urandom(18)))
 
-    def login(self, approver: str, via: str, now: float | None = None) -> ConsoleSession:
+    def login(self, approver: str, via: str, now: float | None = None, *, approves: bool = True,
+              pins: bool = False, roles: Iterable[str] = ("approver",)) -> ConsoleSession:
         """A new logged-in session; the nonce is new too (no session fixation)."""
         now = time.time() if now is None else now
         return ConsoleSession(nonce=_b64(os.urandom(18)), approver=approver, via=via,
-                              expires_at=now + self.lifetime)
+                              expires_at=now + self.lifetime, approves=approves, pins=pins,
+                              roles=tuple(sorted(roles)))
 
     def encode(self, session: ConsoleSession) -> str:
-        payload = {"n": session.nonce, "a": session.approver, "v": session.via, "e": session.expires_at}
+        payload = {"n": session.nonce, "a": session.approver, "v": session.via, "e": session.expires_at,
+                   "r": session.approves, "p": session.pins, "ro": list(session.roles)}
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         sig = _b64(hmac.new(self._cookie_key, body.encode(), hashlib.sha256).digest())
         return f"v1.{body}.{sig}"
@@ -84,8 +96,13 @@ class SessionCodec:
             return None
         try:
             data = json.loads(_unb64(parts[1]))
+            # A cookie signed before roles were recorded is an approver token's: the approver role.
+            roles = data.get("ro", ["approver"])
+            if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+                return None
             session = ConsoleSession(nonce=str(data["n"]), approver=data["a"], via=str(data["v"]),
-                                     expires_at=float(data["e"]))
+                                     expires_at=float(data["e"]), approves=data.get("r", True) is True,
+                                     pins=data.get("p", False) is True, roles=tuple(roles))
         except (ValueError, KeyError, TypeError):
             return None
         if session.approver is not None:

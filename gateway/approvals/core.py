@@ -1,10 +1,15 @@
 """What the approvers' REST API and the web console share: who an approver is, and how a call is decided.
 
-:class:`Approver` and the :class:`ApproverAuth` seam (:class:`TokenApproverAuth` reads ``name=token``
-pairs from an env var; :class:`PrincipalApproverAuth` accepts any gateway
-:class:`~gateway.identity.principal.Authenticator` whose principal has the ``approver`` role),
-:class:`ApprovalsUISettings`, the :class:`Notifier` interface, and :func:`decide`: the one path both
-:mod:`gateway.approvals.api` and :mod:`gateway.approvals.console` take to approve or deny.
+Approvers are principals. :class:`Approver` carries a principal id and its roles, whichever way it
+logged in: :class:`PrincipalApproverAuth` accepts the gateway's own bearer credentials (a JWT from
+the IdP, an API key) of any principal whose roles grant approval rights (the ``approver`` role, or
+any role with ``approve`` patterns); :class:`TokenApproverAuth` keeps the static ``name=token``
+pairs for automation, and a token named ``ops`` *is* principal ``ops`` with the ``approver`` role.
+One namespace, so the store's rule "the approver is never the requester" holds across both.
+
+Per-role approval categories are enforced here: :func:`may_decide` (what an approver sees) and
+:func:`decide` (the one path both :mod:`gateway.approvals.api` and :mod:`gateway.approvals.console`
+take to approve or deny) consult :meth:`~gateway.identity.roles.AccessPolicy.may_approve`.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.identity.roles import AccessPolicy
 from gateway.ports.records import PendingApproval
 from gateway.ports.store import Store, StoreUnavailable
 from gateway.telemetry.audit import EventType
@@ -33,12 +39,21 @@ AuditHook = Callable[..., Any]  # audit(event_type, **fields); may return an awa
 SessionHistory = Callable[[str], "list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]"]
 
 
+TOKEN_ROLES = frozenset({"approver"})
+
+
 @dataclass(frozen=True, slots=True)
 class Approver:
-    """A person allowed to decide held calls; ``name`` is recorded as ``decided_by``."""
+    """A principal allowed to decide held calls; ``name`` is its principal id, recorded as ``decided_by``."""
 
     name: str
-    via: str = "token"
+    via: str = "token"  # token | api_key | jwt
+    roles: frozenset[str] = TOKEN_ROLES
+
+    @property
+    def groups(self) -> frozenset[str]:
+        """No groups: the roles were resolved at login (an AccessPolicy subject needs the attribute)."""
+        return frozenset()
 
 
 class ApproverAuth(Protocol):
@@ -87,18 +102,18 @@ class TokenApproverAuth:
 
 
 class PrincipalApproverAuth:
-    """Adapter for the identity work: any authenticator whose principal holds ``role``."""
+    """The gateway's authenticator (JWT, API keys): principals whose roles grant approval rights."""
 
-    def __init__(self, authenticator: Authenticator, role: str = "approver") -> None:
+    def __init__(self, authenticator: Authenticator, access: AccessPolicy | None = None) -> None:
         self.authenticator = authenticator
-        self.role = role
+        self.access = access or AccessPolicy()
 
     async def authenticate(self, token: str) -> Approver | None:
         from gateway.identity.principal import Principal
 
         result = await self.authenticator.authenticate({"authorization": f"Bearer {token}"})
-        if isinstance(result, Principal) and self.role in result.roles:
-            return Approver(result.id, via=result.via)
+        if isinstance(result, Principal) and self.access.approves_anything(result):
+            return Approver(result.id, via=result.via, roles=self.access.roles_of(result))
         return None
 
 
@@ -128,23 +143,37 @@ class ApprovalsUISettings:
     cookie_secure: bool = False
     session_seconds: float = 8 * 3600.0
     poll_seconds: float = 3.0
+    # Which categories each approver's roles may decide (RoleConfig.approve patterns).
+    access: AccessPolicy = field(default_factory=AccessPolicy)
 
     def __post_init__(self) -> None:
         if not self.cookie_secret:
             object.__setattr__(self, "cookie_secret", os.urandom(32))
 
     @classmethod
-    def from_settings(cls, settings: Settings, auth: ApproverAuth | None = None) -> ApprovalsUISettings:
-        """Build from the gateway's config: console URL, approver tokens env var, cookie secret."""
+    def from_settings(cls, settings: Settings, auth: ApproverAuth | None = None, *,
+                      authenticator: Authenticator | None = None,
+                      access: AccessPolicy | None = None) -> ApprovalsUISettings:
+        """Build from the gateway's config: console URL, who may log in, cookie secret.
+
+        Approver tokens always; with ``authenticator`` (and ``auth.mode`` not ``none``, where every
+        request is the local developer) also the principals it accepts whose roles may approve.
+        """
         cfg = settings.approvals
         base = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
         console = cfg.console_url or base.rstrip("/") + "/console"
         secret = os.environ.get("TRIPLOCK_CONSOLE_SECRET", "").encode()
+        access = access or AccessPolicy.from_config(settings.auth)
+        if auth is None:
+            auth = TokenApproverAuth.from_env(cfg.approver_tokens_env)
+            if authenticator is not None and settings.auth.mode != "none":
+                auth = AnyApproverAuth(auth, PrincipalApproverAuth(authenticator, access))
         return cls(
-            auth=auth or TokenApproverAuth.from_env(cfg.approver_tokens_env),
+            auth=auth,
             console_url=console,
             cookie_secret=secret,
             cookie_secure=console.startswith("https://"),
+            access=access,
         )
 
 
@@ -174,11 +203,34 @@ _MESSAGES = {
 }
 
 
+def may_decide(access: AccessPolicy, approver: Approver, approval: PendingApproval) -> bool:
+    """Whether the approver's roles may decide calls of this approval's category (lists hide the rest)."""
+    return access.may_approve(approver, approval.category)
+
+
+def category_forbidden(approval: PendingApproval) -> DecisionResult:
+    """The 403 for an approval outside the approver's categories."""
+    category = approval.category or "uncategorized"
+    return DecisionResult(403, "category_forbidden",
+                          f"Your roles do not allow deciding calls of category {category!r}.")
+
+
 async def decide(store: Store, approval_id: str, approve: bool, approver: Approver, reason: str, *,
-                 audit: AuditHook | None = None, notifier: Notifier | None = None,
-                 console_url: str = "") -> DecisionResult:
-    """Approve or deny through the store's atomic decide; audit and notify only the winner."""
+                 access: AccessPolicy | None = None, audit: AuditHook | None = None,
+                 notifier: Notifier | None = None, console_url: str = "") -> DecisionResult:
+    """Approve or deny through the store's atomic decide; audit and notify only the winner.
+
+    The approver's roles must cover the call's category (``access``; the default roles when None).
+    A category never changes once a call is held, so checking it before the atomic decide is sound.
+    """
+    access = access or AccessPolicy()
     try:
+        current = await store.get_approval(approval_id)
+        if current is None:
+            status, message = _MESSAGES["not_found"]
+            return DecisionResult(status, "not_found", message)
+        if not may_decide(access, approver, current):
+            return category_forbidden(current)
         outcome = await store.decide(approval_id, approve, approver.name, reason, time.time())
     except StoreUnavailable:
         log.error("approval store unavailable while deciding %s", approval_id)
@@ -191,7 +243,8 @@ async def decide(store: Store, approval_id: str, approve: bool, approver: Approv
     verb = "approved" if approve else "denied"
     if audit is not None:
         await call_audit(audit, EventType.APPROVAL_GRANTED if approve else EventType.APPROVAL_DENIED,
-                         approval_id=approval.id, approver=approver.name, via=approver.via, reason=reason,
+                         approval_id=approval.id, approver=approver.name, via=approver.via,
+                         approver_roles=sorted(approver.roles), reason=reason,
                          principal=approval.principal, session_id=approval.session_id,
                          upstream=approval.upstream, tool=approval.tool, args_hash=approval.args_hash)
     if notifier is not None:

@@ -1,8 +1,14 @@
 """``triplock approvals list|show|approve|deny``: decide held calls from a terminal.
 
-Talks to a running gateway's REST API (``/api/approvals``) with an approver token read from
-an environment variable (``--token-env``, default ``TRIPLOCK_APPROVER_TOKEN``), never from
-the command line, where it would land in shell history and ``ps``.
+Talks to a running gateway's REST API (``/api/approvals``) with a bearer credential read from
+an environment variable, never from the command line, where it would land in shell history and
+``ps``: ``--token-env`` (default ``TRIPLOCK_APPROVER_TOKEN``, an approver token), or else
+``TRIPLOCK_TOKEN``, the principal's own API key or access token (an approver is a principal).
+
+Everything the gateway sends back is attacker-influenced text (tool names, principals,
+arguments), so it is printed through :func:`gateway.approvals.visible_text.to_terminal`: control
+characters (ESC: terminal escape sequences), bidi overrides and zero-width characters become
+``⟨U+001B⟩`` markers, and look-alike host names are flagged with their punycode.
 
 Exit codes: 0 done; 1 the gateway refused (404 unknown, 409 already decided or expired,
 403 own call, 401 bad token); 2 usage or missing token; 3 gateway unreachable.
@@ -20,8 +26,11 @@ from urllib.parse import quote
 
 import httpx
 
+from gateway.approvals.visible_text import to_terminal
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TOKEN_ENV = "TRIPLOCK_APPROVER_TOKEN"
+PRINCIPAL_TOKEN_ENV = "TRIPLOCK_TOKEN"  # the principal's own API key or JWT (also used by `triplock suspend`)
 STATES = ("pending", "approved", "denied", "expired", "executed")
 
 
@@ -33,10 +42,19 @@ class CliError(Exception):
         self.code = code
 
 
-def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
-    token = os.environ.get(args.token_env, "").strip()
+def _token(token_env: str) -> str:
+    """The bearer credential: ``token_env``, or the principal's own token when that is the unset default."""
+    token = os.environ.get(token_env, "").strip()
+    if not token and token_env == DEFAULT_TOKEN_ENV:
+        token = os.environ.get(PRINCIPAL_TOKEN_ENV, "").strip()
     if not token:
-        raise CliError(f"set the approver token in ${args.token_env} (or choose another with --token-env)", 2)
+        raise CliError(f"set an approver token in ${token_env}, or your API key or access token in "
+                       f"${PRINCIPAL_TOKEN_ENV} (or choose another variable with --token-env)", 2)
+    return token
+
+
+def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    token = _token(args.token_env)
     url = args.url.rstrip("/") + path
     try:
         response = httpx.request(method, url, headers={"Authorization": f"Bearer {token}"},
@@ -54,7 +72,7 @@ def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) ->
     if isinstance(data, dict) and isinstance(data.get("approval"), dict):
         a = data["approval"]
         detail += f" (state {a.get('state')}, decided by {a.get('decided_by') or '-'})"
-    raise CliError(detail, 1)
+    raise CliError(to_terminal(detail), 1)
 
 
 def _when(ts: Any) -> str:
@@ -62,6 +80,7 @@ def _when(ts: Any) -> str:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
+    rows = [[to_terminal(c) for c in row] for row in rows]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
     return "\n".join(lines)
@@ -80,12 +99,13 @@ def _print_approval(a: dict[str, Any]) -> None:
         fields += [("decided by", a.get("decided_by")), ("decided", _when(a.get("decided_at"))),
                    ("reason", a.get("reason"))]
     for key, value in fields:
-        print(f"{key + ':':<12} {value if value not in (None, '') else '-'}")
+        print(f"{key + ':':<12} {to_terminal(value) if value not in (None, '') else '-'}")
     print("arguments:")
     try:
-        print(json.dumps(json.loads(a.get("args_preview") or "null"), indent=2, ensure_ascii=True))
+        pretty = json.dumps(json.loads(a.get("args_preview") or "null"), indent=2, ensure_ascii=False)
     except ValueError:
-        print(repr(a.get("args_preview")))
+        pretty = str(a.get("args_preview"))
+    print(to_terminal(pretty, multiline=True))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -121,7 +141,7 @@ def _decide(args: argparse.Namespace, verb: str) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        print(f"{data.get('state')}: {data.get('id')} by {data.get('decided_by')}")
+        print(to_terminal(f"{data.get('state')}: {data.get('id')} by {data.get('decided_by')}"))
     return 0
 
 
@@ -156,7 +176,8 @@ def register(subparsers: Any) -> None:
     common.add_argument("--url", default=os.environ.get("TRIPLOCK_URL", DEFAULT_URL),
                         help=f"gateway base URL (default {DEFAULT_URL}, or $TRIPLOCK_URL)")
     common.add_argument("--token-env", default=DEFAULT_TOKEN_ENV,
-                        help=f"env var holding the approver token (default {DEFAULT_TOKEN_ENV})")
+                        help=f"env var holding the approver token (default {DEFAULT_TOKEN_ENV}; when unset, "
+                             f"${PRINCIPAL_TOKEN_ENV}: your own API key or access token)")
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
     common.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds")
 

@@ -12,7 +12,8 @@ from gateway.telemetry.audit_verify import read_lines, verify_lines
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Exit 0 when the chain holds, 1 at the first broken record, 2 when a file cannot be read."""
+    """Exit 0 when the chain holds (a torn last line is reported, not an error), 1 at the first broken
+    record, 2 when a file cannot be read."""
     files: list[Path] = args.files
     for f in files:
         if not f.is_file():
@@ -35,6 +36,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         " (the first record continues an earlier file: pass the earlier files first to check across them)")
     print(f"OK: {names}: {result.records} records, chain intact from {anchored}{note}; "
           f"last hash {result.last_hash}")
+    if result.torn_tail:
+        print(f"TRUNCATED TAIL: the last line is {result.torn_tail} bytes of a record a crash cut short "
+              "(left out of the chain; the gateway removes it when it starts again)")
     return 0
 
 

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
+from gateway.approvals.visible_text import to_terminal
 from gateway.config import ConfigError, load_settings
 from gateway.identity.api_keys import KeyStore
 
@@ -87,7 +88,8 @@ def _api(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] 
     except ValueError:
         doc = {"error": resp.text[:300]}
     if resp.status_code >= 400:
-        print(f"triplock: HTTP {resp.status_code}: {doc.get('error_description') or doc.get('error')}",
+        # The gateway's message may quote a target the caller typed: printed without control characters.
+        print(to_terminal(f"triplock: HTTP {resp.status_code}: {doc.get('error_description') or doc.get('error')}"),
               file=sys.stderr)
         return 1
     print(json.dumps(doc))

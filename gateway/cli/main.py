@@ -13,7 +13,6 @@ from gateway.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("triplock")
 
-_KEEPALIVE_SECONDS = 5.0  # idle keep-alive connections are closed after this
 _GRACEFUL_SECONDS = 5.0  # on SIGTERM, requests in flight (SSE streams included) get this long
 
 
@@ -26,9 +25,11 @@ def _load(path: Path | None) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the gateway on Triplock's own HTTP/1.1 server (uvloop + httptools; see adapters.http.server)."""
+    """Run the gateway on Triplock's own HTTP/1.1 server (adapters.http.server) or on uvicorn (server.runtime)."""
     from adapters.http import server as http_server
     from adapters.http import workers as http_workers
+    from adapters.http.limits import Limits
+    from adapters.http.uvicorn_runtime import run_uvicorn
     from gateway.app import build_gateway
 
     settings = _load(args.config)
@@ -46,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log.warning("approver console: http://%s:%d/console  (token for this run: %s)",
                         settings.server.host, settings.server.port, token)
     srv = settings.server
-    log.info("Triplock listening on http://%s:%d%s", srv.host, srv.port, srv.path)
+    log.info("Triplock listening on http://%s:%d%s (%s server)", srv.host, srv.port, srv.path, srv.runtime)
     app = build_gateway(settings)
     if srv.workers > 1:
         if "{pid}" not in str(settings.audit.path) and "file" in settings.audit.sinks:
@@ -55,8 +56,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
         # Each worker process builds its own gateway from the same file (see gateway.app.app_from_env).
         os.environ["TRIPLOCK_CONFIG_FILE"] = str(args.config) if args.config else ""
+    limits = Limits(
+        header_timeout=srv.header_timeout_seconds,
+        body_idle_timeout=srv.body_idle_timeout_seconds,
+        body_timeout=srv.body_timeout_seconds,
+        keepalive_timeout=srv.keepalive_timeout_seconds,
+        max_connections=srv.max_connections,
+        max_header_bytes=srv.max_header_bytes,
+    )
     try:
-        if srv.workers > 1:
+        if srv.runtime == "uvicorn":
+            run_uvicorn(app, factory_ref="gateway.app:app_from_env", host=srv.host, port=srv.port,
+                        workers=srv.workers, limits=limits, graceful_timeout=_GRACEFUL_SECONDS,
+                        log_level=srv.log_level)
+        elif srv.workers > 1:
             return http_workers.supervise(
                 "gateway.app:app_from_env",
                 host=srv.host,
@@ -64,12 +77,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 workers=srv.workers,
                 factory=True,
                 log_level=srv.log_level,
-                keepalive_timeout=_KEEPALIVE_SECONDS,
+                limits=limits,
                 graceful_timeout=_GRACEFUL_SECONDS,
             )
-        http_server.run(
-            app, host=srv.host, port=srv.port, keepalive_timeout=_KEEPALIVE_SECONDS, graceful_timeout=_GRACEFUL_SECONDS
-        )
+        else:
+            http_server.run(app, host=srv.host, port=srv.port, limits=limits, graceful_timeout=_GRACEFUL_SECONDS)
     except http_server.LifespanFailure as exc:
         log.error("startup failed: %s", exc)
         return 1
@@ -110,13 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     # Its own options are parsed by the demo server (see main()).
     sub.add_parser("demo-upstream", help="run the bundled demo MCP server (--transport stdio|http)")
 
-    from gateway.cli import approvals, audit, codex_config, keys, policy
+    from gateway.cli import approvals, audit, codex_config, keys, pins, policy
 
     policy.register(sub)
     approvals.register(sub)
     keys.register(sub)
     audit.register(sub)
     codex_config.register(sub)
+    pins.register(sub)
     return parser
 
 

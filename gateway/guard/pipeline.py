@@ -32,7 +32,7 @@ from gateway.mcp.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, ProtocolError
 from gateway.ports.store import Store, StoreUnavailable
 from gateway.ports.upstream import UpstreamError
 from policy import CallState, Decision, Leg, ToolCall, ToolProfile
-from policy.models import NO_LEGS
+from policy.models import NO_LEGS, Effect
 
 log = logging.getLogger("triplock.guard")
 
@@ -41,6 +41,10 @@ Forward = Callable[[RequestContext, str, dict[str, Any]], Awaitable[dict[str, An
 
 _LEGS: dict[frozenset[str], frozenset[Leg]] = {}
 _NOT_FOUND = {"tool": "Unknown tool", "prompt": "Unknown prompt", "resource": "Resource not found"}
+_CANNOT_HOLD = (
+    "Refused: this call needs a human's approval and the approval store is unavailable, so it cannot be "
+    "held (failing closed). Try again later."
+)
 
 
 def _legs_of(names: frozenset[str]) -> frozenset[Leg]:
@@ -62,15 +66,21 @@ class GuardedPath:
         approvals: Approvals,
         observers: list[CallObserver] | None = None,
         access: AccessPolicy | None = None,
+        after_record: Callable[[CallRecord], Awaitable[object]] | None = None,
+        on_state_write_failed: Callable[[], None] | None = None,
     ) -> None:
         self.forward = forward
         self.access = access
         self.policy = policy
         self.store = store
-        # legs are cached only when scoped to a session (one process owns it); see state_cache
-        self.state = CallStateCache(store, cache_legs=policy.policy.legs_scope == "session")
+        # legs are cached only when scoped to a session, and only while the store says nothing changed
+        self.state = CallStateCache(
+            store, cache_legs=policy.policy.legs_scope == "session", on_write_failed=on_state_write_failed
+        )
         self.approvals = approvals
         self.observers = observers or []
+        # What the answer waits for once the observers recorded the call (durable audit: its record written).
+        self.after_record = after_record
 
     # -- authorize ----------------------------------------------------------------------------
     def may_reach(self, ctx: RequestContext, kind: str, upstream: str, name: str) -> bool:
@@ -111,6 +121,8 @@ class GuardedPath:
         finally:
             for obs in self.observers:
                 obs.finished(record)
+            if self.after_record is not None:
+                await self.after_record(record)
 
     def _unauthorized(self, record: CallRecord, target: Target) -> dict[str, Any]:
         """Denied by role: recorded, and answered as if the object did not exist (never reveal it)."""
@@ -145,7 +157,9 @@ class GuardedPath:
         first_use_key = self._first_use_key(call)
         store_ok = True
         try:
-            st = await self.state.call_state(legs_key, first_use_key, call.upstream, call.tool)
+            # an E leg or a write always asks the store: the calls a down store must refuse notice it at once
+            fresh = Leg.E in profile.legs or profile.effect is not Effect.READ
+            st = await self.state.call_state(legs_key, first_use_key, call.upstream, call.tool, fresh)
             state = CallState(_legs_of(st.legs), st.tool_used_before, st.pinned_hash, self.store.suspended(), True)
         except StoreUnavailable as exc:
             log.error("state store unavailable (%s): failing closed for writes and holds", exc)
@@ -167,26 +181,53 @@ class GuardedPath:
         if effect == "hold":
             if not store_ok:
                 record.outcome = "denied"
-                return refuse(
-                    target.method,
-                    tool_error(
-                        "Refused: this call needs a human's approval and the approval store is "
-                        "unavailable, so it cannot be held (failing closed). Try again later."
-                    ),
-                )
+                return refuse(target.method, tool_error(_CANNOT_HOLD))
             held = await self.approvals.hold(record, self._suspended_meanwhile)
             if held is not None:
                 code = HELD_FOR_APPROVAL if record.outcome == "pending" else -32010
                 return refuse(target.method, held, code)
         else:
             record.outcome = "allowed"
-        result = await self._forward(record, target, msg)
-        if store_ok and not record.is_error and target.method in LEARNS_FROM_RESULT:
-            await self._learn(record, state, result, legs_key, first_use_key, target.kind == "tool")
+        learns = store_ok and target.method in LEARNS_FROM_RESULT
+        recorded = state.session_legs
+        record.legs_after = decision.legs_after
+        if learns and decision.legs_after != recorded:
+            # The call's own legs count from the moment it is sent, so they are recorded before it is:
+            # an upstream error, a cancellation or a crash once the upstream acted cannot lose them.
+            if await self._add_legs(legs_key, decision.legs_after):
+                recorded = decision.legs_after
+            elif (refusal := self._refuse_store_down(record, target)) is not None:
+                return refusal
+        result, from_upstream = await self._forward(record, target, msg)
+        if learns and from_upstream:
+            await self._learn(record, state, recorded, result, legs_key, first_use_key, target.kind == "tool")
         return result
 
+    def _refuse_store_down(self, record: CallRecord, target: Target) -> dict[str, Any] | None:
+        """The store failed while recording the call's legs: decide again as with the store down
+        (writes, E legs and holds refused; reads as ``store_unavailable_reads`` says)."""
+        assert record.profile is not None
+        state = CallState(store_ok=False, suspended=self._last_known_suspensions())
+        down = self.policy.policy.decide(record.call, record.profile, state)
+        if down.enforced_effect == "allow":
+            return None
+        record.decision = down
+        record.outcome = "denied"
+        if down.enforced_effect == "hold":
+            return refuse(target.method, tool_error(_CANNOT_HOLD))
+        return refuse(
+            target.method,
+            tool_error(
+                "Denied by policy: " + "; ".join(down.reasons),
+                {"triplock/decision": {"effect": "deny", "rule_ids": list(down.rule_ids)}},
+            ),
+        )
+
     # -- forward ------------------------------------------------------------------------------
-    async def _forward(self, record: CallRecord, target: Target, msg: dict[str, Any]) -> dict[str, Any]:
+    async def _forward(
+        self, record: CallRecord, target: Target, msg: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """The answer for the client, and whether it is a result object the upstream sent (``isError`` too)."""
         params = msg.get("params") or {}
         forwarded = {**msg, "params": target.upstream_params(params)}
         upstream = target.upstream
@@ -196,32 +237,35 @@ class GuardedPath:
             record.is_error = True
             if target.method != "tools/call":
                 raise ProtocolError(INTERNAL_ERROR, f"Upstream {upstream!r} failed: {exc.kind}: {exc.detail}") from None
-            return tool_error(f"Upstream {upstream!r} failed ({exc.kind}): {exc.detail}")
+            return tool_error(f"Upstream {upstream!r} failed ({exc.kind}): {exc.detail}"), False
         if "error" in reply:
             record.is_error = True
-            return reply  # the upstream's JSON-RPC error, passed through by the router
+            return reply, False  # the upstream's JSON-RPC error, passed through by the router
         result = reply.get("result")
         if not isinstance(result, dict):
             record.is_error = True
             if target.method != "tools/call":
                 raise ProtocolError(INTERNAL_ERROR, f"Upstream {upstream!r} answered without a result object")
-            return tool_error(f"Upstream {upstream!r} answered without a result object")
+            return tool_error(f"Upstream {upstream!r} answered without a result object"), False
         record.is_error = bool(result.get("isError"))
         if record.outcome == "approved":
             record.outcome = "executed"
-        return result
+        return result, True
 
     # -- learn --------------------------------------------------------------------------------
     async def _learn(
         self,
         record: CallRecord,
         state: CallState,
+        recorded: frozenset[Leg],
         result: dict[str, Any],
         legs_key: str,
         first_use_key: str,
         is_tool: bool,
     ) -> None:
-        """Write back what this request taught: session legs, and for a tool its first use and pin."""
+        """Write back what the upstream's result taught: the legs its content adds (an ``isError``
+        result too: its text may carry injected instructions), and for a tool that ran without
+        error, its first use and pin. ``recorded``: the legs already written for this call."""
         policy = self.policy.policy
         decision, profile = record.decision, record.profile
         assert decision is not None and profile is not None
@@ -229,21 +273,35 @@ class GuardedPath:
             profile, result, record.call.arguments, known=decision.legs_after
         )
         record.legs_after = legs
-        writes: list[Awaitable[None]] = []
-        if legs != state.session_legs:
-            ttl = float(policy.legs_window_seconds) if policy.legs_scope == "principal" else None
-            writes.append(self.state.add_legs(legs_key, frozenset(str(x) for x in legs), ttl))
-        if is_tool and not state.tool_used_before:
+        if not self.store.health.ok:  # it refused this call's legs just now: keep them in memory, write nothing
+            self.state.note_legs(legs_key, frozenset(str(x) for x in legs))
+            return
+        writes: list[Awaitable[Any]] = []
+        if legs != recorded:
+            writes.append(self._add_legs(legs_key, legs))
+        if is_tool and not record.is_error and not state.tool_used_before:
             writes.append(self.state.mark_used(first_use_key))
-        if is_tool and state.pinned_hash is None:
+        if is_tool and not record.is_error and state.pinned_hash is None:
             writes.append(
                 self.state.set_pin(profile.upstream, profile.tool, profile.definition_hash, record.call.principal)
             )
         if writes:
             try:
-                await asyncio.gather(*writes)
+                # shielded: the upstream acted, so a cancelled request still records what it taught
+                await asyncio.shield(asyncio.gather(*writes))
             except StoreUnavailable as exc:
-                log.error("could not record session state after a call: %s", exc)
+                log.error("could not record first use or pin after a call (the store counts as down): %s", exc)
+
+    async def _add_legs(self, legs_key: str, legs: frozenset[Leg]) -> bool:
+        """Record legs for the session (or principal); False, logged and counted, if the store refused."""
+        policy = self.policy.policy
+        ttl = float(policy.legs_window_seconds) if policy.legs_scope == "principal" else None
+        try:
+            await asyncio.shield(self.state.add_legs(legs_key, frozenset(str(x) for x in legs), ttl))
+        except StoreUnavailable as exc:
+            log.error("could not record a call's legs (the store counts as down until it answers): %s", exc)
+            return False
+        return True
 
     # -- keys and suspensions -------------------------------------------------------------------
     def _suspended_meanwhile(self, call: ToolCall) -> bool:

@@ -1,64 +1,103 @@
 """A write-through cache in front of the store for the per-call state (legs, first use, pins).
 
-Why: a store round trip costs 150-400 µs (the SQLite worker-thread hop, a Redis
-script), more than the rest of the allowed path together. What may be cached
+Why: a store round trip costs 130-170 µs of CPU (the SQLite worker-thread hop, a Redis
+script), more than the rest of the allowed path together. What may be answered from memory
 without weakening a decision:
 
-- session legs when legs are scoped per MCP session: a session lives in one
-  gateway process, and this process writes them through, so its copy is exact;
-- first use, positively only: once used, a tool stays used; "not yet used" is
-  always re-read, so another process's first use is never missed for long and a
-  miss can only cause an extra hold (the safe direction);
-- pins: set through this cache or loaded from the store; an admin re-pin goes
-  through :meth:`set_pin`, and :meth:`forget_pins` drops them all on reload.
+- nothing while the store is down: the store's health (``Store.health``, a breaker its
+  adapter keeps from its own operations and a periodic probe) is consulted first, and a down
+  store makes ``call_state`` raise StoreUnavailable, so the policy fails closed for writes,
+  E legs and holds even on a warm session;
+- session legs (when legs are scoped per MCP session) and pins, only while the store's
+  ``state_stamp()`` is the one read before they were: it changes whenever another process
+  (or this one's own writes) may have changed them, so legs another process added are never
+  missed (sessions move between workers and replicas). Cached legs are merged with what is
+  read and written, never overwritten: legs of a session only grow;
+- first use, positively only: once used, a tool stays used; "not yet used" is always re-read;
+- and never for a ``fresh`` request (calls with an E leg or a write: the calls a down store
+  must refuse go to the store every time, so a store that just died is noticed at once).
 
-Legs scoped per principal are shared across processes and are never cached.
+Legs scoped per principal expire with their window and are never cached.
 """
 
 from __future__ import annotations
 
-from gateway.ports.store import CallStateRecord, Store
+from collections.abc import Awaitable, Callable, Hashable
+
+from gateway.ports.store import CallStateRecord, Store, StoreUnavailable
 
 _MAX_ENTRIES = 100_000  # bounded: a flood of sessions cannot grow memory without limit
+_NEVER = object()  # the stamp of legs known only from this process's writes: never valid alone
 
 
 class CallStateCache:
-    """Serves ``call_state`` from memory when every part of it is known; else one store trip."""
+    """Serves ``call_state`` from memory when every part of it is known and current; else one store trip."""
 
-    def __init__(self, store: Store, *, cache_legs: bool) -> None:
+    def __init__(self, store: Store, *, cache_legs: bool, on_write_failed: Callable[[], None] | None = None) -> None:
         self.store = store
         self.cache_legs = cache_legs
-        self._legs: dict[str, frozenset[str]] = {}
+        self.on_write_failed = on_write_failed
+        self._legs: dict[str, tuple[frozenset[str], Hashable]] = {}
         self._used: set[str] = set()
-        self._pins: dict[tuple[str, str], str] = {}
+        self._pins: dict[tuple[str, str], tuple[str, Hashable]] = {}
 
-    async def call_state(self, legs_key: str, first_use_key: str, upstream: str, tool: str) -> CallStateRecord:
-        """The state one decision needs; zero store round trips on a warm session."""
-        legs = self._legs.get(legs_key) if self.cache_legs else None
-        pin = self._pins.get((upstream, tool))
-        if legs is not None and first_use_key in self._used and pin is not None:
-            return CallStateRecord(legs, True, pin)
-        record = await self.store.call_state(legs_key, first_use_key, upstream, tool)
+    async def call_state(
+        self, legs_key: str, first_use_key: str, upstream: str, tool: str, fresh: bool = False
+    ) -> CallStateRecord:
+        """The state one decision needs; zero store round trips on a warm session while nothing changed.
+
+        Raises StoreUnavailable while the store is down (one probe at most per probe interval).
+        """
+        store = self.store
+        health = store.health
+        if not health.ok and (not health.probe_due() or not await store.ping()):
+            raise StoreUnavailable(f"the state store is down: {health.last_error}")
+        stamp = store.state_stamp()  # read before the store: a change after it shows as a new stamp
+        cached = self._legs.get(legs_key) if self.cache_legs else None
+        if not fresh and first_use_key in self._used:
+            pin = self._pins.get((upstream, tool))
+            if cached is not None and cached[1] == stamp and pin is not None and pin[1] == stamp:
+                return CallStateRecord(cached[0], True, pin[0])
+        try:
+            record = await store.call_state(legs_key, first_use_key, upstream, tool)
+        except StoreUnavailable as exc:
+            health.failed(str(exc))  # whatever the adapter did: this process saw the store fail
+            raise
         if self.cache_legs:
-            self._remember_legs(legs_key, record.legs)
+            if cached is not None and not cached[0] <= record.legs:
+                # legs this process learnt that the store lacks (a write failed, or is in flight): keep
+                # them, and write them (again) so other processes learn them too
+                await self._write(store.add_legs(legs_key, cached[0] - record.legs, None))
+                record = CallStateRecord(record.legs | cached[0], record.tool_used_before, record.pinned_hash)
+            self._remember_legs(legs_key, record.legs, stamp)
         if record.tool_used_before:
             self._remember_used(first_use_key)
         if record.pinned_hash is not None:
-            self._pins[(upstream, tool)] = record.pinned_hash
+            self._pins[(upstream, tool)] = (record.pinned_hash, stamp)
         return record
 
     async def add_legs(self, legs_key: str, legs: frozenset[str], ttl_seconds: float | None) -> None:
-        await self.store.add_legs(legs_key, legs, ttl_seconds)
+        """Record legs: merged into memory first (this process's next decisions see them even if the
+        write fails), then written; a failed write opens the store's breaker and raises."""
+        self.note_legs(legs_key, legs)
+        await self._write(self.store.add_legs(legs_key, legs, ttl_seconds))
+
+    def note_legs(self, legs_key: str, legs: frozenset[str]) -> None:
+        """Merge legs into memory only (session-scoped legs; a union, never a replacement)."""
         if self.cache_legs:
-            self._remember_legs(legs_key, self._legs.get(legs_key, frozenset()) | legs)
+            cached = self._legs.get(legs_key)
+            if cached is None:
+                self._remember_legs(legs_key, legs, _NEVER)
+            else:
+                self._remember_legs(legs_key, cached[0] | legs, cached[1])
 
     async def mark_used(self, first_use_key: str) -> None:
-        await self.store.mark_used(first_use_key)
+        await self._write(self.store.mark_used(first_use_key))
         self._remember_used(first_use_key)
 
     async def set_pin(self, upstream: str, tool: str, definition_hash: str, by: str) -> None:
-        await self.store.set_pin(upstream, tool, definition_hash, by)
-        self._pins[(upstream, tool)] = definition_hash
+        await self._write(self.store.set_pin(upstream, tool, definition_hash, by))
+        self._pins[(upstream, tool)] = (definition_hash, _NEVER)  # re-read once: our write moved the stamp
 
     def forget_session(self, legs_key: str) -> None:
         """Drop a closed session's legs from memory (they stay in the store)."""
@@ -67,10 +106,19 @@ class CallStateCache:
     def forget_pins(self) -> None:
         self._pins.clear()
 
-    def _remember_legs(self, key: str, legs: frozenset[str]) -> None:
+    async def _write(self, write: Awaitable[None]) -> None:
+        try:
+            await write
+        except StoreUnavailable as exc:
+            self.store.health.failed(str(exc))
+            if self.on_write_failed is not None:
+                self.on_write_failed()
+            raise
+
+    def _remember_legs(self, key: str, legs: frozenset[str], stamp: Hashable) -> None:
         if len(self._legs) >= _MAX_ENTRIES and key not in self._legs:
             self._legs.pop(next(iter(self._legs)))
-        self._legs[key] = legs
+        self._legs[key] = (legs, stamp)
 
     def _remember_used(self, key: str) -> None:
         if len(self._used) < _MAX_ENTRIES:

@@ -151,6 +151,10 @@ class AccessPolicy:
         value = category or "uncategorized"
         return any(self._approve[r].matches(value) for r in self.roles_of(who))
 
+    def approves_anything(self, who: Subject) -> bool:
+        """Whether any of ``who``'s roles grants approval rights at all (``approve`` patterns)."""
+        return any(self._approve[r].include for r in self.roles_of(who))
+
     def may(self, who: Subject, action: str) -> bool:
         """Whether ``who`` may take an admin ``action`` (one of :data:`ACTIONS`)."""
         if action not in ACTIONS:

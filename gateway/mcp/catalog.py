@@ -7,6 +7,17 @@ other characters is shortened/cleaned and suffixed with 8 hex digits of the
 SHA-256 of the full name, so it stays unique and stable across restarts.
 Resources keep their URIs (they are already global); the catalog remembers
 which upstream owns each URI and each URI template.
+
+Names are never silently shadowed. A name two upstreams both publish, or a name one
+upstream publishes inside another configured upstream's namespace (an upstream with
+prefix ``""`` publishing ``demo__read_inbox`` next to upstream ``demo``), is a
+:class:`Collision`: the name is exposed from *neither* side (fail closed: which side an
+agent would reach must not depend on which upstreams happen to be up) and the pool
+reports it (error log, audit record, ``/readyz``).
+
+A tool whose definition changed since it was pinned is *withheld*: still routable (so a
+call gets the policy's ``pin.changed`` denial, audited) but not listed, so its new
+description, the rug pull's injection vector, reaches no agent until an admin re-approves.
 """
 
 from __future__ import annotations
@@ -14,12 +25,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 ToolView = Callable[[str, dict[str, Any]], dict[str, Any] | None]
 """Shapes a tool for agents (policy annotations) or hides it (None)."""
+Withhold = Callable[[str, dict[str, Any]], bool]
+"""True when a tool must not be listed although it stays routable (its pinned definition changed)."""
 
 SEPARATOR = "__"
 MAX_NAME = 64
@@ -53,6 +66,20 @@ class CatalogEntry:
     exposed: str
     definition: dict[str, Any]  # as the upstream described it
     view: dict[str, Any]  # as agents see it (before renaming)
+    listed: bool = True  # False: withheld from listings (a changed pinned definition), still routable
+
+
+@dataclass(frozen=True, slots=True)
+class Collision:
+    """A name more than one upstream claims; it is exposed from none of them."""
+
+    kind: str  # "tool" or "prompt"
+    exposed: str
+    upstreams: tuple[str, ...]  # every upstream involved, in configuration order
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.kind} name {self.exposed!r} is refused: {self.reason}"
 
 
 @dataclass
@@ -69,19 +96,31 @@ class Catalog:
     """Immutable-after-build view of all live upstreams; rebuilt (and swapped) on any change."""
 
     def __init__(
-        self, listings: Sequence[tuple[str, str, UpstreamListing]], tool_view: ToolView | None = None
+        self,
+        listings: Sequence[tuple[str, str, UpstreamListing]],
+        tool_view: ToolView | None = None,
+        *,
+        namespaces: Mapping[str, str] | None = None,
+        withhold: Withhold | None = None,
     ) -> None:
-        """``listings``: (upstream name, prefix, listing) in configuration order."""
+        """``listings``: (upstream name, prefix, listing) in configuration order, live upstreams only.
+
+        ``namespaces``: upstream name -> prefix of *every* configured upstream, up or down, so a
+        name in a down upstream's namespace is not handed to another one meanwhile.
+        """
         self.tools: dict[str, CatalogEntry] = {}
         self.prompts: dict[str, CatalogEntry] = {}
+        self.collisions: list[Collision] = []
+        owners = dict(namespaces) if namespaces is not None else {u: p for u, p, _ in listings}
+        self._reserved = {prefix + SEPARATOR: up for up, prefix in owners.items() if prefix}
         self.resource_owner: dict[str, str] = {}
         self._templates: list[tuple[re.Pattern[str], str]] = []
         self._resources: list[dict[str, Any]] = []
         self._template_defs: list[dict[str, Any]] = []
         self.template_owner: dict[str, str] = {}
-        for upstream, prefix, listing in listings:
-            self._add(self.tools, upstream, prefix, listing.tools, tool_view)
-            self._add(self.prompts, upstream, prefix, listing.prompts, None)
+        self._add("tool", self.tools, [(u, p, li.tools) for u, p, li in listings], tool_view, withhold)
+        self._add("prompt", self.prompts, [(u, p, li.prompts) for u, p, li in listings], None, None)
+        for upstream, _prefix, listing in listings:
             for res in listing.resources:
                 uri = res.get("uri")
                 if isinstance(uri, str) and uri not in self.resource_owner:
@@ -95,29 +134,53 @@ class Catalog:
                     self.template_owner.setdefault(uri_template, upstream)
         self.upstreams = tuple(u for u, _, _ in listings)
         # Deterministic order: by exposed name, whatever order upstreams answered in.
-        self._tool_list = [self._expose(e) for e in sorted(self.tools.values(), key=lambda e: e.exposed)]
+        self._tool_list = [
+            self._expose(e) for e in sorted(self.tools.values(), key=lambda e: e.exposed) if e.listed
+        ]
         self._prompt_list = [self._expose(e) for e in sorted(self.prompts.values(), key=lambda e: e.exposed)]
         self._resources.sort(key=lambda r: r["uri"])
         self._template_defs.sort(key=lambda t: t["uriTemplate"])
 
-    @staticmethod
     def _add(
+        self,
+        kind: str,
         target: dict[str, CatalogEntry],
-        upstream: str,
-        prefix: str,
-        items: Iterable[dict[str, Any]],
+        sources: Sequence[tuple[str, str, Iterable[dict[str, Any]]]],
         view: ToolView | None,
+        withhold: Withhold | None,
     ) -> None:
-        for item in items:
-            name = item.get("name")
-            if not isinstance(name, str) or not name:
+        claims: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+        for upstream, prefix, items in sources:
+            for item in items:
+                name = item.get("name")
+                if not isinstance(name, str) or not name:
+                    continue
+                claim = claims.setdefault(exposed_name(prefix, name), [])
+                if not any(u == upstream for u, _, _ in claim):  # one upstream listing a name twice: its first
+                    claim.append((upstream, name, item))
+        for exposed, claim in claims.items():
+            refused = self._collision(kind, exposed, [u for u, _, _ in claim])
+            if refused is not None:
+                self.collisions.append(refused)
                 continue
-            exposed = exposed_name(prefix, name)
-            if exposed in target:  # first upstream in config order wins a clash
-                continue
+            upstream, name, item = claim[0]
             shown = view(upstream, item) if view is not None else item
             if shown is not None:
-                target[exposed] = CatalogEntry(upstream, name, exposed, item, shown)
+                listed = withhold is None or not withhold(upstream, item)
+                target[exposed] = CatalogEntry(upstream, name, exposed, item, shown, listed)
+
+    def _collision(self, kind: str, exposed: str, upstreams: list[str]) -> Collision | None:
+        """Why ``exposed`` may not be exposed from any of ``upstreams``, or None."""
+        if len(upstreams) > 1:
+            names = " and ".join(repr(u) for u in upstreams)
+            return Collision(kind, exposed, tuple(upstreams), f"upstreams {names} both publish it")
+        for namespace, owner in self._reserved.items():
+            if owner != upstreams[0] and exposed.startswith(namespace):
+                return Collision(
+                    kind, exposed, (owner, upstreams[0]),
+                    f"upstream {upstreams[0]!r} publishes it inside upstream {owner!r}'s namespace {namespace!r}",
+                )
+        return None
 
     @staticmethod
     def _expose(entry: CatalogEntry) -> dict[str, Any]:
@@ -153,14 +216,14 @@ class Catalog:
     def visible_tools(self, keep: Callable[[CatalogEntry], bool]) -> list[dict[str, Any]]:
         """The tools ``keep`` lets one caller see, as listed (cache it per caller class)."""
         entries = sorted(self.tools.values(), key=lambda e: e.exposed)
-        return [self._expose(e) for e in entries if keep(e)]
+        return [self._expose(e) for e in entries if e.listed and keep(e)]
 
     def visible(self, kind: str, keep: Callable[[str, str], bool]) -> list[dict[str, Any]]:
         """The items of ``kind`` that ``keep(upstream, upstream's own name or URI)`` lets one caller see."""
         if kind in ("tools", "prompts"):
             table = self.tools if kind == "tools" else self.prompts
             entries = sorted(table.values(), key=lambda e: e.exposed)
-            return [self._expose(e) for e in entries if keep(e.upstream, e.name)]
+            return [self._expose(e) for e in entries if e.listed and keep(e.upstream, e.name)]
         if kind == "resources":
             return [r for r in self._resources if keep(self.resource_owner[r["uri"]], r["uri"])]
         return [

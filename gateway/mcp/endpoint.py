@@ -24,11 +24,13 @@ from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, classify_inbound_request,
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from gateway.config import ServerConfig
+from gateway.identity.origin import OriginPolicy
 from gateway.identity.principal import Authenticator, AuthFailure, Principal
 from gateway.mcp.context import RequestContext
 from gateway.mcp.jsonrpc import INVALID_REQUEST, ProtocolError, decode_message, error_response
+from gateway.mcp.rate_limit import LIMIT_EXCEEDED, RateLimiter, retry_after
 from gateway.mcp.router import Router
-from gateway.mcp.sessions import DownstreamSession, SessionRegistry
+from gateway.mcp.sessions import DownstreamSession, SessionLimitExceeded, SessionRegistry
 from gateway.ports.sse import format_sse
 
 log = logging.getLogger("triplock.transport")
@@ -139,6 +141,8 @@ def _accepts(headers: dict[str, str], *types: str) -> bool:
 class McpEndpoint:
     """The ASGI app mounted at the MCP path."""
 
+    limiter: RateLimiter | None = None  # requests per principal (limits.requests_per_second); set by the app
+
     def __init__(
         self,
         config: ServerConfig,
@@ -150,31 +154,24 @@ class McpEndpoint:
         self.router = router
         self.sessions = sessions
         self.authenticator = authenticator
-        port = config.port
-        hosts = {config.host, "localhost", "127.0.0.1", "[::1]"} if config.is_loopback else {config.host}
-        self.allowed_hosts = frozenset({h for h in hosts} | {f"{h}:{port}" for h in hosts} | set(config.allowed_hosts))
-        self.allowed_origins = frozenset(config.allowed_origins)
-
-    def _origin_ok(self, origin: str) -> bool:
-        # Browsers send Origin; a page from another site must not drive a local gateway (DNS rebinding).
-        if origin in self.allowed_origins:
-            return True
-        host = origin.split("://", 1)[-1]
-        return self.config.is_loopback and host in self.allowed_hosts
+        # Host and Origin (DNS rebinding, other sites' pages): the same policy as every other route.
+        self.origins = OriginPolicy.from_config(config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if headers.get("host", "") not in self.allowed_hosts and "*" not in self.allowed_hosts:
-            await send_error(send, 421, INVALID_REQUEST, "Invalid Host header")
-            return
-        origin = headers.get("origin")
-        if origin is not None and not self._origin_ok(origin):
-            await send_error(send, 403, INVALID_REQUEST, "Forbidden: Origin not allowed")
+        refused = self.origins.check(headers)
+        if refused is not None:
+            await send_error(send, refused.status, INVALID_REQUEST, refused.message)
             return
         principal = await self.authenticator.authenticate(headers)
         if isinstance(principal, AuthFailure):
             extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in principal.headers]
             await send_json(send, principal.status, principal.body, extra)
+            return
+        if self.limiter is not None and (wait := self.limiter.take(principal.id)):
+            self.router.telemetry.metrics.limit_exceeded("requests_per_principal")
+            body = error_response(None, LIMIT_EXCEEDED, self.limiter.refusal(wait))
+            await send_json(send, 429, body, [(b"retry-after", retry_after(wait).encode())])
             return
         method = scope["method"]
         if method == "POST":
@@ -322,7 +319,12 @@ class McpEndpoint:
             )
             return
         result = self.router.initialize_result(params["protocolVersion"])
-        session = await self.sessions.create(result["protocolVersion"], info, caps, principal.id)
+        try:
+            session = await self.sessions.create(result["protocolVersion"], info, caps, principal.id)
+        except SessionLimitExceeded as exc:  # HTTP 429: the transport's session, not the protocol, is refused
+            self.router.telemetry.metrics.limit_exceeded("sessions_per_principal")
+            await send_json(send, 429, error_response(raw["id"], LIMIT_EXCEEDED, str(exc)))
+            return
         await send_json(
             send, 200, {"jsonrpc": "2.0", "id": raw["id"], "result": result}, [(b"mcp-session-id", session.id.encode())]
         )

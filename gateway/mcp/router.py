@@ -20,7 +20,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 
 from gateway.guard.answers import tool_error
 from gateway.guard.target import Target, TargetKind
-from gateway.mcp.catalog import BadCursor, Catalog
+from gateway.mcp.catalog import BadCursor, Catalog, exposed_name
 from gateway.mcp.context import RequestContext
 from gateway.mcp.forward import UpstreamForwarder
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, ProtocolError, result_response
@@ -271,9 +271,14 @@ class Router:
         raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}")
 
     def down_upstream_for(self, exposed: str) -> str | None:
-        """The configured-but-down upstream whose namespace ``exposed`` falls in, if any."""
+        """The configured-but-down upstream whose namespace ``exposed`` falls in, or that published it
+        when last up (an upstream with prefix ``""`` has no namespace to go by), if any."""
         for name, health in self.pool.health().items():
+            if health["up"]:
+                continue
             prefix = self.pool.config(name).namespace
-            if not health["up"] and prefix and exposed.startswith(prefix + "__"):
+            if prefix and exposed.startswith(prefix + "__"):
+                return name
+            if any(exposed_name(prefix, tool) == exposed for tool in self.pool.known_tools(name)):
                 return name
         return None

@@ -182,12 +182,30 @@ class DownstreamSession:
                 await up.aclose()
 
 
+class SessionLimitExceeded(Exception):
+    """The principal holds as many live sessions as ``limits.sessions_per_principal`` allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Too many sessions: this principal already holds {limit} live sessions (limit sessions_per_principal,"
+            " limits.sessions_per_principal); end one with DELETE or let one idle out, then initialize again"
+        )
+        self.limit = limit
+
+
 class SessionRegistry:
     """All live downstream sessions, with idle expiry (clients rarely send DELETE)."""
 
     def __init__(
-        self, idle_seconds: float, *, owns_upstream_sessions: Callable[[str], bool], store: Store | None = None
+        self,
+        idle_seconds: float,
+        *,
+        owns_upstream_sessions: Callable[[str], bool],
+        store: Store | None = None,
+        max_per_principal: int = 0,
     ) -> None:
+        self.max_per_principal = max_per_principal  # live sessions one principal may open here; 0: no cap
+        self._by_principal: dict[str, list[str]] = {}  # ids it opened here, pruned of ended ones at create
         self._sessions: dict[str, DownstreamSession] = {}
         self._store = store  # session records outlive a restart (and are shared through Redis)
         self._idle = idle_seconds
@@ -201,7 +219,16 @@ class SessionRegistry:
     async def create(
         self, protocol_version: str, client_info: dict[str, Any], capabilities: dict[str, Any], principal: str
     ) -> DownstreamSession:
-        """A new session with an unguessable id (128 bits), saved so it survives a restart."""
+        """A new session with an unguessable id (128 bits), saved so it survives a restart.
+
+        Raises :class:`SessionLimitExceeded` when ``principal`` already holds ``max_per_principal``
+        live sessions opened in this process (ended and expired ones no longer count).
+        """
+        if self.max_per_principal:
+            live = [sid for sid in self._by_principal.get(principal, ()) if sid in self._sessions]
+            if len(live) >= self.max_per_principal:
+                self._by_principal[principal] = live
+                raise SessionLimitExceeded(self.max_per_principal)
         session = DownstreamSession(
             id=secrets.token_hex(16),
             protocol_version=protocol_version,
@@ -210,6 +237,9 @@ class SessionRegistry:
             principal=principal,
         )
         self._sessions[session.id] = session
+        if self.max_per_principal:
+            live.append(session.id)
+            self._by_principal[principal] = live
         await self._persist(session)
         return session
 

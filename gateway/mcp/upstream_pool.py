@@ -7,6 +7,14 @@ upstream sends to its client reach the right agent (when they should: see
 :mod:`gateway.mcp.server_requests`; a request sent to the catalog session has no
 client and is refused). A dead upstream drops out of the catalog and is retried
 with backoff until it comes back.
+
+"Down", precisely: the catalog session is closed (a stdio process exited, an HTTP
+upstream forgot the session), or the health check failed: every ``health_interval``
+seconds (2 s) the pool pings each live upstream on its catalog session, and any failure
+to answer within ``min(connect_timeout, 5 s)`` (refused connection, timeout, broken
+stream; a JSON-RPC error is an answer) marks it down at once. A down upstream's tools
+leave the catalog (clients hear ``list_changed``), its last error is its health, and it
+is reconnected with backoff (0.5 s doubling to 30 s) until its tools come back.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import UpstreamConfig
-from gateway.mcp.catalog import Catalog, ToolView, UpstreamListing
+from gateway.mcp.catalog import Catalog, Collision, ToolView, UpstreamListing, Withhold
 from gateway.mcp.server_requests import is_server_request
 from gateway.mcp.sessions import DownstreamSession, Emit, OnServerRequest, screen_request
 from gateway.ports.upstream import (
@@ -39,6 +47,9 @@ _LIST_METHODS = (
     ("resources/templates/list", "resources", "resourceTemplates"),
 )
 _MAX_PAGES = 100
+HEALTH_INTERVAL = 2.0  # seconds between pings of a live upstream
+_HEALTH_TIMEOUT = 5.0  # at most this long for a ping's answer (less when connect_timeout is shorter)
+_MAX_BACKOFF = 30.0
 
 
 @dataclass
@@ -49,6 +60,7 @@ class UpstreamState:
     listing: UpstreamListing | None = None
     error: str | None = "not connected yet"
     shared_sessions: bool = False  # stdio: one process serves every downstream session
+    last_tools: frozenset[str] = frozenset()  # what it published when last up: names a call may still use
 
     @property
     def up(self) -> bool:
@@ -57,6 +69,9 @@ class UpstreamState:
 
 CatalogListener = Callable[[Catalog, Catalog], Awaitable[None]]
 WithSession = Callable[[UpstreamSession], Awaitable[None]]
+ListingHook = Callable[[str, UpstreamListing], Awaitable[None]]
+"""Told of each upstream's fresh listing before the catalog is rebuilt from it (pins load here)."""
+CollisionHook = Callable[[Collision], object]
 
 
 class UpstreamPool:
@@ -69,6 +84,7 @@ class UpstreamPool:
         *,
         shared: frozenset[str] = frozenset(),
         on_server_request: OnServerRequest | None = None,
+        health_interval: float = HEALTH_INTERVAL,
     ) -> None:
         self._states = {c.name: UpstreamState(c, connectors[c.name], shared_sessions=c.name in shared) for c in configs}
         # Told of every request an upstream sends toward a client, relayed or refused (the app audits them).
@@ -76,6 +92,10 @@ class UpstreamPool:
         self._deferred: set[asyncio.Task[None]] = set()
         self.catalog = Catalog([])
         self.tool_view: ToolView | None = None  # set by the app: the policy's view of each tool
+        self.withhold: Withhold | None = None  # set by the app: tools whose pinned definition changed
+        self.on_listing: ListingHook | None = None
+        self.on_collision: CollisionHook | None = None  # a newly seen name clash (the app audits it)
+        self.health_interval = health_interval
         self._listeners: list[CatalogListener] = []
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -92,6 +112,10 @@ class UpstreamPool:
     def health(self) -> dict[str, dict[str, Any]]:
         """Per upstream: up or not, and the last error."""
         return {n: {"up": s.up, "error": None if s.up else s.error} for n, s in self._states.items()}
+
+    def known_tools(self, name: str) -> frozenset[str]:
+        """The names ``name`` published when it was last up (its own names, not the exposed ones)."""
+        return self._states[name].last_tools
 
     async def start(self, *, wait: float = 10.0) -> None:
         """Connect every upstream; waits up to ``wait`` seconds, then keeps retrying in the background."""
@@ -134,15 +158,32 @@ class UpstreamPool:
     async def _keep_connected(self, name: str) -> None:
         delay = 0.5
         while True:
-            await asyncio.sleep(delay)
             state = self._states[name]
-            if state.up:
+            await asyncio.sleep(self.health_interval if state.up else delay)
+            if state.up and await self._healthy(name):
                 delay = 0.5
                 continue
             if state.listing is not None:
                 await self._drop(name)
             await self._connect_once(name)
-            delay = 0.5 if state.up else min(delay * 2, 30.0)
+            delay = 0.5 if state.up else min(delay * 2, _MAX_BACKOFF)
+
+    async def _healthy(self, name: str) -> bool:
+        """Ping ``name`` on its catalog session; on any failure, record why and close the session."""
+        state = self._states[name]
+        session = state.session
+        if session is None:
+            return False
+        timeout = min(state.config.connect_timeout, _HEALTH_TIMEOUT)
+        try:
+            await session.request({"jsonrpc": "2.0", "id": 1, "method": "ping"}, on_message=None, timeout=timeout)
+            return True
+        except UpstreamError as exc:
+            state.error = f"{exc.kind}: {exc.detail}"
+        log.warning("upstream %s is down (%s); its tools leave the catalog until it recovers", name, state.error)
+        with contextlib.suppress(Exception):
+            await session.aclose()
+        return False
 
     async def _drop(self, name: str) -> None:
         state = self._states[name]
@@ -267,7 +308,10 @@ class UpstreamPool:
                 if not cursor:
                     break
             setattr(listing, {"resourceTemplates": "templates"}.get(key, key), items)
+        if self.on_listing is not None:
+            await self.on_listing(name, listing)
         state.listing = listing
+        state.last_tools = frozenset(str(t.get("name")) for t in listing.tools)
         await self._rebuild()
 
     async def rebuild(self) -> None:
@@ -279,9 +323,25 @@ class UpstreamPool:
         self.catalog = Catalog(
             [(n, s.config.namespace, s.listing) for n, s in self._states.items() if s.listing is not None],
             self.tool_view,
+            namespaces={n: s.config.namespace for n, s in self._states.items()},
+            withhold=self.withhold,
         )
+        self._report_collisions(old.collisions, self.catalog.collisions)
         for listener in self._listeners:
             await listener(old, self.catalog)
+
+    def _report_collisions(self, before: list[Collision], now: list[Collision]) -> None:
+        """Log (and hand to ``on_collision``) each clash not already reported by the last catalog."""
+        reported = {(c.kind, c.exposed, c.upstreams) for c in before}  # the same parties, whatever the reason
+        for collision in now:
+            if (collision.kind, collision.exposed, collision.upstreams) in reported:
+                continue
+            log.error("name collision: %s; it is exposed from none of them", collision.describe())
+            if self.on_collision is not None:
+                try:
+                    self.on_collision(collision)
+                except Exception:  # reporting must never stop the catalog from being served
+                    log.exception("collision report failed")
 
     def upstream_capabilities(self) -> list[dict[str, Any]]:
         """The capabilities each live upstream declared."""

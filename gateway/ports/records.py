@@ -91,6 +91,17 @@ class CallStateRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PinRecord:
+    """One pinned tool: the definition hash its calls must match, who pinned it and when."""
+
+    upstream: str
+    tool: str
+    definition_hash: str
+    pinned_by: str
+    pinned_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class PendingApproval:
     """One held call and, once decided, its decision. Bound to exactly one call (see `binding`)."""
 

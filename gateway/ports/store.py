@@ -11,6 +11,11 @@ Contract, shared by every adapter (and checked by one test suite, `tests/adapter
 * Every async method raises `StoreUnavailable` when the backing store cannot be reached or
   written, never a driver exception, so the gateway can fail closed. `ping()` is the one
   exception: it is the health probe and answers False instead. `suspended()` never does I/O.
+* Health: every adapter keeps a `StoreHealth` (`store.health`), a small circuit breaker opened
+  by any of its operations that failed and closed only by a write or probe that succeeded
+  (`ping()` writes), and probes itself every `probe_interval` seconds, so an outage is known
+  even while the gateway answers from its cache. `state_stamp()` changes whenever state this
+  process read may since have been changed by another process; it costs no round trip.
 * `call_state()` is the hot path: one round trip, and it never touches approvals, so the number
   of pending approvals does not slow allowed calls.
 * `decide()` is an atomic compare-and-set: of concurrent approve/deny calls on one approval,
@@ -24,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, Protocol, Self, runtime_checkable
 
 from gateway.ports.records import (
@@ -35,6 +40,7 @@ from gateway.ports.records import (
     DecideOutcome,
     DecideStatus,
     PendingApproval,
+    PinRecord,
     args_hash,
     binding_key,
     canonical_args,
@@ -49,6 +55,68 @@ DEFAULT_PREFIX = "triplock:"
 
 class StoreUnavailable(Exception):
     """The state store cannot be reached or written; the gateway refuses holds and writes."""
+
+
+class StoreHealth:
+    """Whether the store can be trusted right now: the breaker and change counter an adapter keeps.
+
+    Opened (`failed`) by any operation that raised StoreUnavailable or timed out, by anyone who
+    saw one (the gateway's state cache), and by the adapter's own probe; closed (`recovered`)
+    only by a write or a probe that succeeded, never by a read: a store that still answers reads
+    but refuses writes is down for the gateway. `generation` grows on every change of state and
+    whenever the adapter may have missed another process's change, so anything cached under an
+    older generation is never trusted.
+    """
+
+    __slots__ = ("_watch", "generation", "last_error", "last_probe", "ok", "probe_interval")
+
+    def __init__(self, probe_interval: float = 1.0) -> None:
+        self.ok = True
+        self.last_error: str | None = None
+        self.generation = 0
+        self.probe_interval = probe_interval
+        self.last_probe = 0.0  # time.monotonic() of the last probe
+        self._watch: asyncio.Task[None] | None = None
+
+    def failed(self, error: str) -> None:
+        """Open the breaker: writes, E legs and holds are refused until a write or probe succeeds."""
+        if self.ok:
+            self.ok = False
+            self.generation += 1
+        self.last_error = error
+
+    def recovered(self) -> None:
+        """Close the breaker (a write or probe just succeeded)."""
+        if not self.ok:
+            self.ok = True
+            self.last_error = None
+            self.generation += 1
+
+    def invalidate(self) -> None:
+        """Whatever was cached may be stale (e.g. change notifications may have been missed)."""
+        self.generation += 1
+
+    def probe_due(self) -> bool:
+        """Whether the last probe is older than `probe_interval` (so a down store is not probed per call)."""
+        return time.monotonic() - self.last_probe >= self.probe_interval
+
+    def start_watch(self, probe: Callable[[], Awaitable[bool]]) -> None:
+        """Run `probe` every `probe_interval` seconds until `stop_watch` (idempotent): an outage is
+        noticed even when no call touches the store."""
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._probe_forever(probe), name="triplock-store-health")
+
+    def stop_watch(self) -> None:
+        """Stop the periodic probe (the adapter's aclose)."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    async def _probe_forever(self, probe: Callable[[], Awaitable[bool]]) -> None:
+        while True:
+            await asyncio.sleep(self.probe_interval)  # the probe's period, not synchronisation
+            if self.probe_due():
+                await probe()
 
 
 class DecisionWaiters:
@@ -124,8 +192,16 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """Release connections and background tasks; idempotent."""
 
+    health: StoreHealth
+    """The breaker this adapter keeps from its own operations and probes."""
+
     async def ping(self) -> bool:
-        """True when the store answers; False (never an exception) when it does not."""
+        """The health probe, a small write: True when it succeeded (closing the breaker); False
+        (never an exception) when it did not (opening it)."""
+
+    def state_stamp(self) -> Hashable:
+        """A value that changes whenever legs or pins this process read may have been changed
+        since by another process (or the store's health changed). No round trip; compare with ==."""
 
     async def call_state(self, legs_key: str, first_use_key: str, upstream: str, tool: str) -> CallStateRecord:
         """Hot path: live session legs, whether the tool was used before, its pinned hash."""
@@ -156,6 +232,22 @@ class Store(Protocol):
 
     async def get_pins(self) -> dict[tuple[str, str], str]:
         """All pins, keyed by (upstream, tool)."""
+
+    async def list_pins(self) -> list[PinRecord]:
+        """All pins with who pinned them and when, sorted by (upstream, tool)."""
+        ...
+
+    async def save_definitions(self, definitions: Mapping[str, Mapping[str, Any]]) -> None:
+        """Keep tool definitions by their pin hash ('sha256:...' -> the definition as listed).
+
+        Content-addressed, so saving a hash again changes nothing: a pin's definition can be
+        shown (and diffed against the current one) long after the upstream changed it.
+        """
+        ...
+
+    async def get_definition(self, definition_hash: str) -> dict[str, Any] | None:
+        """The definition saved under ``definition_hash``, or None if it never was."""
+        ...
 
     async def suspend(self, target_id: str, by: str, reason: str) -> None:
         """Suspend an agent, principal, upstream or tool; other processes see it within 1 s."""
@@ -227,8 +319,10 @@ __all__ = [
     "DecideStatus",
     "DecisionWaiters",
     "PendingApproval",
+    "PinRecord",
     "Store",
     "StoreContext",
+    "StoreHealth",
     "StoreUnavailable",
     "args_hash",
     "binding_key",

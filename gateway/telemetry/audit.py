@@ -2,18 +2,28 @@
 
 ``AuditLog.emit(event_type, **fields)`` is synchronous and never waits on I/O: it seals
 the record (event id, time, ``prev_hash``, ``hash``) and appends it to one in-memory
-queue per sink; a task per sink drains its queue in batches, at most every ``linger``
-seconds. A record leaves a queue
-only after its sink accepted it, so a dead sink or a full disk keeps records (and
-retries with backoff) instead of dropping them, and says so loudly: ``health()``
-fails, ``triplock.audit.sink.up`` drops to 0, ``triplock.audit.sink.errors`` counts,
-and the log says what is wrong and how many records are waiting. A retried batch may
-be delivered twice (at least once): consumers deduplicate on ``event_id``.
+queue per sink; a task per sink drains its queue in batches
+(:mod:`gateway.telemetry.audit_delivery`). A record leaves a queue only after its sink
+accepted it, so a dead sink or a full disk keeps records (and retries with backoff)
+instead of dropping them, and says so loudly: ``health()`` fails,
+``triplock.audit.sink.up`` drops to 0, ``triplock.audit.sink.errors`` counts, and the log
+says what is wrong and how many records are waiting. A retried batch may be delivered
+twice (at least once): consumers deduplicate on ``event_id``.
+
+Durable answers (``durable=True``, the default): :meth:`AuditLog.durable` gives the
+guarded path a future that completes once every record emitted so far is written by
+every sink, and the answer waits for it (group commit: the sinks write whatever was
+sealed since their last write, so concurrent answers share one write). A sink that is
+down makes answers wait at most ``durable_timeout``; the answer is then sent and counted
+as undurable. Past ``max_backlog`` records waiting for a sink the log is ``full``: new
+guarded calls are refused (fail closed) until the sink catches up.
 
 Chain: ``hash = sha256(canonical JSON of the record without "hash")``, where the
 record includes ``prev_hash`` (the previous record's ``hash``; 64 zeros for the first
 record ever). Canonical JSON is orjson with sorted keys. :func:`verify_lines` checks a
-chain and names the first broken record.
+chain and names the first broken record. A record whose fields cannot be built or
+serialised is replaced by a ``triplock.audit.record_failed`` record (its event type and
+the error's class, no content), so the rest of its batch is written and the chain holds.
 """
 
 from __future__ import annotations
@@ -23,19 +33,20 @@ import collections
 import hashlib
 import logging
 import os
-import random
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 
 from gateway.ports.audit_sink import AuditSink
+from gateway.telemetry.audit_delivery import DurabilityBarrier, SinkWorker
+from gateway.telemetry.audit_ids import EventIds
 
 log = logging.getLogger("triplock.audit")
 
 GENESIS = "0" * 64
-_MAX_BATCH = 512
 
 
 class EventType:
@@ -54,6 +65,7 @@ class EventType:
     CONFIG_RELOADED = "triplock.config.reloaded"
     UPSTREAM_ADDED = "triplock.upstream.added"
     UPSTREAM_REQUEST = "triplock.upstream.request"  # an upstream's request to a client: relayed or refused
+    RECORD_FAILED = "triplock.audit.record_failed"  # stands in for a record that could not be built
 
 
 def _jsonable(value: Any) -> Any:
@@ -73,112 +85,26 @@ _Queued = tuple[str, Fields, float, int]
 _SORTED = orjson.OPT_SORT_KEYS
 
 
-_HEX2 = tuple(f"{i:02x}" for i in range(256))
-
-
-class _EventIds:
-    """Unique, time-ordered ids: 48-bit milliseconds then 80 bits, random per ms and incremented within it.
-
-    The random part only has to make ids from different processes distinct (they are not
-    secrets), so it comes from a generator seeded once from the OS: reading ``os.urandom``
-    every millisecond was a system call on most records under load. Its first 72 bits change
-    only every 256 ids, so they are formatted with the millisecond and the last 8 come from
-    a table (formatting all 80 bits per record was ~0.5 µs).
-    """
-
-    def __init__(self) -> None:
-        self._ms = 0
-        self._high = 0  # the first 72 of the 80 bits
-        self._low = 0  # the last 8
-        self._prefix = ""  # "evt_", the milliseconds and _high, in hex
-        self._random = random.Random(os.urandom(16))
-
-    def next(self, ms: int) -> str:
-        """The next id for a record stamped at ``ms`` (milliseconds since the epoch)."""
-        if ms > self._ms:
-            rand = self._random.getrandbits(79)  # one bit of headroom for increments
-            self._ms, self._high, self._low = ms, rand >> 8, rand & 0xFF
-            self._prefix = f"evt_{ms:012x}{self._high:018x}"
-        elif self._low < 0xFF:  # same millisecond (or the clock stepped back): stay ordered
-            self._low += 1
-        else:
-            self._high, self._low = self._high + 1, 0
-            self._prefix = f"evt_{self._ms:012x}{self._high:018x}"
-        return self._prefix + _HEX2[self._low]
-
-
-class _Worker:
-    """One sink's queue and the task that drains it."""
-
-    def __init__(self, sink: AuditSink, log_owner: AuditLog) -> None:
-        self.sink = sink
-        self.owner = log_owner
-        self.queue: collections.deque[bytes] = collections.deque()
-        self.wake = asyncio.Event()
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.ok = True
-        self.last_error = ""
-        self.task: asyncio.Task[None] | None = None
-        self._last_loud = 0.0
-
-    def put(self, lines: list[bytes]) -> None:
-        self.queue.extend(lines)
-        self.idle.clear()
-        self.wake.set()
-
-    async def run(self) -> None:
-        backoff = 0.1
-        while True:
-            if not self.queue:
-                self.idle.set()
-                self.wake.clear()
-                await self.wake.wait()
-            if len(self.queue) < _MAX_BATCH:
-                # Let a batch build up, also under steady load (when the queue never empties): the
-                # file sink's thread hop costs far more than a record (measured ~25 us per call
-                # when it hopped for every few records), so hop at most 1/linger times a second.
-                await asyncio.sleep(self.owner.linger)
-            batch = [self.queue[i] for i in range(min(len(self.queue), _MAX_BATCH))]
-            try:
-                await self.sink.write(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._failed(exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            for _ in batch:  # only now: a record leaves the queue once its sink has it
-                self.queue.popleft()
-            backoff = 0.1
-            self.owner.metrics_delivered(self.sink.name, len(batch))
-            if not self.ok:
-                self.ok = True
-                log.warning("audit sink %s recovered; delivered the held records", self.sink.name)
-
-    def _failed(self, exc: Exception) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        self.owner.metrics_failed(self.sink.name)
-        now = time.monotonic()
-        if self.ok or now - self._last_loud > 30:
-            self._last_loud = now
-            log.error("audit sink %s is failing (%s): %d records held in memory, retrying; nothing is dropped",
-                      self.sink.name, self.last_error, len(self.queue))
-        self.ok = False
-        self.owner.check_backlog()
-
-
 class AuditLog:
     """Seals events into the hash chain and hands them to the sinks' workers."""
 
     def __init__(self, sinks: Iterable[AuditSink], *, metrics: Any = None, backlog_alert: int = 100_000,
-                 clock: Callable[[], float] = time.time, linger: float = 0.05) -> None:
+                 clock: Callable[[], float] = time.time, linger: float = 0.05, durable: bool = True,
+                 durable_timeout: float = 5.0, max_backlog: int = 200_000) -> None:
         self.metrics = metrics
-        self.linger = linger
+        self.durable_answers = durable
+        # Durable answers wait for the write, so nothing lingers: a batch is what was sealed meanwhile.
+        self.linger = 0.0 if durable else linger
         self.backlog_alert = backlog_alert
+        self.max_backlog = max_backlog
+        self.full = False  # a sink holds max_backlog records: guarded calls are refused (AuditObserver)
+        self.undurable_answers = 0  # answers sent before their records were written (durable_timeout)
+        self.refused_calls = 0  # guarded calls refused while the log was full
+        self._queued = 0  # records queued for the sinks so far: a durability ticket
+        self._barrier = DurabilityBarrier(durable_timeout, self._undurable)
+        self._last_loud = {"undurable": 0.0, "refused": 0.0}
         self._clock = clock
-        self._ids = _EventIds()
+        self._ids = EventIds()
         self._prev = GENESIS
         self._second, self._second_text = -1, ""  # strftime once a second ...
         self._ms, self._time_text = -1, ""  # ... and the "time" field once a millisecond
@@ -189,7 +115,7 @@ class AuditLog:
         self._listeners: list[tuple[Callable[[dict[str, Any]], None], frozenset[str] | None]] = []
         self._seal_all = False  # a listener for every event type: seal records even with no sinks
         self._listened: frozenset[str] = frozenset()  # the types typed listeners want
-        self.workers = [_Worker(s, self) for s in sinks]
+        self.workers = [SinkWorker(s, self) for s in sinks]
         self._alerted = False
         if metrics is not None:
             for w in self.workers:
@@ -243,8 +169,8 @@ class AuditLog:
         """The hot path's :meth:`emit`: ``fields`` is handed over (not copied) and holds no None values.
 
         The record is sealed at the end of the event loop's current iteration, together with
-        the others emitted in it: nothing waits for I/O in between, so no record can be lost
-        that would not also be lost from the sinks' in-memory queues. Sealing a record takes
+        the others emitted in it: nothing waits for I/O in between (and a durable answer waits
+        for :meth:`durable`, which counts the record from the moment it is queued). Sealing a record takes
         tens of µs, so records are not held back for a bigger batch: sealing 50 ms worth at
         once measured no cheaper and stalled the loop for milliseconds (p99 at 1 connection
         +1.8 ms instead of +1.1 ms).
@@ -258,7 +184,8 @@ class AuditLog:
         building a call's fields (and hashing its arguments) measured ~10 µs per call cheaper
         in the loaded gateway than the same work done inline between the steps of a request
         (its code and data are still in the CPU's caches). The time stamp is still taken now.
-        ``build`` must read only what no longer changes, and must not raise.
+        ``build`` must read only what no longer changes. If it raises, a
+        ``triplock.audit.record_failed`` record takes its place (the others sealed with it are kept).
 
         ``keys_sorted=True`` promises that the built fields already hold :data:`STAMP_KEYS`
         (any value) and that all keys are in sorted order, so the canonical body is dumped as
@@ -280,9 +207,14 @@ class AuditLog:
         """Queue one event for sealing; False when there is nothing to seal now (disabled, or before start)."""
         if not self.workers and not self._seal_all:
             if event_type in self._listened:  # nothing to seal: tell the typed listeners only
-                self._tell({**(fields if isinstance(fields, dict) else fields()), "type": event_type})
+                try:
+                    built = fields if isinstance(fields, dict) else fields()
+                except Exception as exc:
+                    built = self._failure(event_type, exc)
+                self._tell({**built, "type": event_type})
             return False
         now = self._clock()
+        self._queued += 1
         if not self._started:
             self._early.append((event_type, fields, now, option))
             return False
@@ -300,10 +232,28 @@ class AuditLog:
         seal = self._seal
         while unsealed:
             event_type, fields, now, option = unsealed.popleft()
-            record = seal(event_type, fields, now, option, lines)
+            try:
+                record = seal(event_type, fields, now, option, lines)
+            except Exception as exc:  # one bad record must not take its batch with it
+                record = seal(EventType.RECORD_FAILED, self._failure(event_type, exc), now, _SORTED, lines)
+        max_backlog = self.max_backlog
         for w in self.workers:
             w.put(lines)
+            if len(w.queue) >= max_backlog and not self.full:
+                self.full = True
+                log.critical("audit sink %s holds %d undelivered records (audit.max_backlog): refusing guarded "
+                             "calls until it catches up", w.sink.name, len(w.queue))
         return record
+
+    @staticmethod
+    def _failure(event_type: str, exc: Exception) -> dict[str, Any]:
+        """The stand-in for a record that failed: which event and which error, never its content."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        # The message may quote arguments or results: only the exception's class is logged and recorded.
+        log.error("audit record %s could not be built (%s%s); a %s record takes its place",
+                  event_type, type(exc).__name__, where, EventType.RECORD_FAILED)
+        return {"failed_type": event_type, "error": type(exc).__name__}
 
     def _seal(self, event_type: str, fields: Fields, now: float, option: int, lines: list[bytes]) -> dict[str, Any]:
         """Stamp and chain one record; its JSON line goes on ``lines`` (for the sinks)."""
@@ -330,7 +280,60 @@ class AuditLog:
     def _tell(self, record: dict[str, Any]) -> None:
         for listener, types in self._listeners:
             if types is None or record["type"] in types:
-                listener(record)
+                try:
+                    listener(record)
+                except Exception:  # a listener's bug must not unseal a sealed record
+                    log.exception("audit listener %r failed on a %s record", listener, record["type"])
+
+    def durable(self) -> asyncio.Future[bool]:
+        """A future that completes once every record emitted so far is written by every sink.
+
+        True when written; False when ``durable_timeout`` passed first (a sink is down: the
+        caller answers anyway, and the answer is counted in ``undurable_answers``). The
+        guarded path awaits it after a call's record is emitted, so the answer leaves only
+        after its record is in every sink (for the file sink: written to the file, which
+        survives a kill -9 of the process; ``audit.fsync`` adds power loss).
+        """
+        return self._barrier.wait(self._queued if self.workers else 0)
+
+    def delivered(self, worker: SinkWorker, n: int) -> None:
+        """A sink wrote ``n`` more records: release the answers every sink has now written."""
+        if self.metrics is not None:
+            self.metrics.audit_delivered(worker.sink.name, n)
+        workers = self.workers
+        self._barrier.advance(worker.written if len(workers) == 1 else min(w.written for w in workers))
+        if self.full and all(len(w.queue) < self.max_backlog for w in workers):
+            self.full = False
+            log.warning("audit backlog is below audit.max_backlog again: accepting guarded calls")
+
+    def failed(self, worker: SinkWorker) -> None:
+        """A sink's write failed (the worker retries)."""
+        if self.metrics is not None:
+            self.metrics.audit_failed(worker.sink.name)
+        self.check_backlog()
+
+    def refused(self) -> None:
+        """Count a guarded call refused because the log is full (and say so, at most every 30 s)."""
+        self.refused_calls += 1
+        if self._loud("refused"):
+            log.error("refusing guarded calls: the audit log cannot record them (%d records wait for a failing "
+                      "sink, audit.max_backlog = %d); %d refused so far", self.backlog(), self.max_backlog,
+                      self.refused_calls)
+
+    def _undurable(self, n: int) -> None:
+        self.undurable_answers += n
+        if self._loud("undurable"):
+            failing = ", ".join(w.sink.name for w in self.workers if not w.ok) or "slow"
+            log.error("%d answers were sent before their audit records were written (sink %s; waited "
+                      "audit.durable_timeout = %gs); %d so far", n, failing, self._barrier.timeout,
+                      self.undurable_answers)
+
+    def _loud(self, what: str) -> bool:
+        now = time.monotonic()
+        if now - self._last_loud[what] < 30:
+            return False
+        self._last_loud[what] = now
+        return True
 
     def check_backlog(self) -> None:
         """Log (once per episode) when undelivered records pass the alert threshold; sinks call it on failure."""
@@ -343,14 +346,15 @@ class AuditLog:
         return max((len(w.queue) for w in self.workers), default=0)
 
     def health(self) -> dict[str, Any]:
-        """``ok`` is False while any sink fails or the backlog is over the alert threshold."""
+        """``ok`` is False while any sink fails, the backlog is over the alert threshold, or the log is full."""
         sinks = {w.sink.name: {"ok": w.ok, "backlog": len(w.queue), "last_error": w.last_error or None}
                  for w in self.workers}
         backlog = self.backlog()
         if backlog <= self.backlog_alert:
             self._alerted = False
-        return {"ok": all(w.ok for w in self.workers) and backlog <= self.backlog_alert,
-                "backlog": backlog, "sinks": sinks}
+        return {"ok": all(w.ok for w in self.workers) and backlog <= self.backlog_alert and not self.full,
+                "backlog": backlog, "full": self.full, "max_backlog": self.max_backlog,
+                "undurable_answers": self.undurable_answers, "refused_calls": self.refused_calls, "sinks": sinks}
 
     async def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until every sink has every record; False on timeout (records stay queued)."""
@@ -367,6 +371,7 @@ class AuditLog:
         """Deliver what is queued, then stop. Undeliverable records go to stderr rather than vanish."""
         self.seal_pending()
         delivered = await self.flush(timeout) if self._started else False
+        self._barrier.release_all()
         for w in self.workers:
             if w.task is not None:
                 w.task.cancel()
@@ -380,14 +385,6 @@ class AuditLog:
                 await w.sink.aclose()
             except Exception as exc:
                 log.warning("audit sink %s did not close cleanly: %s", w.sink.name, exc)
-
-    def metrics_delivered(self, sink: str, n: int) -> None:
-        if self.metrics is not None:
-            self.metrics.audit_delivered(sink, n)
-
-    def metrics_failed(self, sink: str) -> None:
-        if self.metrics is not None:
-            self.metrics.audit_failed(sink)
 
 
 __all__ = ["GENESIS", "STAMP_KEYS", "AuditLog", "AuditSink", "EventType"]

@@ -19,11 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -79,10 +81,23 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     Instrument("triplock.upstream.errors", "triplock_upstream_errors", "counter", "{error}",
                "Upstream calls that failed, by upstream and error.type (timeout, unreachable, protocol, ...).",
                ("triplock.upstream", "error.type")),
+    Instrument("triplock.limit.exceeded", "triplock_limit_exceeded", "counter", "{event}",
+               "Requests or answers refused by a limit (sessions_per_principal, requests_per_principal,"
+               " upstream_response_bytes, sse_line_bytes, sse_event_bytes, stdio_line_bytes, header_value),"
+               " by upstream where one is involved.", ("limit", "triplock.upstream")),
     Instrument("triplock.sessions.active", "triplock_sessions_active", "gauge", "{session}",
                "Live downstream MCP sessions."),
+    Instrument("triplock.http.server.connections", "triplock_http_server_connections", "gauge", "{connection}",
+               "Open client connections of the process's own HTTP server (server.runtime = triplock)."),
+    Instrument("triplock.http.server.refusals", "triplock_http_server_refusals", "counter", "{connection}",
+               "Connections the own HTTP server answered with an error and closed, by error.type: header_timeout,"
+               " body_timeout (408), header_too_large (431), bad_request (400, 501), too_many_connections (503).",
+               ("error.type",)),
     Instrument("triplock.sessions.trifecta", "triplock_sessions_trifecta", "counter", "{session}",
                "Sessions (or principals) whose legs reached P+U+E."),
+    Instrument("triplock.store.write.failures", "triplock_store_write_failures", "counter", "{write}",
+               "Writes of what a guarded call taught (legs, first use, pin) that the state store refused; each"
+               " counts the store as down (writes, E legs and holds refused) until a write or probe succeeds."),
     Instrument("triplock.audit.records", "triplock_audit_records", "counter", "{record}",
                "Audit records delivered, by sink.", ("triplock.audit.sink",)),
     Instrument("triplock.audit.sink.errors", "triplock_audit_sink_errors", "counter", "{error}",
@@ -95,6 +110,23 @@ INSTRUMENTS: tuple[Instrument, ...] = (
 _BY_OTEL = {i.otel: i for i in INSTRUMENTS}
 # Recorded on every request: lock-free (see gateway/telemetry/hot_instruments.py).
 _HOT = frozenset({"mcp.server.operation.duration", "mcp.client.operation.duration", "triplock.decisions"})
+# Counted by another component (the HTTP server) and read from it at collection time.
+_POLLED = frozenset({"triplock.http.server.refusals"})
+
+
+class PolledCounter(Collector):
+    """A labelled counter whose values live elsewhere: ``source()`` maps a label value to its count."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.source: Callable[[], Mapping[str, float]] = dict
+        self.created = time.time()
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for value, count in self.source().items():
+            family.add_metric([value], count, created=self.created)
+        yield family
 
 
 def _hot_instrument(spec: Instrument, registry: CollectorRegistry) -> HotCounter | HotHistogram:
@@ -118,6 +150,10 @@ class Metrics:
         for spec in INSTRUMENTS:
             if spec.otel in _HOT:
                 self.collectors[spec.otel] = _hot_instrument(spec, self.registry)
+                continue
+            if spec.otel in _POLLED:
+                self.collectors[spec.otel] = polled = PolledCounter(spec.prom, spec.help, spec.prom_labels)
+                self.registry.register(polled)
                 continue
             cls = {"counter": Counter, "histogram": Histogram, "gauge": Gauge}[spec.kind]
             kwargs: dict[str, Any] = {"registry": self.registry}
@@ -186,6 +222,16 @@ class Metrics:
         if self.enabled:
             self._child("triplock.upstream.errors", (upstream, error)).inc()
 
+    def state_write_failed(self) -> None:
+        """The store refused a write of session state after a call (see ``triplock.store.write.failures``)."""
+        if self.enabled:
+            self.collectors["triplock.store.write.failures"].inc()
+
+    def limit_exceeded(self, limit: str, upstream: str = "") -> None:
+        """A limit refused something (``upstream`` empty for the per-principal limits)."""
+        if self.enabled:
+            self._child("triplock.limit.exceeded", (limit, upstream)).inc()
+
     def hold(self, tool: str, category: str, approval_id: str) -> None:
         """A call was held; ``approval_id`` counts as pending until :meth:`approval_resolved`."""
         if not self.enabled:
@@ -223,6 +269,11 @@ class Metrics:
     def observe_sessions(self, count: Callable[[], int]) -> None:
         """Report live sessions from ``count()`` at collection time (nothing per request)."""
         self.collectors["triplock.sessions.active"].set_function(count)
+
+    def observe_http_server(self, connections: Callable[[], int], refusals: Callable[[], Mapping[str, int]]) -> None:
+        """Report the own HTTP server's open connections and refusals by reason, read at collection time."""
+        self.collectors["triplock.http.server.connections"].set_function(connections)
+        self.collectors["triplock.http.server.refusals"].source = refusals
 
     def audit_sink(self, sink: str, backlog: Callable[[], int], up: Callable[[], bool]) -> None:
         self.collectors["triplock.audit.backlog"].labels(sink).set_function(backlog)

@@ -10,11 +10,12 @@ arguments' hash (and, on spans, only if ``telemetry.capture_content`` is on, whi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import Settings
+from gateway.mcp.jsonrpc import INTERNAL_ERROR, ProtocolError
 from gateway.ports.records import args_hash
 from gateway.telemetry.audit import STAMP_KEYS, AuditLog, AuditSink, EventType
 from gateway.telemetry.tracing import Telemetry, setup_telemetry
@@ -34,6 +35,10 @@ def _legs(legs: frozenset[Leg]) -> str:
         text = _LEGS_TEXT[legs] = Legs.format(legs)
     return text
 _RESOLVED = {"approved": "granted", "denied": "denied", "expired": "expired"}
+# The outcome of a guarded call refused because the audit log could not record it (nothing ran).
+AUDIT_FULL = "refused_audit_full"
+AUDIT_FULL_MESSAGE = ("Refused: the audit log cannot record this call right now (an audit sink is failing and its "
+                      "backlog is full), so it was not run (failing closed). Try again later.")
 # What _completed adds to _fields: the outcome, and the audit log's stamps (placeholders until sealed).
 _OUTCOME_KEYS = ("duration_ms", "is_error", "outcome", *STAMP_KEYS)
 
@@ -115,6 +120,12 @@ class AuditObserver:
     ``triplock.approval.requested``/``executed``. ``every_request=True`` writes the
     requested event for every call. Decisions made elsewhere (an approver, a suspension,
     a reload) are emitted by that code through :meth:`AuditLog.emit`.
+
+    Fail closed: while the audit log is ``full`` (a sink is down and its backlog reached
+    ``audit.max_backlog``), :meth:`decided` refuses the call before anything runs (a JSON-RPC
+    error; the call gets no record, it is counted in the log's ``refused_calls``).
+    :meth:`durable` is the guarded path's ``after_record``: the answer waits until the call's
+    record is written by every sink.
     """
 
     def __init__(self, audit: AuditLog, every_request: bool = False) -> None:
@@ -140,6 +151,10 @@ class AuditObserver:
         d = record.decision
         if d is None or not self.audit.enabled:
             return
+        if self.audit.full:
+            record.outcome = AUDIT_FULL
+            self.audit.refused()
+            raise ProtocolError(INTERNAL_ERROR, AUDIT_FULL_MESSAGE)
         if d.pin_changed:
             profile = record.profile
             fields = self._fields(record)
@@ -151,7 +166,7 @@ class AuditObserver:
 
     def finished(self, record: CallRecord) -> None:
         d = record.decision
-        if d is None or not self.audit.enabled:
+        if d is None or not self.audit.enabled or record.outcome == AUDIT_FULL:
             return
         approval = record.approval
         if approval is None and not record.hold_waited:  # allowed or denied at once: the hot path
@@ -174,6 +189,16 @@ class AuditObserver:
             fields["hold_waited_s"] = round(record.hold_waited, 3)
         fields["duration_ms"] = _duration_ms(record)
         self.audit.emit_fields(EventType.CALL_COMPLETED, fields)  # fields is ours: no copy
+
+    def durable(self, record: CallRecord) -> Awaitable[bool]:
+        """What the answer to ``record``'s call waits for: its audit record written by every sink.
+
+        A plain function returning the log's future (no coroutine per call). A call that
+        recorded nothing (refused, or failed before its decision) does not wait.
+        """
+        if record.decision is None or record.outcome == AUDIT_FULL:
+            return _NOTHING_TO_WAIT_FOR
+        return self.audit.durable()
 
     @staticmethod
     def _completed(record: CallRecord, d: Decision, duration_ms: float) -> dict[str, Any]:
@@ -233,6 +258,17 @@ class AuditObserver:
         return created_at >= call_began - 0.001
 
 
+class _Written:
+    """An awaitable that is already done: a call with no record to wait for."""
+
+    def __await__(self) -> Any:
+        return True
+        yield  # a generator, so ``await`` works; never reached
+
+
+_NOTHING_TO_WAIT_FOR = _Written()
+
+
 APPROVAL_OUTCOMES = {EventType.APPROVAL_GRANTED: "approved", EventType.APPROVAL_DENIED: "denied",
                      EventType.APPROVAL_EXPIRED: "expired"}
 
@@ -259,10 +295,19 @@ class Observability:
     telemetry: Telemetry
     audit: AuditLog
 
+    def __post_init__(self) -> None:
+        self.audit_observer = AuditObserver(self.audit)
+
     @property
     def observers(self) -> list[Any]:
         """The pipeline's CallObservers."""
-        return [TelemetryObserver(self.telemetry), AuditObserver(self.audit)]
+        return [TelemetryObserver(self.telemetry), self.audit_observer]
+
+    @property
+    def after_record(self) -> Callable[[CallRecord], Awaitable[object]] | None:
+        """The guarded path's wait for a call's audit record (None: audit off or ``audit.durable = false``)."""
+        audit = self.audit
+        return self.audit_observer.durable if audit.workers and audit.durable_answers else None
 
     async def startup(self) -> None:
         self.telemetry.start()
@@ -276,8 +321,9 @@ class Observability:
 def build_observability(settings: Settings, sinks: Iterable[AuditSink]) -> Observability:
     """Telemetry from ``[telemetry]`` + OTEL_* env; the audit log writing to ``sinks`` (built by the app)."""
     telemetry = setup_telemetry(settings.telemetry)
-    audit = AuditLog(sinks, metrics=telemetry.metrics,
-                     backlog_alert=settings.audit.backlog_alert)
+    cfg = settings.audit
+    audit = AuditLog(sinks, metrics=telemetry.metrics, backlog_alert=cfg.backlog_alert, durable=cfg.durable,
+                     durable_timeout=cfg.durable_timeout, max_backlog=cfg.max_backlog)
     if telemetry.metrics.enabled:
         audit.listen(approval_metrics_listener(telemetry), APPROVAL_OUTCOMES)
     return Observability(telemetry, audit)

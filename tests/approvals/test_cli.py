@@ -96,3 +96,24 @@ def test_unreachable_gateway(alice: None, capsys: pytest.CaptureFixture[str]) ->
 def test_deny_needs_a_reason() -> None:
     with pytest.raises(SystemExit):
         run(["approvals", "deny", "X"])
+
+
+def test_terminal_output_cannot_be_driven_by_the_agent(live: tuple[LiveServer, MemoryStore, Recorder], alice: None,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Escape sequences, bidi overrides and look-alike hosts in what an agent wrote are shown, not obeyed."""
+    server, store, _ = live
+    a = held_call(principal="agent-7\x1b]0;pwned\x07\x1b[2J", tool="send\u202eliam.exe",
+                  arguments={"to": "boss@ex\u0430mple.com", "note": "line1\nforged row\x9b31m"})
+    server.run(store.create_approval(a))
+    url = ["--url", server.url]
+    assert run(["approvals", "list", *url]) == 0
+    out = capsys.readouterr().out
+    assert "agent-7⟨U+001B⟩]0;pwned⟨U+0007⟩⟨U+001B⟩[2J" in out and "send⟨U+202E⟩liam.exe" in out
+    assert len(out.splitlines()) == 2  # the header and one row: no forged lines
+    assert run(["approvals", "show", a.id, *url]) == 0
+    out = capsys.readouterr().out
+    assert "principal:   agent-7⟨U+001B⟩]0;pwned⟨U+0007⟩⟨U+001B⟩[2J" in out
+    assert '"to": "boss@ex\u0430mple.com ⟨xn--exmple-4nf.com · mixes Cyrillic+Latin · looks like example.com⟩"' in out
+    assert '"note": "line1\\nforged row⟨U+009B⟩31m"' in out
+    for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert raw not in out

@@ -104,7 +104,8 @@ async def test_detail_escapes_attacker_controlled_arguments(client: httpx.AsyncC
     assert "<script>alert(1)" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=alert(2)&gt;" in html
-    assert "\u202e" not in html and "\\u202e" in html  # a bidi override is shown, not obeyed
+    assert "\u202e" not in html and "pay<span class=\"vt-hidden vt-bidi\"" in html  # shown, not obeyed
+    assert ">⟨U+202E⟩</span>liam.com" in html
     for fragment in ("trifecta.complete", "category.email_send", "completes the trifecta"):
         assert fragment in html
     listing = await client.get("/console")
@@ -194,4 +195,5 @@ async def test_session_history_is_shown_escaped_or_reported_missing(store: Memor
 def test_pretty_arguments() -> None:
     assert pretty_arguments('{"b":1,"a":[1,2]}') == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}'
     assert pretty_arguments("not json") == "not json"
-    assert pretty_arguments('{"x":"a\u200bb"}') == '{\n  "x": "a\\u200bb"\n}'
+    # Invisible characters are kept here; the template's visible_block filter shows them as markers.
+    assert pretty_arguments('{"x":"a\u200bb"}') == '{\n  "x": "a\u200bb"\n}'

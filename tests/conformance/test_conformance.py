@@ -9,12 +9,15 @@
    that test the HTTP endpoint itself, which Triplock serves (see GATEWAY_OWNED).
 
 The suite needs `npm ci` in tests/conformance (node 22 comes from npm); without it these tests
-skip. The gateway tests skip while `gateway.cli.main` does not import.
+skip, and the gateway tests skip while `gateway.cli.main` does not import: a developer without
+npm gets a skip that says why. In CI (`TRIPLOCK_CI=1`, set by `.ci/run`) either one fails the
+test instead, so a broken `npm ci` or an import error can never pass as a green run.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -26,13 +29,23 @@ import pytest
 from tests.conformance import run_conformance as rc
 from tests.support import PASSTHROUGH
 
-pytestmark = [
-    pytest.mark.skipif(
-        not rc.is_installed(),
-        reason=f"MCP conformance suite not installed: run `npm ci` in {rc.HERE} (the CI script does)",
-    ),
-    pytest.mark.timeout(600),
-]
+IN_CI = os.environ.get("TRIPLOCK_CI") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip with ``reason`` on a developer's machine; fail in CI, where it means a broken setup."""
+    if IN_CI:
+        pytest.fail(f"{reason} (TRIPLOCK_CI=1: a missing dependency fails the run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True, scope="module")  # before the module's other fixtures start anything
+def _suite_installed() -> None:
+    if not rc.is_installed():
+        skip_or_fail(f"MCP conformance suite not installed: run `npm ci` in {rc.HERE} (the CI script does)")
+
+
+pytestmark = [pytest.mark.timeout(600)]
 
 # SHOULD-level advice the suite reports as WARNING, accepted with a reason. Anything else warned
 # about is a regression. server-sse-polling sends its raw requests with `MCP-Protocol-Version:
@@ -60,9 +73,15 @@ def _gateway_import_error() -> str | None:
 
 
 _GATEWAY_MISSING = _gateway_import_error()
-needs_gateway = pytest.mark.skipif(
-    _GATEWAY_MISSING is not None, reason=f"gateway.cli.main does not import yet ({_GATEWAY_MISSING})"
-)
+
+
+@pytest.fixture
+def _gateway_imports() -> None:
+    if _GATEWAY_MISSING is not None:
+        skip_or_fail(f"gateway.cli.main does not import ({_GATEWAY_MISSING})")
+
+
+needs_gateway = pytest.mark.usefixtures("_gateway_imports")
 
 
 def gateway_config_toml(gateway_port: int, upstream_name: str, upstream_url: str) -> str:

@@ -28,12 +28,14 @@ def listing(*tools: str) -> UpstreamListing:
     return UpstreamListing(tools=[{"name": t, "inputSchema": {"type": "object"}} for t in tools])
 
 
-def test_order_is_deterministic_and_first_upstream_wins_a_clash() -> None:
+def test_order_is_deterministic_and_a_clash_is_exposed_from_neither_upstream() -> None:
     a = Catalog([("a", "", listing("zeta", "alpha")), ("b", "", listing("alpha", "beta"))])
     b = Catalog([("a", "", listing("alpha", "zeta")), ("b", "", listing("beta", "alpha"))])
     names = [t["name"] for t in a.page("tools", None)["tools"]]
-    assert names == ["alpha", "beta", "zeta"] == [t["name"] for t in b.page("tools", None)["tools"]]
-    assert a.tools["alpha"].upstream == "a"
+    assert names == ["beta", "zeta"] == [t["name"] for t in b.page("tools", None)["tools"]]
+    assert "alpha" not in a.tools
+    assert [c.describe() for c in a.collisions] == [
+        "tool name 'alpha' is refused: upstreams 'a' and 'b' both publish it"]
 
 
 def test_pagination_walks_every_tool_once() -> None:

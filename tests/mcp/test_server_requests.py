@@ -310,7 +310,8 @@ async def test_in_call_roots_list_needs_the_roots_capability(gateway: Gateway) -
     tail = AuditTail(gateway.audit)
     async with Client(gateway.mcp, mode="legacy") as client:
         answer = text_of(await client.call_tool(f"{TOOL}ask_roots", {}))
-    assert answer.endswith("roots/list: the client did not declare the roots capability"), answer
+    assert answer == ("refused -32600: Triplock did not relay roots/list: the client did not declare the roots"
+                      " capability"), answer
     await one_event(tail, method="roots/list", outcome="refused", reason="capability_not_declared")
 
 
@@ -457,11 +458,13 @@ def test_only_requests_are_screened() -> None:
 def test_refusal_answers_the_request_and_names_the_reason() -> None:
     declared = refusal(9, "sampling/createMessage", decide("sampling/createMessage", {}, in_flight=True,
                                                             allow_unsolicited=False))
-    assert declared["id"] == 9 and declared["error"]["code"] == -32600
-    assert declared["error"]["message"].endswith("the client did not declare the sampling capability")
-    assert declared["error"]["data"] == {"reason": "capability_not_declared"}
+    assert declared == {"jsonrpc": "2.0", "id": 9, "error": {
+        "code": -32600, "message": "Triplock did not relay sampling/createMessage: the client did not declare the"
+        " sampling capability", "data": {"reason": "capability_not_declared"}}}
     unknown = refusal("x", "x/y", decide("x/y", ALL, in_flight=True, allow_unsolicited=True))
-    assert unknown["id"] == "x" and unknown["error"]["code"] == -32601
+    assert unknown == {"jsonrpc": "2.0", "id": "x", "error": {
+        "code": -32601, "message": "Triplock did not relay x/y: the gateway relays only sampling/createMessage,"
+        " elicitation/create and roots/list", "data": {"reason": "unknown_method"}}}
 
 
 def test_audit_fields_carry_the_decision_never_the_request() -> None:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from adapters.http.limits import Limits
 from adapters.http.server import LifespanFailure, Server
 from tests.adapters.http.harness import DEADLINE, Raw, Receive, Scope, Send, echo, get, respond, serving
 from tests.support import PY, REPO, free_port, gateway_cmd, running, write_config
@@ -158,7 +159,7 @@ async def test_graceful_stop_cancels_what_outlives_the_timeout() -> None:
 
 
 async def test_idle_keep_alive_connection_is_closed_after_the_timeout() -> None:
-    async with serving(echo, keepalive_timeout=0.2) as server:
+    async with serving(echo, limits=Limits(keepalive_timeout=0.2)) as server:
         raw = await Raw.connect(server.port)
         await raw.send(get("/one"))
         assert (await raw.response())[2] == b"/one"

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.http.limits import Limits
 from tests.adapters.http.harness import DEADLINE, Raw, Receive, Scope, Send, echo, get, read_all, respond, serving
 
 
@@ -122,7 +123,7 @@ async def test_malformed_request_gets_400_and_the_connection_closes() -> None:
 
 
 async def test_oversized_header_section_gets_431() -> None:
-    async with serving(echo, max_header_bytes=4096) as server:
+    async with serving(echo, limits=Limits(max_header_bytes=4096)) as server:
         big = await Raw.connect(server.port)
         await big.send(get("/", "x-big: " + "a" * 5000 + "\r\n"))
         many = await Raw.connect(server.port)

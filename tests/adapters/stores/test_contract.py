@@ -68,6 +68,27 @@ async def test_pins_are_set_replaced_and_read(store: Any) -> None:
     assert (await store.call_state("s", "k", "mail", "other")).pinned_hash is None
 
 
+async def test_pins_are_listed_with_who_and_when(store: Any) -> None:
+    before = time.time()
+    await store.set_pin("mail", "send", "sha256:aa", by="agent:first-caller")
+    await store.set_pin("crm", "lookup", "sha256:bb", by="agent:first-caller")
+    await store.set_pin("mail", "send", "sha256:cc", by="admin:carol")
+    pins = await store.list_pins()
+    assert [(p.upstream, p.tool, p.definition_hash, p.pinned_by) for p in pins] == [
+        ("crm", "lookup", "sha256:bb", "agent:first-caller"), ("mail", "send", "sha256:cc", "admin:carol")]
+    assert all(before <= p.pinned_at <= time.time() for p in pins)
+
+
+async def test_definitions_are_kept_by_hash_and_never_overwritten(store: Any) -> None:
+    first = {"name": "send", "description": "Send mail.", "inputSchema": {"type": "object"}}
+    await store.save_definitions({"sha256:aa": first, "sha256:bb": {"name": "read", "description": "é <b>"}})
+    await store.save_definitions({"sha256:aa": {"name": "send", "description": "other"}})  # same hash: kept
+    await store.save_definitions({})
+    assert await store.get_definition("sha256:aa") == first
+    assert await store.get_definition("sha256:bb") == {"name": "read", "description": "é <b>"}
+    assert await store.get_definition("sha256:zz") is None
+
+
 async def test_suspend_and_resume_update_the_cache(store: Any) -> None:
     await store.suspend("agent:x", by="admin", reason="leaking")
     await store.suspend("tool:mail__send", by="admin", reason="pin changed")
@@ -168,7 +189,11 @@ async def test_find_pending_reuses_only_live_pending(store: Any) -> None:
     assert await store.find_pending(*key) is None
 
 
-async def test_wait_decided(store: Any) -> None:
+async def test_wait_decided(kind: str, make_store: Any) -> None:
+    # SQLite without its re-check timer (memory and Redis have none): only the decision's wake-up
+    # can end the 30 s wait below before the 10 s guard, so the test proves "woken", not "fast".
+    store = make_store(**({"recheck_every": None} if kind == "sqlite" else {}))
+    await store.start()
     a = approval()
     await store.create_approval(a)
     started = time.monotonic()
@@ -177,11 +202,9 @@ async def test_wait_decided(store: Any) -> None:
     assert await store.wait_decided("nope", 1) is None
     waiter = asyncio.create_task(store.wait_decided(a.id, 30))
     await asyncio.sleep(0)  # let the waiter register before deciding (order only, not timing)
-    started = time.monotonic()
     await store.decide(a.id, True, "human:h", "ok", time.time())
     got = await asyncio.wait_for(waiter, 10)
-    assert got is not None and got.state == "approved"
-    assert time.monotonic() - started < 0.5  # woken, not found by a re-check timer
+    assert got is not None and (got.id, got.state, got.decided_by) == (a.id, "approved", "human:h")
     assert (await store.wait_decided(a.id, 5)).state == "approved"  # already decided: returns at once
 
 
@@ -221,6 +244,9 @@ async def test_second_instance_sees_the_same_state(make_store: Any) -> None:
     await a_store.create_approval(a)
     await a_store.add_legs("sess:1", frozenset({"P", "U"}), None)
     await a_store.set_pin("mail", "send_email", "sha256:aa", by="admin")
+    await a_store.save_definitions({"sha256:aa": {"name": "send_email"}})
+    assert await b_store.get_definition("sha256:aa") == {"name": "send_email"}
+    assert [p.pinned_by for p in await b_store.list_pins()] == ["admin"]
     assert (await b_store.call_state("sess:1", "k", "mail", "send_email")).legs == {"P", "U"}
     now = time.time()
     outcomes = await asyncio.gather(*(s.decide(a.id, i % 2 == 0, f"human:{i}", "r", now)

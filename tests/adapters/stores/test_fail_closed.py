@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import sqlite3
@@ -103,12 +104,38 @@ async def test_redis_dead_port() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     store = RedisStore(f"redis://127.0.0.1:{port}/0", connect_timeout=0.5)
-    started = time.monotonic()
     try:
         await assert_all_unavailable(store)
     finally:
         await store.aclose()
-    assert time.monotonic() - started < 15, "failing closed must be quick, not a retry storm"
+
+
+async def test_redis_refusing_server_is_tried_once_per_call() -> None:
+    """Failing closed is one attempt per call, not a retry storm: a loopback listener that hangs
+    up on every connection counts the store's attempts (the store is not started, so no pub/sub
+    listener reconnects in the background)."""
+    attempts = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        attempts += 1
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", connect_timeout=0.5)
+    calls = {k: v for k, v in every_call(store).items() if k != "start"}
+    try:
+        for name, call in calls.items():
+            before = attempts
+            with pytest.raises(StoreUnavailable):
+                await call()
+                pytest.fail(f"{name} did not raise StoreUnavailable")
+            assert attempts - before == 1, f"{name} connected {attempts - before} times"
+    finally:
+        await store.aclose()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_redis_server_gone_mid_life() -> None:

@@ -40,25 +40,29 @@ async def test_decision_on_one_instance_wakes_a_wait_on_another(pair: tuple[Redi
     await a_store.create_approval(held)
     waiter = asyncio.create_task(a_store.wait_decided(held.id, 30))
     await asyncio.sleep(0)
-    started = time.monotonic()
     assert (await b_store.decide(held.id, True, "human:h", "ok", time.time())).status == "approved"
+    # The Redis adapter has no re-check timer at all and the wait runs until 30 s: an approval back
+    # before the 10 s guard can only come from b_store's pub/sub message waking a_store's waiter.
     got = await asyncio.wait_for(waiter, 10)
-    assert got is not None and got.state == "approved"
-    assert time.monotonic() - started < 1.0  # pub/sub; the Redis adapter has no re-check timer at all
+    assert got is not None and (got.id, got.state, got.decided_by) == (held.id, "approved", "human:h")
 
 
-async def test_suspension_reaches_another_instance_within_a_second(pair: tuple[RedisStore, RedisStore]) -> None:
+async def test_suspension_reaches_another_instance_over_pub_sub(pair: tuple[RedisStore, RedisStore]) -> None:
     a_store, b_store = pair
+    # b_store makes no call of its own below: only its pub/sub listener can change what it holds.
+    # The deadlines only stop a hang; how fast it propagates is a benchmark's business, not a test's.
     await a_store.suspend("upstream:mail", by="admin", reason="incident")
-    deadline = time.monotonic() + 1.0
+    deadline = time.monotonic() + 10.0
     while "upstream:mail" not in b_store.suspended():
-        assert time.monotonic() < deadline, "suspension did not propagate within 1 s"
+        assert time.monotonic() < deadline, "the suspension never reached the other instance"
         await asyncio.sleep(0.01)
+    assert b_store.suspended() == {"upstream:mail"}
     await b_store.resume("upstream:mail", by="admin")
-    deadline = time.monotonic() + 1.0
+    deadline = time.monotonic() + 10.0
     while "upstream:mail" in a_store.suspended():
-        assert time.monotonic() < deadline, "resume did not propagate within 1 s"
+        assert time.monotonic() < deadline, "the resume never reached the other instance"
         await asyncio.sleep(0.01)
+    assert a_store.suspended() == frozenset()
 
 
 async def test_suspensions_are_loaded_at_start(make_store: Any) -> None:

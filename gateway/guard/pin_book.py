@@ -1,0 +1,221 @@
+"""Tool pins as the catalog sees them, and the one way a changed definition is re-approved.
+
+The guarded path pins a tool's definition hash on its first successful call and denies calls
+once the upstream's definition differs (``pin.changed``). This module keeps the catalog honest
+about it: a tool whose current definition differs from its pin is *withheld* from listings (its
+new description is the rug pull's injection vector; the agent could not call it anyway) until an
+admin has seen the diff and approved the new definition, which re-pins it.
+
+Pins live in the store; the catalog is built synchronously, so :class:`PinBook` keeps them in
+memory: loaded before each upstream listing is turned into a catalog (``on_listing``) and every
+second by the app's watcher (so a re-pin taken through another gateway process shows here too).
+Definitions are saved in the store by hash as the catalog first sees them, so a pin set by any
+process can later be shown next to the current definition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.guard.policy_runtime import PolicyRuntime
+from gateway.mcp.catalog import CatalogEntry, UpstreamListing
+from gateway.ports.store import Store, StoreUnavailable
+from gateway.telemetry.audit import EventType
+from policy import PolicyError, ToolDefinition
+from policy.explain import pin_diff
+
+log = logging.getLogger("triplock.pins")
+
+Repin = Callable[[str, str, str, str], Awaitable[None]]
+"""``repin(upstream, tool, definition_hash, by)``: the guard's write-through ``set_pin``."""
+Audit = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedTool:
+    """A tool whose current definition is not the one pinned; withheld until re-approved."""
+
+    upstream: str
+    tool: str
+    exposed: str
+    pinned_hash: str
+    current_hash: str
+    definition: dict[str, Any]  # the current one, as the upstream lists it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"upstream": self.upstream, "tool": self.tool, "exposed": self.exposed,
+                "pinned_hash": self.pinned_hash, "current_hash": self.current_hash}
+
+
+@dataclass(frozen=True, slots=True)
+class PinReview:
+    """What an admin sees before approving: both definitions and their unified diff."""
+
+    changed: ChangedTool
+    pinned_definition: dict[str, Any] | None  # None: pinned before definitions were kept
+    diff: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.changed.to_json(), "pinned_definition": self.pinned_definition,
+                "current_definition": self.changed.definition, "diff": self.diff}
+
+
+@dataclass(frozen=True, slots=True)
+class ApproveResult:
+    """The outcome of one approval attempt, in HTTP terms (200, 404, 409, 503)."""
+
+    status: int
+    code: str  # approved, not_found, not_changed, stale, unavailable
+    message: str
+
+
+class PinBook:
+    """In-memory pins for the catalog; lists, reviews and approves changed tool definitions."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: PolicyRuntime,
+        *,
+        entries: Callable[[], Iterable[CatalogEntry]],
+        rebuild: Callable[[], Awaitable[None]],
+        repin: Repin,
+        forget_cached: Callable[[], None],
+        audit: Audit | None = None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self._entries = entries  # the live catalog's tools (listed or withheld)
+        self._rebuild = rebuild
+        self._repin = repin
+        self._forget_cached = forget_cached  # the guard's pin cache, dropped when a pin changed elsewhere
+        self.audit = audit
+        self.pins: dict[tuple[str, str], str] = {}
+        self._saved: set[str] = set()  # definition hashes this process knows the store has
+        self._reported: set[tuple[str, str, str, str]] = set()
+
+    # -- keeping the memory current ----------------------------------------------------------------
+    async def load(self) -> bool:
+        """Read every pin from the store; True when they differ from what was in memory."""
+        try:
+            pins = await self.store.get_pins()
+        except StoreUnavailable as exc:
+            log.error("cannot load tool pins (%s): listings keep the pins last loaded", exc)
+            return False
+        if pins == self.pins:
+            return False
+        if any(pins.get(key) != digest for key, digest in self.pins.items()):
+            self._forget_cached()  # a pin was replaced (another process re-approved): calls must re-read
+        self.pins = pins
+        return True
+
+    async def on_listing(self, upstream: str, listing: UpstreamListing) -> None:
+        """Before a fresh listing becomes the catalog: current pins, and its definitions kept by hash."""
+        await self.load()
+        fresh: dict[str, dict[str, Any]] = {}
+        for definition in listing.tools:
+            digest = self._hash(upstream, definition)
+            if digest is not None and digest not in self._saved:
+                fresh[digest] = definition
+        if not fresh:
+            return
+        try:
+            await self.store.save_definitions(fresh)
+            self._saved.update(fresh)
+        except StoreUnavailable as exc:
+            log.error("cannot keep tool definitions of %s (%s): a later diff may lack them", upstream, exc)
+
+    async def watch(self) -> None:
+        """One round of the app's watcher: reload, and rebuild the catalog if any pin changed."""
+        if await self.load():
+            await self._rebuild()
+
+    # -- what the catalog asks (synchronous) -----------------------------------------------------
+    def withhold(self, upstream: str, definition: dict[str, Any]) -> bool:
+        """True when the tool is pinned, the policy enforces pins on it, and its definition changed.
+
+        Reported (log and ``triplock.tool.definition_changed``) once per process and change.
+        """
+        name = str(definition.get("name", ""))
+        pinned = self.pins.get((upstream, name))
+        if pinned is None:
+            return False
+        try:
+            profile = self.policy.profile(upstream, definition)
+        except (PolicyError, ValueError, TypeError):
+            return False  # the policy's own view hides an unclassifiable tool already
+        if not profile.plan.pins or profile.definition_hash == pinned:
+            return False
+        # Monitor mode blocks nothing and hides nothing (the call is allowed too): only reported.
+        withheld = profile.plan.mode != "monitor"
+        key = (upstream, name, pinned, profile.definition_hash)
+        if key not in self._reported:
+            self._reported.add(key)
+            log.warning("tool %r of upstream %r changed since it was pinned (%s -> %s)%s", name, upstream, pinned,
+                        profile.definition_hash, ": withheld from listings until an admin approves the new definition"
+                        if withheld else " (monitor mode: still listed)")
+            if self.audit is not None:
+                try:
+                    # seen_in: the catalog's one record per change (a denied call records its own).
+                    self.audit(EventType.TOOL_DEFINITION_CHANGED, upstream=upstream, tool=name, seen_in="catalog",
+                               pinned_hash=pinned, current_hash=profile.definition_hash, withheld=withheld)
+                except Exception:
+                    log.exception("audit of a changed tool definition failed")
+        return withheld
+
+    # -- what admins see and do --------------------------------------------------------------------
+    def changed(self) -> list[ChangedTool]:
+        """Every tool of the live catalog withheld because its definition changed, by exposed name."""
+        out = []
+        for entry in self._entries():
+            pinned = self.pins.get((entry.upstream, entry.name))
+            current = self._hash(entry.upstream, entry.definition)
+            if not entry.listed and pinned is not None and current is not None and pinned != current:
+                out.append(ChangedTool(entry.upstream, entry.name, entry.exposed, pinned, current, entry.definition))
+        return sorted(out, key=lambda c: c.exposed)
+
+    def find(self, upstream: str, tool: str) -> ChangedTool | None:
+        """The changed tool ``tool`` of ``upstream``, if it is one."""
+        return next((c for c in self.changed() if (c.upstream, c.tool) == (upstream, tool)), None)
+
+    async def review(self, changed: ChangedTool) -> PinReview:
+        """Both definitions and the diff. Raises StoreUnavailable."""
+        pinned = await self.store.get_definition(changed.pinned_hash)
+        # Pinned before definitions were kept: the whole current definition shows as added.
+        old = ToolDefinition.from_mcp(pinned) if pinned is not None else ToolDefinition(name=changed.tool)
+        return PinReview(changed, pinned, pin_diff(old, ToolDefinition.from_mcp(changed.definition)))
+
+    async def approve(self, upstream: str, tool: str, expected_hash: str, by: str) -> ApproveResult:
+        """Re-pin ``tool`` to its current definition, if that is the one the admin reviewed."""
+        changed = self.find(upstream, tool)
+        if changed is None:
+            if any((e.upstream, e.name) == (upstream, tool) for e in self._entries()):
+                return ApproveResult(409, "not_changed", "This tool's definition matches its pin; nothing to approve.")
+            return ApproveResult(404, "not_found", "No such tool in the catalog (is its upstream up?).")
+        if changed.current_hash != expected_hash:
+            return ApproveResult(409, "stale", "The definition changed again since you reviewed it; review the new "
+                                               f"diff (current hash {changed.current_hash}).")
+        try:
+            await self._repin(upstream, tool, changed.current_hash, by)
+        except StoreUnavailable:
+            return ApproveResult(503, "unavailable", "The state store is unavailable; nothing was re-pinned.")
+        self.pins[(upstream, tool)] = changed.current_hash
+        log.warning("tool %r of upstream %r re-pinned by %s: %s -> %s", tool, upstream, by, changed.pinned_hash,
+                    changed.current_hash)
+        if self.audit is not None:
+            try:
+                self.audit(EventType.PIN_UPDATED, upstream=upstream, tool=tool, by=by,
+                           previous_hash=changed.pinned_hash, definition_hash=changed.current_hash)
+            except Exception:
+                log.exception("audit of a re-pin failed")
+        await self._rebuild()  # listed again; clients hear list_changed
+        return ApproveResult(200, "approved", f"Approved by {by}: {changed.exposed} is listed and callable again.")
+
+    def _hash(self, upstream: str, definition: dict[str, Any]) -> str | None:
+        try:
+            return self.policy.profile(upstream, definition).definition_hash
+        except (PolicyError, ValueError, TypeError):
+            return None
