@@ -26,7 +26,7 @@ import httptools
 
 from adapters.http.cycle import Cycle
 from adapters.http.limits import LINGER_SECONDS, Shared
-from adapters.http.rules import OVERLOADED, TOO_LARGE, Refuse, bad_request, check_transfer_coding, request_timeout
+from adapters.http.rules import OVERLOADED, TOO_LARGE, Refuse, bad_request, check_transfer_coding
 
 log = logging.getLogger("triplock.http")
 
@@ -59,7 +59,7 @@ class HttpProtocol(asyncio.Protocol):
         self.head_chunks = 0  # bytes of chunks that arrived wholly inside an unfinished head
         self.begun_here = False
         self.served = False  # a request has begun on it: idle time is then measured against keep-alive
-        # Sweeps (see sweep()) since data last arrived, since the head began, since the body began.
+        # Timeout sweeps (adapters.http.server.enforce_timeouts) since data came, the head began, the body began.
         self.quiet_sweeps = 0
         self.head_sweeps = 0
         self.body_sweeps = 0
@@ -101,10 +101,6 @@ class HttpProtocol(asyncio.Protocol):
         self.write_paused = False
         self._wake_drain()
 
-    def eof_received(self) -> bool | None:
-        """The client shut its write side: close (a lingering close is done then too)."""
-        return None
-
     def data_received(self, data: bytes) -> None:
         """Feed the parser; parse errors are answered (400/431/501) once earlier requests are."""
         self.quiet_sweeps = 0
@@ -123,9 +119,9 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             refusal = exc.__context__
             if isinstance(refusal, Refuse):
-                self._reject(refusal.reason, refusal.response)
+                self.reject(refusal.reason, refusal.response)
             else:
-                self._reject(*bad_request(str(exc)[:100]))
+                self.reject(*bad_request(str(exc)[:100]))
             return
         if self.in_head:
             # A header line still unfinished after this chunk: httptools buffers it without a callback.
@@ -134,7 +130,7 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self.head_chunks += len(data)
                 if self.head_chunks > self.shared.max_header_bytes:
-                    self._reject(*TOO_LARGE)
+                    self.reject(*TOO_LARGE)
 
     def pause_writing(self) -> None:
         """The transport's buffer is full: send() waits from now on."""
@@ -282,7 +278,7 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self.close()
             return
-        self.cycle = None  # idle now: sweep() may close it
+        self.cycle = None  # idle now: the keep-alive timeout may close it
         if self.queue:
             nxt = self.queue.popleft()
             self.cycle = nxt
@@ -364,36 +360,8 @@ class HttpProtocol(asyncio.Protocol):
             self.read_paused = True
             self.transport.pause_reading()
 
-    def sweep(self) -> None:
-        """Called every ``Limits.sweep_interval()``: enforce the header, body and keep-alive timeouts.
-
-        Why counting sweeps instead of a timer per request: arming and cancelling one per
-        request measured 2-3 µs of CPU; the stores in the parser callbacks cost nothing.
-        Time the server spends waiting on the app (reading paused, a response in progress)
-        counts against no timeout.
-        """
-        if self.closed:
-            return
-        ticks = self.shared.ticks
-        if self.read_paused:
-            self.quiet_sweeps = 0  # the app has not taken what was sent: not the client's delay
-        elif self.in_head:
-            self.head_sweeps += 1
-            if self.head_sweeps > ticks.head:
-                self._reject(*request_timeout("header"))
-        elif self.parsing is not None:
-            self.body_sweeps += 1
-            self.quiet_sweeps += 1
-            if self.body_sweeps > ticks.body or self.quiet_sweeps > ticks.body_idle:
-                self._reject(*request_timeout("body"))
-        elif self.cycle is not None:
-            self.quiet_sweeps = 0
-        else:
-            self.quiet_sweeps += 1
-            if self.quiet_sweeps > (ticks.keepalive if self.served else ticks.head):
-                self.close()
-
-    def _reject(self, reason: str, response: bytes) -> None:
+    def reject(self, reason: str, response: bytes) -> None:
+        """Answer ``response`` (counted under ``reason``) once earlier requests are answered, then close."""
         self.shared.counters.refused(reason)
         self.deaf = True
         self.queue_error(response)

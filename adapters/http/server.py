@@ -29,6 +29,7 @@ import uvloop
 
 from adapters.http.limits import LIFESPAN_EXTENSION, Limits, Shared, check_open_file_limit
 from adapters.http.protocol import App, HttpProtocol
+from adapters.http.rules import request_timeout
 
 log = logging.getLogger("triplock.http")
 
@@ -52,6 +53,36 @@ def settle_heap(young_threshold: int = YOUNG_GC_THRESHOLD) -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(young_threshold, older, oldest)
+
+
+def enforce_timeouts(conn: HttpProtocol) -> None:
+    """One sweep of one connection: the header, body and keep-alive timeouts, counted in sweeps.
+
+    Called every ``Limits.sweep_interval()``. Why counting sweeps instead of a timer per
+    request: arming and cancelling one per request measured 2-3 µs of CPU; the stores in
+    the parser callbacks cost nothing. Time the server spends waiting on the app (reading
+    paused, a response in progress) counts against no timeout.
+    """
+    if conn.closed:
+        return
+    ticks = conn.shared.ticks
+    if conn.read_paused:
+        conn.quiet_sweeps = 0  # the app has not taken what was sent: not the client's delay
+    elif conn.in_head:
+        conn.head_sweeps += 1
+        if conn.head_sweeps > ticks.head:
+            conn.reject(*request_timeout("header"))
+    elif conn.parsing is not None:
+        conn.body_sweeps += 1
+        conn.quiet_sweeps += 1
+        if conn.body_sweeps > ticks.body or conn.quiet_sweeps > ticks.body_idle:
+            conn.reject(*request_timeout("body"))
+    elif conn.cycle is not None:
+        conn.quiet_sweeps = 0
+    else:
+        conn.quiet_sweeps += 1
+        if conn.quiet_sweeps > (ticks.keepalive if conn.served else ticks.head):
+            conn.close()  # idle (or never used): no answer is owed
 
 
 class LifespanFailure(RuntimeError):
@@ -178,9 +209,9 @@ class Server:
         self._date_timer = asyncio.get_running_loop().call_later(1.0, self._tick_date)
 
     def _sweep(self) -> None:
-        # The timeouts of every connection in one pass instead of a timer per request (see HttpProtocol.sweep).
+        # The timeouts of every connection in one pass instead of a timer per request.
         for conn in list(self.shared.connections):
-            conn.sweep()
+            enforce_timeouts(conn)
         self._sweep_timer = asyncio.get_running_loop().call_later(self.limits.sweep_interval(), self._sweep)
 
     async def serve(self, started: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:

