@@ -51,7 +51,6 @@ from gateway.telemetry.observers import Observability, build_observability
 from policy import PolicyError
 
 log = logging.getLogger("triplock")
-CATALOG_COLLISION = "triplock.catalog.collision"  # a name two upstreams claim, exposed from neither
 
 
 def demo_upstream_config() -> UpstreamConfig:
@@ -247,7 +246,7 @@ def build_gateway(settings: Settings) -> Gateway:
     pins = PinBook(store, policy, entries=lambda: pool.catalog.tools.values(), rebuild=pool.rebuild,
                    repin=guard.state.set_pin, forget_cached=guard.state.forget_pins, audit=obs.audit.emit)
     pool.withhold, pool.on_listing = pins.withhold, pins.on_listing
-    pool.on_collision = lambda c: obs.audit.emit(CATALOG_COLLISION, kind=c.kind, name=c.exposed,
+    pool.on_collision = lambda c: obs.audit.emit(EventType.CATALOG_COLLISION, kind=c.kind, name=c.exposed,
                                                  upstreams=list(c.upstreams), reason=c.reason)
     pin_admins = PinAdmins(authenticator, access, local_dev=settings.auth.mode == "none")
 

@@ -65,6 +65,7 @@ class EventType:
     CONFIG_RELOADED = "triplock.config.reloaded"
     UPSTREAM_ADDED = "triplock.upstream.added"
     UPSTREAM_REQUEST = "triplock.upstream.request"  # an upstream's request to a client: relayed or refused
+    CATALOG_COLLISION = "triplock.catalog.collision"  # a name two upstreams claim: exposed from neither
     RECORD_FAILED = "triplock.audit.record_failed"  # stands in for a record that could not be built
 
 
