@@ -27,6 +27,7 @@ from load_tests.harness import (
     CLK_TCK,
     MCP_HEADERS,
     REPO,
+    UNLIMITED,
     free_port,
     open_session,
     python,
@@ -112,7 +113,8 @@ def spawn_many(cmds: list[list[str]], ready_urls: list[str | None], *, ok: tuple
     try:
         for cmd in cmds:
             procs.append(subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          env={**os.environ, **(env or {})}, start_new_session=True))
+                                          env={**os.environ, **UNLIMITED, **(env or {})},
+                                          start_new_session=True))
         for proc, url in zip(procs, ready_urls, strict=True):
             if url:
                 wait_ready(url, proc, deadline=deadline, ok=ok)

@@ -24,6 +24,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Load tests drive one principal at thousands of requests/s: the per-principal limits ([limits]) are off
+# for every process they start (env vars, so that older revisions without [limits] ignore them).
+UNLIMITED = {"TRIPLOCK_LIMITS__REQUESTS_PER_SECOND": "0", "TRIPLOCK_LIMITS__SESSIONS_PER_PRINCIPAL": "0"}
 MCP_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 
 
@@ -78,7 +81,7 @@ def process(
         cwd=cwd or REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **UNLIMITED, **(env or {})},
         start_new_session=True,
     )
     try:

@@ -64,11 +64,14 @@ def write_config(path: Path, port: int, upstreams: list[dict[str, Any]], **secti
     """Write a gateway TOML config: ``[server]`` on ``port``, the upstreams, any extra sections.
 
     Unless a ``policy`` section is given, the passthrough (monitor-mode) policy and the memory
-    store are used: protocol tests must not wait on approvals.
+    store are used: protocol tests must not wait on approvals; unless ``limits`` is given, the
+    per-principal request rate is not limited.
     """
     sections.setdefault("policy", {"file": str(PASSTHROUGH)})
     sections.setdefault("store", {"kind": "memory"})
     sections.setdefault("audit", {"path": str(path.parent / "audit.jsonl")})
+    # Tests drive one principal fast; the rate limit has its own tests (tests/mcp/test_principal_limits.py).
+    sections.setdefault("limits", {"requests_per_second": 0})
     lines = ["[server]", 'host = "127.0.0.1"', f"port = {port}"]
     for k, v in sections.pop("server", {}).items():
         lines.append(f"{k} = {toml_value(v)}")
