@@ -93,6 +93,7 @@ class SqliteStore(StoreContext):
         self.path = str(path)
         self.health = StoreHealth(health_interval)
         self._stamp_conn: sqlite3.Connection | None = None  # event-loop thread only: PRAGMA data_version
+        self._stamp_cursor: sqlite3.Cursor | None = None  # reused: a fresh cursor per call costs more
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous
         self._recheck_every = recheck_every
@@ -153,6 +154,7 @@ class SqliteStore(StoreContext):
         if self.shared and self._stamp_conn is None:
             try:
                 self._stamp_conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
+                self._stamp_cursor = self._stamp_conn.cursor()
             except sqlite3.Error as exc:
                 self.health.failed(f"SQLite store {self.path!r} unavailable: {exc}")
                 raise StoreUnavailable(f"SQLite store {self.path!r} unavailable: {exc}") from exc
@@ -164,7 +166,7 @@ class SqliteStore(StoreContext):
         self.health.stop_watch()
         if self._stamp_conn is not None:
             self._stamp_conn.close()
-            self._stamp_conn = None
+            self._stamp_conn = self._stamp_cursor = None
         executor = self._executor
         if executor is not None:
             def close(conn: sqlite3.Connection | None) -> None:
@@ -186,14 +188,15 @@ class SqliteStore(StoreContext):
         return True
 
     def state_stamp(self) -> Hashable:
-        conn = self._stamp_conn
-        if conn is None:
-            return self.health.generation
+        # one int (cheaper to build and compare than a tuple): the health generation above the data version
+        cursor = self._stamp_cursor
+        if cursor is None:
+            return self.health.generation << 48
         try:
-            return (self.health.generation, conn.execute("PRAGMA data_version").fetchone()[0])
+            return self.health.generation << 48 | cursor.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error as exc:
             self.health.failed(f"SQLite store {self.path!r} unavailable: {exc}")
-            return self.health.generation
+            return self.health.generation << 48
 
     # -- hot path and session state -------------------------------------------------------------
 

@@ -9,8 +9,11 @@ router resolved; nothing else in the gateway talks to an upstream on a client's 
 
 Each step is a method with one job; :class:`~gateway.guard.record.CallObserver` hooks
 (audit, spans, metrics) see every decision and outcome. At most one store round trip on
-the allow path (``call_state``); legs, first use and pins are written after the upstream
-answered, and only when they changed.
+the allow path (``call_state``, none on a warm session while nothing changed). Writes happen
+only when something changed: the call's own legs before it is sent (so an error, a
+cancellation or a crash once the upstream acted cannot lose them), then what its result
+taught (legs from its content, an ``isError`` result's too), first use and pin. A store that
+refuses a write counts as down: writes, E legs and holds fail closed until it is back.
 """
 
 from __future__ import annotations

@@ -128,22 +128,33 @@ def _call(gw: dict[str, Any], rid: int, name: str, args: dict[str, Any], span_id
     return dict(r.json())
 
 
-def test_held_then_approved_call_is_one_trace_to_the_upstream(gateway: dict[str, Any], upstream: RecordingUpstream,
-                                                               receiver: OtlpReceiver) -> None:
+@pytest.fixture(scope="module")
+def approved_call(gateway: dict[str, Any], upstream: RecordingUpstream) -> str:
+    """One held call, approved by carol and repeated: what both tests below look at (traces; audit and
+    metrics), made here so that each test has it whichever runs first or alone. Returns the approval id."""
     # The policy holds echo: the call waits hold_wait (1 s), then answers "pending" with the approval id.
     held = _call(gateway, 1, "lean__echo", {"q": SECRET}, "b7ad6b7169203331")
     assert "_meta" in held["result"], held
-    approval_id = held["result"]["_meta"]["triplock/approval"]["approval_id"]
-    assert not upstream.seen
+    approval_id = str(held["result"]["_meta"]["triplock/approval"]["approval_id"])
+    assert upstream.seen == []
     r = httpx.post(f"{gateway['base']}/api/approvals/{approval_id}/approve", json={"reason": "fine"},
                    headers={"authorization": "Bearer tok-carol"}, timeout=10)
     assert r.status_code == 200, r.text
     done = _call(gateway, 2, "lean__echo", {"q": SECRET}, "b7ad6b7169203332")  # the same call, repeated
-    assert not done["result"].get("isError"), done
+    assert done["result"].get("isError") is None, done
+    return approval_id
+
+
+def test_held_then_approved_call_is_one_trace_to_the_upstream(approved_call: str, gateway: dict[str, Any],
+                                                               upstream: RecordingUpstream,
+                                                               receiver: OtlpReceiver) -> None:
+    approval_id = approved_call
     assert receiver.wait_for(lambda r: len(r.spans_named("tools/call lean__echo")) >= 2
                              and bool(r.spans_named("tools/call echo")), timeout=20)
-    servers = {s.attributes.get("triplock.outcome"): s for s in receiver.spans_named("tools/call lean__echo")}
-    first, second = servers["pending"], servers["executed"]
+    # by the client's span id each came from (other tests' calls add spans of the same name)
+    servers = {s.parent_span_id: s for s in receiver.spans_named("tools/call lean__echo")}
+    first, second = servers["b7ad6b7169203331"], servers["b7ad6b7169203332"]
+    assert (first.attributes["triplock.outcome"], second.attributes["triplock.outcome"]) == ("pending", "executed")
     client = receiver.spans_named("tools/call echo")[0]
     assert (first.trace_id, first.parent_span_id) == (CLIENT_TRACE, "b7ad6b7169203331")
     assert (second.trace_id, second.parent_span_id) == (CLIENT_TRACE, "b7ad6b7169203332")
@@ -161,13 +172,22 @@ def test_held_then_approved_call_is_one_trace_to_the_upstream(gateway: dict[str,
         assert SECRET not in repr(span.attributes), "argument values leaked into a span"
 
 
-def test_metrics_endpoint_and_audit_log_verify(gateway: dict[str, Any], receiver: OtlpReceiver) -> None:
+def test_metrics_endpoint_and_audit_log_verify(approved_call: str, gateway: dict[str, Any],
+                                               receiver: OtlpReceiver) -> None:
     _call(gateway, 3, "lean__echo", {"q": "x"}, "b7ad6b7169203333")  # held: pending after hold_wait
-    text = httpx.get(f"{gateway['base']}/metrics", timeout=10).text
-    families = {f.name: f for f in text_string_to_metric_families(text)}
-    counts = [s.value for s in families["mcp_server_operation_duration_seconds"].samples
-              if s.name.endswith("_count") and s.labels.get("mcp_method_name") == "tools/call"]
-    assert sum(counts) >= 1
+
+    def tools_calls() -> tuple[float, dict[str, Any]]:
+        text = httpx.get(f"{gateway['base']}/metrics", timeout=10).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        return sum(s.value for s in families["mcp_server_operation_duration_seconds"].samples
+                   if s.name.endswith("_count") and s.labels.get("mcp_method_name") == "tools/call"), families
+
+    # A request is metered once its answer is sent, so the last one may land just after the client has it.
+    deadline = time.monotonic() + 20
+    while (seen := tools_calls())[0] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    count, families = seen
+    assert count == 3  # the approved call's two (held, then executed) and the one above
     assert "triplock_decisions" in families and "triplock_sessions_active" in families
     assert receiver.wait_for(lambda r: bool(r.metric("mcp.server.operation.duration")), timeout=20)
     path: Path = gateway["audit"]
