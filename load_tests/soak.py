@@ -254,8 +254,11 @@ async def churn_sessions(url: str, auth: dict[str, str], per_second: float, stop
     """Open a session, make one allowed call, DELETE it; ``per_second`` times a second until ``stop``."""
     init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "soak", "version": "1"}}}
+    loop = asyncio.get_running_loop()
+    start, n = loop.time(), 0
     async with httpx.AsyncClient(timeout=30) as client:
         while not stop.is_set():
+            n += 1
             try:
                 r = await client.post(url, headers={**MCP_HEADERS, **auth}, json=init)
                 sid = r.headers.get("mcp-session-id", "")
@@ -269,8 +272,9 @@ async def churn_sessions(url: str, auth: dict[str, str], per_second: float, stop
                     churn.closed += 1
             except httpx.HTTPError as exc:
                 churn.failures.append(f"{type(exc).__name__}: {exc}")
+            # on a schedule (start + n / per_second), so a slow cycle does not lower the rate
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1 / per_second)
+                await asyncio.wait_for(stop.wait(), max(0.0, start + n / per_second - loop.time()))
 
 
 async def drive(url: str, headers: dict[str, str], auth: dict[str, str], *, pid: int, keys: Any, duration: float,

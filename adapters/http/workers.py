@@ -32,6 +32,7 @@ from adapters.http.limits import Limits, check_open_file_limit
 log = logging.getLogger("triplock.http")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_KILLED_BY_STOP = frozenset(-int(s) for s in _STOP_SIGNALS)  # waitstatus_to_exitcode of a signal death
 
 
 def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
@@ -98,15 +99,22 @@ def supervise(
             _reap(procs)
             return 1
         # A worker that ends without being told to takes the others down with it.
-        failed = _reap(procs, on_first_exit=lambda: None if signalled else signal_all(signal.SIGTERM))
+        failed = _reap(procs, on_first_exit=lambda: None if signalled else signal_all(signal.SIGTERM),
+                       stopping=lambda: signalled)
         return 0 if signalled and not failed else 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _reap(procs: dict[int, subprocess.Popen[bytes]], on_first_exit: Any = None) -> bool:
-    """Wait for every worker; call ``on_first_exit`` when the first one ends. True if any failed."""
+def _reap(
+    procs: dict[int, subprocess.Popen[bytes]], on_first_exit: Any = None, stopping: Any = lambda: False
+) -> bool:
+    """Wait for every worker; call ``on_first_exit`` when the first one ends. True if any failed.
+
+    While ``stopping()``, a worker killed by the stop signal it was sent is a clean stop: one still
+    starting up (before it installs its handlers) dies of the signal's default action.
+    """
     failed = False
     first = True
     while any(p.returncode is None for p in procs.values()):
@@ -115,7 +123,9 @@ def _reap(procs: dict[int, subprocess.Popen[bytes]], on_first_exit: Any = None) 
         if proc is None:
             continue
         proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+        if proc.returncode in _KILLED_BY_STOP and stopping():
+            log.info("worker process %d stopped before it finished starting", pid)
+        elif proc.returncode != 0:
             failed = True
             log.error("worker process %d exited with status %d", pid, proc.returncode)
         if first and on_first_exit is not None:

@@ -316,6 +316,8 @@ class AuditLog:
     def refused(self) -> None:
         """Count a guarded call refused because the log is full (and say so, at most every 30 s)."""
         self.refused_calls += 1
+        if self.metrics is not None:
+            self.metrics.audit_refused()
         if self._loud("refused"):
             log.error("refusing guarded calls: the audit log cannot record them (%d records wait for a failing "
                       "sink, audit.max_backlog = %d); %d refused so far", self.backlog(), self.max_backlog,
@@ -323,6 +325,8 @@ class AuditLog:
 
     def _undurable(self, n: int) -> None:
         self.undurable_answers += n
+        if self.metrics is not None:
+            self.metrics.audit_undurable(n)
         if self._loud("undurable"):
             failing = ", ".join(w.sink.name for w in self.workers if not w.ok) or "slow"
             log.error("%d answers were sent before their audit records were written (sink %s; waited "

@@ -98,6 +98,11 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     Instrument("triplock.store.write.failures", "triplock_store_write_failures", "counter", "{write}",
                "Writes of what a guarded call taught (legs, first use, pin) that the state store refused; each"
                " counts the store as down (writes, E legs and holds refused) until a write or probe succeeds."),
+    Instrument("triplock.audit.undurable_answers", "triplock_audit_undurable_answers", "counter", "{answer}",
+               "Answers sent before their audit record was written (a sink failed or was slower than"
+               " audit.durable_timeout)."),
+    Instrument("triplock.audit.refused_calls", "triplock_audit_refused_calls", "counter", "{call}",
+               "Guarded calls refused because the audit log could not record them (backlog full)."),
     Instrument("triplock.audit.records", "triplock_audit_records", "counter", "{record}",
                "Audit records delivered, by sink.", ("triplock.audit.sink",)),
     Instrument("triplock.audit.sink.errors", "triplock_audit_sink_errors", "counter", "{error}",
@@ -226,6 +231,16 @@ class Metrics:
         """The store refused a write of session state after a call (see ``triplock.store.write.failures``)."""
         if self.enabled:
             self.collectors["triplock.store.write.failures"].inc()
+
+    def audit_undurable(self, n: int) -> None:
+        """``n`` answers left before their audit records were written (see ``audit.durable_timeout``)."""
+        if self.enabled:
+            self.collectors["triplock.audit.undurable_answers"].inc(n)
+
+    def audit_refused(self) -> None:
+        """A guarded call was refused because the audit log is full."""
+        if self.enabled:
+            self.collectors["triplock.audit.refused_calls"].inc()
 
     def limit_exceeded(self, limit: str, upstream: str = "") -> None:
         """A limit refused something (``upstream`` empty for the per-principal limits)."""

@@ -180,7 +180,8 @@ def test_workers_serve_requests_through_the_cli(tmp_path: Path) -> None:
         for _ in range(10):  # a new connection each time: the kernel spreads them over the workers
             r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=DEADLINE)
             assert r.status_code == 200 and r.json()["status"] == "ready"
-    assert proc.returncode == 0  # SIGTERM to the group: every worker stopped gracefully
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    assert proc.returncode == 0, out[-3000:]  # SIGTERM to the group: every worker stopped gracefully
 
 
 def test_supervisor_exits_non_zero_when_workers_cannot_start() -> None:
