@@ -40,11 +40,8 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import re
-import sqlite3
-import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,6 +63,7 @@ from load_tests.common import (
     triplock,
 )
 from load_tests.harness import MCP_HEADERS, machine_description, run_wrk
+from load_tests.soak_checks import Sample, key_total, open_fds, redis_keys, rss_mb, sqlite_keys, verdict
 
 MAX_DURATION = 7200.0
 BIG_BYTES = 1024 * 1024
@@ -80,9 +78,6 @@ BODIES: dict[str, dict[str, Any]] = {
 # What each kind's answer must start with (``check_call``'s description of it).
 EXPECTED = {"allowed": "ok: 2 chars: ok", "held": "isError:", "denied": "isError: 44 chars: Denied by policy",
             "big": f"ok: {BIG_BYTES} chars"}
-RSS_SLACK_MB, RSS_SLACK_PCT = 8.0, 0.10
-KEYS_SLACK, KEYS_SLACK_PCT = 20, 0.10
-FD_SLACK = 8
 
 _LUA = """
 wrk.method = "POST"
@@ -135,109 +130,6 @@ def soak_policy(path: Path) -> Path:
     text += "rules:\n  - {id: soak-deny, action: deny, tools: [tool_0001]}\n"
     path.write_text(text)
     return path
-
-
-def unlimited_env() -> dict[str, str]:
-    """Lift the per-principal request limit (the soak is one principal at thousands of req/s; the
-    limiter is not what it measures), where this gateway has one: set by environment variable, so a
-    gateway without ``[limits]`` still starts."""
-    from gateway.config import Settings
-
-    return {"TRIPLOCK_LIMITS__REQUESTS_PER_SECOND": "0"} if "limits" in Settings.model_fields else {}
-
-
-# --- samples -----------------------------------------------------------------------------------
-
-@dataclass
-class Sample:
-    """One look at the gateway: seconds since the mix started, RSS, open fds, store keys."""
-
-    t: float
-    rss_mb: float
-    fds: int
-    keys: int
-    sessions_closed: int
-    by_table: dict[str, int] = field(default_factory=dict)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def sqlite_keys(path: Path) -> dict[str, int]:
-    """Rows of each table of the gateway's SQLite store (read-only connection; WAL lets it read)."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {t: int(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables}
-    finally:
-        con.close()
-
-
-def redis_keys(url: str) -> dict[str, int]:
-    """Redis ``DBSIZE``, and the keys per prefix (the part before the first ``:`` after ``triplock:``)."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        by_prefix: dict[str, int] = {}
-        for key in client.scan_iter(count=1000):
-            name = key.decode(errors="replace").removeprefix("triplock:").split(":", 1)[0]
-            by_prefix[name] = by_prefix.get(name, 0) + 1
-        return {"DBSIZE": int(client.dbsize()), **by_prefix}
-    finally:
-        client.close()
-
-
-def key_total(keys: dict[str, int]) -> int:
-    return keys["DBSIZE"] if "DBSIZE" in keys else sum(keys.values())
-
-
-# --- verdict -----------------------------------------------------------------------------------
-
-@dataclass
-class Verdict:
-    flat: bool
-    reasons: list[str] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-
-
-def _thirds(values: list[float]) -> tuple[list[float], list[float]]:
-    k = max(1, len(values) // 3)
-    return values[:k], values[-k:]
-
-
-def verdict(samples: list[Sample], duration: float) -> Verdict:
-    """Flat or not, by the rule in the module docstring (warm-up: the first fifth, >= 2 samples)."""
-    steady = [s for s in samples if s.t >= duration / 5][1:] if samples else []
-    if len(steady) < 3:
-        return Verdict(False, [f"only {len(steady)} samples after warm-up (need 3): run longer"])
-    out = Verdict(True)
-
-    def check(name: str, first: float, last: float, allowed: float, unit: str) -> None:
-        ok = last - first <= allowed
-        out.lines.append(f"{name}: first third {first:.1f}{unit}, last third {last:.1f}{unit}, growth "
-                         f"{last - first:+.1f}{unit} (allowed +{allowed:.1f}{unit}): {'flat' if ok else 'GROWS'}")
-        if not ok:
-            out.flat = False
-            out.reasons.append(f"{name} grew {last - first:+.1f}{unit}")
-
-    a, b = _thirds([s.rss_mb for s in steady])
-    first = statistics.median(a)
-    check("RSS (median)", first, statistics.median(b), max(RSS_SLACK_MB, RSS_SLACK_PCT * first), " MB")
-    a, b = _thirds([float(s.keys) for s in steady])
-    first = statistics.median(a)
-    check("store keys (median)", first, statistics.median(b), max(KEYS_SLACK, KEYS_SLACK_PCT * first), "")
-    a, b = _thirds([float(s.fds) for s in steady])
-    check("open fds (max)", max(a), max(b), FD_SLACK, "")
-    return out
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -348,7 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             api_keys_file=work / "keys.json", hold_wait=0.0, audit_path=work / "audit.jsonl",
                             audit_sinks=("file",), policy=soak_policy(work / "soak.yaml"))
         auth = {"authorization": f"Bearer {api_key(work / 'keys.json')}"}
-        url, pid = stack.enter_context(triplock(spec, work, "soak", env=unlimited_env()))
+        url, pid = stack.enter_context(triplock(spec, work, "soak"))  # limits off: harness.UNLIMITED
         headers = session_headers(url, auth)
         checks_before = {k: check_call(url, body, headers) for k, body in BODIES.items()}
         if args.rate:

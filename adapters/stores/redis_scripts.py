@@ -2,7 +2,22 @@
 
 Every state change of an approval is one script, so it is atomic (the compare-and-set of
 `decide`, single use of `consume`, exactly-once expiry) and publishes its wake-up in the same
-step. The key layout they share is described in `adapters.stores.redis_store`.
+step. The key layout they and the store share:
+
+Keys (all under `prefix`, default "triplock:"):
+
+    legs:<legs_key>        hash  leg -> expiry (unix s, or "inf"); the key expires with its last leg
+    used:<first_use_key>   string "1"
+    pins / pins:meta       hash  ["upstream","tool"] -> definition hash / {"by","at"}
+    pins:defs              hash  definition hash -> the tool definition (JSON), what a pin approved
+    susp                   hash  target id -> {"by","reason","at"}
+    ap:<id>                hash  one approval, field per attribute (+ "_bind", its exact-call key)
+    ap:all, ap:st:<state>  zset  id scored by created_at: listing, newest first
+    ap:due                 zset  pending and approved ids scored by expires_at: expiry sweeps
+    ap:bind:<binding>      set   pending and approved ids for one exact call: find_pending/approved
+    health                 string: the health probe's last write
+    events                 pub/sub channel: "d:<id>" decided, "s:<id>" suspended, "r:<id>" resumed,
+                           "c:<instance>" legs or pins changed (other instances' caches re-read)
 """
 
 # Shared by the approval scripts. ARGV[1] is always the prefix. `move` changes an approval's state,

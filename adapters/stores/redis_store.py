@@ -1,19 +1,6 @@
 """The shared store: Redis, through redis-py's asyncio client, for several gateway processes.
 
-Keys (all under `prefix`, default "triplock:"):
-
-    legs:<legs_key>        hash  leg -> expiry (unix s, or "inf"); the key expires with its last leg
-    used:<first_use_key>   string "1"
-    pins / pins:meta       hash  ["upstream","tool"] -> definition hash / {"by","at"}
-    pins:defs              hash  definition hash -> the tool definition (JSON), what a pin approved
-    susp                   hash  target id -> {"by","reason","at"}
-    ap:<id>                hash  one approval, field per attribute (+ "_bind", its exact-call key)
-    ap:all, ap:st:<state>  zset  id scored by created_at: listing, newest first
-    ap:due                 zset  pending and approved ids scored by expires_at: expiry sweeps
-    ap:bind:<binding>      set   pending and approved ids for one exact call: find_pending/approved
-    health                 string: the health probe's last write
-    events                 pub/sub channel: "d:<id>" decided, "s:<id>" suspended, "r:<id>" resumed,
-                           "c:<instance>" legs or pins changed (other instances' caches re-read)
+The key layout is documented with the Lua scripts that use it (`adapters.stores.redis_scripts`).
 
 `call_state` is one script call over legs/used/pins, none of which grows with the
 number of approvals. Every state change of an approval is one Lua script, so it is atomic (the
@@ -239,6 +226,10 @@ class RedisStore(StoreContext):
     async def drop_session(self, session_id: str) -> None:
         with self._errors():
             await self._client.delete(self._k("session:", session_id))
+
+    async def drop_legs(self, legs_key: str) -> None:
+        with self._errors():
+            await self._client.delete(self._k("legs:", legs_key))
 
     async def set_pin(self, upstream: str, tool: str, definition_hash: str, by: str) -> None:
         field = json.dumps([upstream, tool])

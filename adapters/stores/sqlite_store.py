@@ -244,6 +244,9 @@ class SqliteStore(StoreContext):
     async def drop_session(self, session_id: str) -> None:
         await self._run(lambda conn: conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)))
 
+    async def drop_legs(self, legs_key: str) -> None:
+        await self._run(lambda conn: conn.execute("DELETE FROM legs WHERE legs_key = ?", (legs_key,)))
+
     async def set_pin(self, upstream: str, tool: str, definition_hash: str, by: str) -> None:
         await self._run(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO pins (upstream, tool, hash, pinned_by, at) VALUES (?, ?, ?, ?, ?)",

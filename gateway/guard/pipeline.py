@@ -306,6 +306,17 @@ class GuardedPath:
             return False
         return True
 
+    async def forget_session(self, session_id: str) -> None:
+        """A session ended: its legs go, from memory and the store (else every closed session leaves a key)."""
+        if self.policy.policy.legs_scope != "session":
+            return  # principal-scoped legs outlive sessions by design
+        legs_key = f"legs:session:{session_id}"
+        self.state.forget_session(legs_key)
+        try:
+            await self.store.drop_legs(legs_key)
+        except StoreUnavailable as exc:
+            log.warning("legs of session %s not dropped from the store: %s", session_id[:8], exc)
+
     # -- keys and suspensions -------------------------------------------------------------------
     def _suspended_meanwhile(self, call: ToolCall) -> bool:
         suspended = self._last_known_suspensions()

@@ -203,7 +203,9 @@ class SessionRegistry:
         owns_upstream_sessions: Callable[[str], bool],
         store: Store | None = None,
         max_per_principal: int = 0,
+        on_closed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        self.on_closed = on_closed  # what else ends with a session (its legs: GuardedPath.forget_session)
         self.max_per_principal = max_per_principal  # live sessions one principal may open here; 0: no cap
         self._by_principal: dict[str, list[str]] = {}  # ids it opened here, pruned of ended ones at create
         self._sessions: dict[str, DownstreamSession] = {}
@@ -304,6 +306,8 @@ class SessionRegistry:
                 await self._store.drop_session(session_id)
             except StoreUnavailable as exc:
                 log.warning("session %s not dropped from the store: %s", session_id[:8], exc)
+        if self.on_closed is not None:
+            await self.on_closed(session_id)
         return True
 
     async def _close(self, session: DownstreamSession) -> None:

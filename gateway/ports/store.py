@@ -227,6 +227,10 @@ class Store(Protocol):
         """Forget a session (the client sent DELETE)."""
         ...
 
+    async def drop_legs(self, legs_key: str) -> None:
+        """Forget the legs kept under ``legs_key`` (the session they belonged to has ended)."""
+        ...
+
     async def set_pin(self, upstream: str, tool: str, definition_hash: str, by: str) -> None:
         """Pin (or re-pin) a tool's definition hash."""
 

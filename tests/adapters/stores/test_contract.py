@@ -42,6 +42,15 @@ async def test_legs_union_and_are_scoped_by_key(store: Any) -> None:
         await store.add_legs("sess:1", frozenset({"X"}), None)
 
 
+async def test_dropped_legs_are_gone_and_only_those(store: Any) -> None:
+    await store.add_legs("legs:session:ended", frozenset({"P", "U"}), None)
+    await store.add_legs("legs:session:live", frozenset({"E"}), None)
+    await store.drop_legs("legs:session:ended")
+    assert (await store.call_state("legs:session:ended", "k", "u", "t")).legs == frozenset()
+    assert (await store.call_state("legs:session:live", "k", "u", "t")).legs == {"E"}
+    await store.drop_legs("legs:session:never-existed")  # nothing to drop is not an error
+
+
 async def test_legs_expire_after_their_ttl_but_a_forever_leg_stays(store: Any) -> None:
     await store.add_legs("sess:ttl", frozenset({"P"}), None)
     await store.add_legs("sess:ttl", frozenset({"U", "P"}), 0.3)  # P stays for ever: lifetimes only grow
