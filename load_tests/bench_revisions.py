@@ -43,15 +43,18 @@ def worktree(ref: str) -> Iterator[Path]:
 
 
 def run(baseline: str, duration: float, connections: int, rounds: int, pin: bool = False,
-        configs: tuple[str, ...] = tuple(CONFIGS)) -> list[tuple[str, str, list[LoadResult]]]:
+        configs: tuple[str, ...] = tuple(CONFIGS), candidate: str | None = None,
+        ) -> list[tuple[str, str, list[LoadResult]]]:
     up_port = free_port()
     up_url = f"http://127.0.0.1:{up_port}/mcp"
     out: list[tuple[str, str, list[LoadResult]]] = []
     with worktree(baseline) as base, tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as stack:
+        # --candidate: compare two revisions, neither of them this working tree
+        cand, cand_label = (stack.enter_context(worktree(candidate)), candidate) if candidate else (REPO, "this tree")
         stack.enter_context(process([python(), "-m", "load_tests.lean_upstream", str(up_port)], up_url, ok=(405,)))
         sides = []
         for config, extra in ((c, CONFIGS[c]) for c in configs):
-            for label, tree in ((f"baseline {baseline}", base), ("this tree", REPO)):
+            for label, tree in ((f"baseline {baseline}", base), (cand_label, cand)):
                 d = Path(tmpdir) / f"{config}-{len(sides)}"
                 d.mkdir()
                 port = free_port()
@@ -99,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (max 20)")
     parser.add_argument("--pin", action="store_true", help="run every gateway on the same (last) core")
+    parser.add_argument("--candidate", default=None, help="a revision to measure instead of this working tree")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {', '.join(CONFIGS)}")
     args = parser.parse_args(argv)
     duration, rounds = min(args.duration, 30.0), max(1, min(args.rounds, 20))
-    rows = run(args.baseline, duration, args.connections, rounds, args.pin, tuple(args.configs.split(",")))
+    rows = run(args.baseline, duration, args.connections, rounds, args.pin, tuple(args.configs.split(",")),
+               args.candidate)
     print_table(rows, args.connections, duration)
     return 1 if any(r.errors for _, _, rs in rows for r in rs) else 0
 
