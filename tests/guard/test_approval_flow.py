@@ -141,6 +141,9 @@ async def test_denied_call_says_who_and_why(quick_stack: Stack) -> None:
         assert (await approve(quick_stack.base, approval_id)).status_code == 409  # already decided
         repeat = await agent.call_tool("demo__send_email", OUTSIDE)
     assert repeat.is_error
+    # A denial is final for that approval: the identical call asks again, as a new approval.
+    again = (repeat.meta or {})["triplock/approval"]
+    assert again["status"] == "pending" and again["approval_id"] != approval_id
     assert await sent_count(quick_stack.upstream_mcp) == 0
 
 

@@ -122,7 +122,8 @@ async def test_inbox_resource_then_an_outside_fetch_is_held_as_the_trifecta(gw: 
         held = await client.call_tool("demo__fetch_url", {"url": OUTSIDE_URL})
     assert held.is_error
     meta = (held.meta or {}).get("triplock/approval", {})
-    assert meta.get("status") == "pending" and "trifecta.hold" in meta.get("rule_ids", [])
+    assert meta.get("status") == "pending" and meta.get("rule_ids") == ["trifecta.hold"]
+    assert meta.get("category") == "web_fetch"
 
 
 async def test_a_fresh_session_fetching_outside_is_not_held(gw: Gw) -> None:
