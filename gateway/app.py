@@ -34,7 +34,7 @@ from gateway.guard.hold import Approvals, HoldSettings
 from gateway.guard.pin_book import PinBook
 from gateway.guard.pipeline import GuardedPath
 from gateway.guard.policy_runtime import PolicyRuntime
-from gateway.identity import oauth_metadata, suspension_api
+from gateway.identity import oauth_metadata, state_api, suspension_api
 from gateway.identity.authenticators import build_authenticator
 from gateway.identity.origin import OriginGuard, OriginPolicy
 from gateway.identity.roles import AccessPolicy
@@ -230,6 +230,7 @@ def build_gateway(settings: Settings) -> Gateway:
 
     approvals = Approvals(store, hold, on_created=on_created)
     obs = build_observability(settings, build_sinks(settings.audit, settings.store.redis_url))
+    approvals.audit = obs.audit.emit  # a hold the client abandoned is audited (triplock.approval.abandoned)
     obs.telemetry.metrics.observe_sessions(lambda: len(sessions))
     # Every request an upstream sends toward a client (sampling...), relayed or refused, is audited.
     pool.on_server_request = lambda **fields: obs.audit.emit(EventType.UPSTREAM_REQUEST, **fields)
@@ -302,11 +303,13 @@ def build_gateway(settings: Settings) -> Gateway:
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        *approval_routes(store, ui, notifier=notifier, audit=obs.audit.emit, pins=pins, pin_admins=pin_admins),
+        *approval_routes(store, ui, notifier=notifier, audit=obs.audit.emit, pins=pins, pin_admins=pin_admins,
+                         session_history=guard.memory.history),
         *PinsApi(pins, pin_admins).routes(),
         Route(settings.telemetry.metrics_path, obs.telemetry.metrics.endpoint),
         *oauth_metadata.routes(settings),
         *suspension_api.routes(store, authenticator, access, audit=obs.audit.emit),
+        *state_api.routes(guard.memory.show, guard.memory.clear, authenticator, access, audit=obs.audit.emit),
     ]
     # Host, Origin and cross-site writes are checked before any route runs, in every auth mode.
     web_origins = OriginPolicy.from_config(settings.server, urls=(ui.console_url,))

@@ -248,6 +248,11 @@ class ApprovalsConfig(_Strict):
     hold_wait: float = Field(default=40.0, ge=0, le=600, description="Seconds a held call waits in-band.")
     ttl: float = Field(default=3600.0, gt=0, description="Seconds until an undecided approval expires.")
     console_url: str | None = Field(default=None, description="Where approvers decide (default: public_url).")
+    max_scope_minutes: int = Field(
+        default=60, ge=1, le=1440,
+        description="The longest an approver may let one principal call one tool with any arguments"
+        " (scope principal_tool), in minutes.",
+    )
     end_user_categories: tuple[str, ...] = Field(
         default=(),
         description="Categories the agent's own user approves, asked through MCP elicitation when the client"

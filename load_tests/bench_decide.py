@@ -1,5 +1,6 @@
 """Benchmark `CompiledPolicy.decide()` for policies of 100, 1,000 and 10,000 tool entries with
-500 rules, and show that its cost does not grow with the number of tools.
+500 rules, and show that its cost does not grow with the number of tools, without and with the
+session's memory (value provenance: 128 untrusted values; the trifecta's sources).
 
     .venv/bin/python load_tests/bench_decide.py [--calls 200000]
 
@@ -88,13 +89,29 @@ def sample_profiles(policy: CompiledPolicy, tools: int, count: int = 300) -> lis
     return out
 
 
-def measure(policy: CompiledPolicy, pairs: list[tuple[ToolCall, ToolProfile]], calls: int) -> list[int]:
-    """Per-call nanoseconds for `calls` decisions cycling over `pairs`."""
-    states = [
-        CallState(frozenset(), True, None),
-        CallState(frozenset({Leg.P, Leg.U}), True, None),
-        CallState(frozenset({Leg.U}), True, None, frozenset({"agent:other"})),
+# With provenance on: the session's memory holds 128 values from untrusted content (one of them the
+# address half of the send_ calls go to) and where each leg came from, as the gateway passes it to
+# every call that acts on the world.
+MEMORY = {f"email:user{i}@evil.test": f"up1__read_{i} at 10:00:00 UTC" for i in range(127)}
+MEMORY["email:a@evil.test"] = "up1__read_0 at 10:00:00 UTC"
+SOURCES = {"P": "up1__read_0 at 10:00:00 UTC", "U": "up1__read_3 at 10:01:00 UTC"}
+
+
+def states_for(provenance: bool) -> list[CallState]:
+    """The three session states calls cycle over (fresh, P+U, U and a suspension elsewhere)."""
+    memory = {"tainted": MEMORY, "leg_sources": SOURCES} if provenance else {}
+    return [
+        CallState(frozenset(), True, None, **memory),
+        CallState(frozenset({Leg.P, Leg.U}), True, None, **memory),
+        CallState(frozenset({Leg.U}), True, None, frozenset({"agent:other"}), **memory),
     ]
+
+
+def measure(
+    policy: CompiledPolicy, pairs: list[tuple[ToolCall, ToolProfile]], calls: int, provenance: bool = False
+) -> list[int]:
+    """Per-call nanoseconds for `calls` decisions cycling over `pairs`."""
+    states = states_for(provenance)
     for i in range(20_000):  # warm-up
         call, profile = pairs[i % len(pairs)]
         policy.decide(call, profile, states[i % 3])
@@ -125,17 +142,22 @@ def main() -> None:
     )
     print(f"python {sys.version.split()[0]}, {args.calls} calls per size, {RULES} rules; "
           f"timer overhead ~{clock_overhead:.0f} ns (included)")
-    print(f"{'tools':>7} {'load ms':>9} {'median µs':>10} {'p99 µs':>8} {'mean µs':>8}")
+    print(f"{'tools':>7} {'memory':>11} {'load ms':>9} {'median µs':>10} {'p99 µs':>8} {'mean µs':>8}")
     medians: dict[int, float] = {}
     for size in (100, 1_000, 10_000):
         t0 = time.perf_counter()
         policy = build_policy(size)
         load_ms = (time.perf_counter() - t0) * 1000
-        timings = sorted(measure(policy, sample_profiles(policy, size), args.calls))
-        median = timings[len(timings) // 2] / 1000
-        p99 = timings[int(len(timings) * 0.99)] / 1000
-        medians[size] = median
-        print(f"{size:>7} {load_ms:>9.1f} {median:>10.2f} {p99:>8.2f} {statistics.fmean(timings) / 1000:>8.2f}")
+        pairs = sample_profiles(policy, size)
+        for provenance in (False, True):
+            timings = sorted(measure(policy, pairs, args.calls, provenance))
+            median = timings[len(timings) // 2] / 1000
+            p99 = timings[int(len(timings) * 0.99)] / 1000
+            if not provenance:
+                medians[size] = median
+            label = "provenance" if provenance else "none"
+            print(f"{size:>7} {label:>11} {load_ms:>9.1f} {median:>10.2f} {p99:>8.2f} "
+                  f"{statistics.fmean(timings) / 1000:>8.2f}")
     print(f"median ratio 1,000/100 = {medians[1_000] / medians[100]:.2f}, "
           f"10,000/1,000 = {medians[10_000] / medians[1_000]:.2f}, 10,000/100 = {medians[10_000] / medians[100]:.2f}")
 

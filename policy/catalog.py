@@ -2,8 +2,9 @@
 
 Each app lists the legs it can touch (private data read, untrusted content ingest, external
 send) exactly as 6.4 classifies them, plus which 6.3 action category its writes fall into.
-The trifecta report uses the app legs directly; tool classification uses them for the read
-legs of a known app's tools and the categories for its writes.
+The trifecta report uses the app legs directly; tool classification adds them to the read
+legs a tool's own name gives (an app adds legs, never removes the tool's own) and uses the
+categories for its writes. An upstream is an app only when the policy says so (`app:`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class App:
     name: str
     legs: frozenset[Leg]
     aliases: tuple[str, ...] = ()
-    # write verb class -> category; see classify.WRITE_CLASSES for the classes
+    # write verb class -> category; see vocabulary.WRITE_CLASSES for the classes
     categories: dict[str, str] = field(default_factory=dict)
     default_write_category: str | None = None
 
@@ -99,8 +100,12 @@ def lookup_app(name: str | None) -> App | None:
 
 
 def app_for_upstream(upstream: str, declared: str | None) -> App | None:
-    """The app an upstream is: declared in the policy (`app:`), else by its name."""
-    return lookup_app(declared) if declared else lookup_app(upstream)
+    """The app an upstream is, as the policy declares it (`app:`); None when it declares none.
+
+    Never by the upstream's name: whoever names an upstream `slack` would otherwise turn its
+    `get_webpage` into a plain read of a chat app. `upstream` is kept for callers' symmetry."""
+    del upstream
+    return lookup_app(declared) if declared else None
 
 
 def app_for_tool_name(tool: str) -> App | None:

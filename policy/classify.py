@@ -3,9 +3,14 @@
 Precedence (first that knows wins; `explain` names it):
   1. the policy file entry for the tool (exact name, then globs in file order);
   2. MCP annotations, only for upstreams marked `trust_annotations: true`;
-  3. the built-in catalog of well-known connectors, then verb heuristics on the tool name;
+  3. the built-in catalog of well-known connectors, then name heuristics on the tool's name and schema;
   4. unknown: a write touching P, U and E.
 A policy entry may set only some fields (say, just `category`); the rest come from below.
+
+What the tool itself says (its name's verbs and nouns, its input schema) is never weakened by an
+app or by annotations, only added to: an upstream's name never picks a catalog app (only `app:`
+in the policy does), a fetch (web verbs or nouns, or a URL argument) is U+E whatever the app, a
+write is E, a payment is `financial_transaction_any`.
 
 Resources and prompts (`classify_read_object`) are always reads; their legs come from the policy
 entry, else the upstream's catalog app, else fail closed to P+U (never the unknown tool's hold).
@@ -13,93 +18,32 @@ entry, else the upstream's catalog app, else fail closed to P+U (never the unkno
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from policy.arguments import ArgumentShape, argument_shape
 from policy.catalog import App, app_for_tool_name
-from policy.models import ALL_LEGS, Effect, Leg, ProfileKind, ProfileSource
+from policy.models import ALL_LEGS, NO_LEGS, Effect, Leg, ProfileKind, ProfileSource, ToolDefinition
+from policy.vocabulary import (
+    AMBIGUOUS,
+    CONJUNCTIONS,
+    FETCH_VERBS,
+    NOUN_FAMILIES,
+    PAYMENT_NOUNS,
+    READ_VERBS,
+    VERB_CLASS,
+    WEB_NOUNS,
+    WEB_VERBS,
+    name_words,
+    tokens,
+)
+
+__all__ = ["UNKNOWN", "Classification", "classify", "classify_read_object", "heuristic", "read_name", "tokens"]
 
 P, U, E = Leg.P, Leg.U, Leg.E
-
-
-def _w(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-# Write verb classes. A name with any write verb is a write: it is not provably read-only.
-WRITE_CLASSES: dict[str, frozenset[str]] = {
-    "send": _w("send reply forward post publish notify share dm invite email message broadcast tweet respond"),
-    "push": _w("push merge release tag deploy commit rebase"),
-    "pay": _w("pay transfer charge refund payout wire purchase buy withdraw deposit"),
-    "delete": _w("delete remove drop destroy purge wipe erase trash revoke terminate kill truncate unlink rm"),
-    "bulk": _w("bulk batch import sync"),
-    "comment": _w("comment annotate"),
-    "create": _w("create add insert new upload put write draft book schedule fork copy clone make"),
-    "update": _w(
-        "update edit modify patch set upsert rename move change assign label mark archive close approve reject "
-        "grant start stop restart run exec execute invoke trigger submit install uninstall enable disable apply "
-        "save replace resolve complete star unstar subscribe unsubscribe lock unlock reset"
-    ),
-}
-_VERB_CLASS = {verb: cls for cls, verbs in WRITE_CLASSES.items() for verb in verbs}
-READ_VERBS = _w(
-    "get list search read fetch find query lookup look describe show view retrieve browse download count "
-    "check inspect peek summarize export watch poll scan navigate load extract stat tail cat grep ls "
-    "whoami ping status info preview render"
-)
-# Words that are verbs or nouns ('post_to_chat' vs 'get_post'): a write only when no read verb
-# comes before them in the name.
-AMBIGUOUS = _w(
-    "email message dm invite tag release commit comment draft charge transfer refund wire book label star post "
-    "lock reset new copy share run start stop close archive patch change mark set move schedule deposit payout "
-    "import sync batch bulk"
-)
-
-# Noun hints for tools of upstreams that are not catalog apps: (read legs, write class -> category)
-_NOUNS: tuple[tuple[frozenset[str], frozenset[Leg], dict[str, str]], ...] = (
-    (
-        _w("payment payments invoice invoices transaction transactions payout refund charge wallet"),
-        frozenset({P}),
-        dict.fromkeys(("create", "update", "send", "pay"), "financial_transaction_any"),
-    ),
-    (
-        _w("email emails mail mails inbox message messages thread threads gmail outlook"),
-        frozenset({P, U}),
-        {"send": "email_send", "create": "email_draft"},
-    ),
-    (
-        _w("chat chats channel channels slack dm dms teams conversation conversations"),
-        frozenset({P, U}),
-        dict.fromkeys(("send", "create"), "slack_post_to_channel_or_external_dm"),
-    ),
-    (
-        _w("calendar event events meeting meetings invite invitation appointment"),
-        frozenset({P, U}),
-        dict.fromkeys(("send", "create"), "calendar_invite_external"),
-    ),
-    (
-        _w("crm salesforce lead leads opportunity opportunities contact contacts customer customers"),
-        frozenset({P}),
-        dict.fromkeys(("create", "update", "delete", "bulk"), "salesforce_record_create_update_delete"),
-    ),
-    (
-        _w("repo repos repository branch pr pull commit release github gitlab"),
-        frozenset({P}),
-        {"push": "github_push_merge_release", "delete": "github_push_merge_release"},
-    ),
-    (
-        _w("drive file files doc docs document documents folder sharepoint onedrive sheet spreadsheet"),
-        frozenset({P}),
-        dict.fromkeys(("delete", "bulk"), "sharepoint_drive_bulk_write_or_delete"),
-    ),
-    (
-        _w("url urls web page pages website webpage http https link links site internet browser"),
-        frozenset({U, E}),
-        {},
-    ),
-)
+_FETCH_LEGS = frozenset({U, E})
+_PAYMENT = "financial_transaction_any"
 
 
 @dataclass(frozen=True)
@@ -116,85 +60,179 @@ class Classification:
 UNKNOWN = Classification(ALL_LEGS, Effect.WRITE, None, "unknown", "no source classifies this tool")
 
 
-def tokens(name: str) -> list[str]:
-    """Split a tool name into lower-case words: 'sendEmail', 'send_email', 'send-email.v2'."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
-    return [t for t in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if t]
+@dataclass(frozen=True)
+class NameReading:
+    """What a tool's own name and input schema say, before any app, annotation or policy entry."""
+
+    words: tuple[str, ...]
+    write_class: str | None
+    write_verb: str | None
+    read_verb: str | None
+    fetch: bool
+    noun_legs: frozenset[Leg]  # legs of the recognised nouns (a fetch: U+E); empty when none
+    nouns: tuple[str, ...]
+    shape: ArgumentShape
 
 
-def _write_class(words: list[str]) -> str | None:
+def _write_verb(words: tuple[str, ...]) -> tuple[str, str] | None:
+    """The write verb of a name and its class, if any.
+
+    In the first clause a word that is also a noun ('message', 'post') is a write only when no read
+    verb comes before it ('get_message' reads). After a conjunction ('lookup_and_email_customer',
+    'search_then_post') every write verb counts: the name does two things, and one of them writes.
+    """
     seen_read = False
+    joined = False
     for word in words:
-        cls = _VERB_CLASS.get(word)
-        if cls is not None and not (seen_read and word in AMBIGUOUS):
-            return cls
+        if word in CONJUNCTIONS:
+            joined = True
+            continue
+        cls = VERB_CLASS.get(word)
+        if cls is not None and (joined or not (seen_read and word in AMBIGUOUS)):
+            return word, cls
         seen_read = seen_read or word in READ_VERBS
     return None
 
 
-def _write_category(cls: str, words: list[str], app: App | None) -> str | None:
-    if cls == "pay":
-        return "financial_transaction_any"
+def read_name(definition: ToolDefinition) -> NameReading:
+    """Read a tool's name and schema: its write class, read verb, nouns and whether it is a fetch."""
+    words = name_words(definition.name)
+    shape = argument_shape(definition.input_schema)
+    word_set = frozenset(words)
+    read_verb = next((w for w in words if w in READ_VERBS or w in FETCH_VERBS), None)
+    web_verb = next((w for w in words if w in WEB_VERBS), None)
+    fetch = bool(word_set & FETCH_VERBS) or (
+        (read_verb is not None or web_verb is not None) and bool(word_set & WEB_NOUNS or shape.url_args)
+    )
+    nouns: list[str] = []
+    legs: frozenset[Leg] = NO_LEGS
+    if fetch:
+        # what a fetch reads is whatever the URL serves: untrusted, and the URL itself leaves (U+E)
+        nouns = (
+            [w for w in words if w in WEB_NOUNS]
+            or [f"argument {a!r}" for a in shape.url_args]
+            or [f"verb {w!r}" for w in words if w in FETCH_VERBS]
+        )
+        legs = _FETCH_LEGS
+    else:
+        for family in NOUN_FAMILIES:
+            found = [w for w in words if w in family.nouns]
+            if found:
+                nouns.extend(w for w in found if w not in nouns)
+                legs = legs | family.read_legs
+    verb, cls = _write_verb(words) or (None, None)
+    return NameReading(words, cls, verb, read_verb or web_verb, fetch, legs, tuple(nouns), shape)
+
+
+def _write_category(cls: str, words: tuple[str, ...], app: App | None) -> tuple[str | None, str]:
+    """The category of a write and why."""
+    word_set = frozenset(words)
+    money = sorted(word_set & PAYMENT_NOUNS)
+    if cls == "pay" or money:
+        # money moving is a payment whatever the app calls it
+        return _PAYMENT, f"payment noun {money[0]!r}" if money else "a payment verb"
+    if app is not None and cls in app.categories:
+        return app.categories[cls], f"app {app.name}"
+    for family in NOUN_FAMILIES:
+        found = word_set & family.nouns
+        if found and cls in family.categories:
+            return family.categories[cls], f"noun {sorted(found)[0]!r}"
+    if app is not None and app.default_write_category is not None:
+        return app.default_write_category, f"app {app.name}"
+    return None, "no category"
+
+
+def _legs_text(legs: frozenset[Leg]) -> str:
+    return "+".join(leg.value for leg in (P, U, E) if leg in legs) or "-"
+
+
+def _name_legs(reading: NameReading, app: App | None) -> tuple[frozenset[Leg], str] | None:
+    """A read's legs from its own nouns plus the app's (an app adds legs, never removes the
+    tool's own), and why; None when neither the name nor an app says anything."""
+    app_legs = app.read_legs if app is not None else NO_LEGS
+    if reading.noun_legs:
+        kind = "a fetch" if reading.fetch else "nouns"
+        why = f"{kind} {', '.join(reading.nouns)} ({_legs_text(reading.noun_legs)})"
+        if app_legs - reading.noun_legs:
+            why += f"; the app adds {_legs_text(app_legs - reading.noun_legs)}"
+        return reading.noun_legs | app_legs, why
     if app is not None:
-        return app.categories.get(cls, app.default_write_category)
-    word_set = set(words)
-    for nouns, _legs, categories in _NOUNS:
-        if word_set & nouns and cls in categories:
-            return categories[cls]
+        return (app_legs or frozenset({P})), "the app's read legs"
     return None
 
 
-def _read_legs(words: list[str]) -> frozenset[Leg]:
-    word_set = set(words)
-    legs: set[Leg] = set()
-    for nouns, read_legs, _cats in _NOUNS:
-        if word_set & nouns:
-            legs |= read_legs
-    # no hint: assume it reads private data we cannot vouch for
-    return frozenset(legs) if legs else frozenset({P, U})
-
-
-def heuristic(tool: str, app: App | None) -> Classification | None:
-    """Classify by catalog app and verbs in the tool name; None when no verb is recognised."""
-    app = app or app_for_tool_name(tool)
-    words = tokens(tool)
+def heuristic(definition: ToolDefinition, app: App | None, reading: NameReading | None = None) -> Classification | None:
+    """Classify by the tool's name and schema, plus a catalog app (declared for the upstream, or
+    named by the tool's own prefix); None when no verb is recognised."""
+    app = app or app_for_tool_name(definition.name)
+    r = reading or read_name(definition)
     source: ProfileSource = "catalog" if app is not None else "heuristic"
     where = f"catalog app {app.name}" if app is not None else "name heuristics"
-    cls = _write_class(words)
-    if cls is not None:
-        effect = Effect.DESTRUCTIVE if cls == "delete" else Effect.WRITE
-        category = _write_category(cls, words, app)
-        return Classification(frozenset({E}), effect, category, source, f"{where}: write verb class {cls!r}")
-    verb = next((w for w in words if w in READ_VERBS), None)
-    if verb is not None:
-        legs = app.read_legs if app is not None else _read_legs(words)
-        if not legs:
-            legs = frozenset({P})
-        return Classification(legs, Effect.READ, None, source, f"{where}: read verb {verb!r}")
-    return None
+    if r.write_class is not None:
+        effect = Effect.DESTRUCTIVE if r.write_class == "delete" else Effect.WRITE
+        category, why = _write_category(r.write_class, r.words, app)
+        detail = f"{where}: write verb {r.write_verb!r} (class {r.write_class!r}), {why}"
+        return Classification(frozenset({E}), effect, category, source, detail)
+    if r.read_verb is None:
+        return None
+    named = _name_legs(r, app)
+    if named is not None:
+        legs, why = named
+        return Classification(legs, Effect.READ, None, source, f"{where}: read verb {r.read_verb!r}, {why}")
+    # Nothing says what it reads: assume private data we cannot vouch for (P+U). If an argument can
+    # carry free text, the read itself can carry data out (a search query sent who knows where): E.
+    detail = f"{where}: read verb {r.read_verb!r}, no recognised noun (P+U)"
+    if r.shape.free_text_args:
+        args = ", ".join(repr(a) for a in r.shape.free_text_args)
+        detail += f"; free-text argument {args} can carry data out of the organisation (E)"
+        return Classification(ALL_LEGS, Effect.READ, None, source, detail)
+    return Classification(frozenset({P, U}), Effect.READ, None, source, detail)
 
 
-def from_annotations(annotations: Mapping[str, Any] | None) -> Classification | None:
+def from_annotations(annotations: Mapping[str, Any] | None, shape: ArgumentShape) -> Classification | None:
     """Classify from MCP annotations (only called for trusted upstreams).
 
     MCP's defaults apply to absent hints: readOnlyHint false, destructiveHint true, openWorldHint true.
-    A read always counts as P (an internal server's data is private); open world adds U and E.
+    A read of a closed world is P (an internal server's data is private); of an open world U, plus
+    E only when an argument carries a URL (a fetch: the URL leaves). A write is E, open world adds U.
     """
     if not annotations or not ({"readOnlyHint", "destructiveHint"} & set(annotations)):
         return None
     open_world = annotations.get("openWorldHint", True) is not False
     if annotations.get("readOnlyHint") is True:
-        legs = frozenset({P, U, E}) if open_world else frozenset({P})
-        return Classification(legs, Effect.READ, None, "annotations", "annotations: readOnlyHint")
+        if not open_world:
+            legs, detail = frozenset({P}), "annotations: read-only, closed world (P)"
+        elif shape.url_args:
+            legs = _FETCH_LEGS
+            detail = f"annotations: read-only, open world, URL argument {shape.url_args[0]!r}: a fetch (U+E)"
+        else:
+            legs, detail = frozenset({U}), "annotations: read-only, open world (U)"
+        return Classification(legs, Effect.READ, None, "annotations", detail)
     destructive = annotations.get("destructiveHint", True) is not False
     effect = Effect.DESTRUCTIVE if destructive else Effect.WRITE
     legs = frozenset({U, E}) if open_world else frozenset({E})
     return Classification(legs, effect, None, "annotations", f"annotations: {effect.value}")
 
 
+def _with_annotations(ann: Classification, name: Classification | None, reading: NameReading) -> Classification:
+    """Annotations decide the effect; the tool's own name still adds its legs (never weakened)."""
+    if ann.effect is not Effect.READ:
+        if name is not None and name.effect is not Effect.READ:
+            # annotations say what a tool does, not which 6.3 category it is: take that from the name
+            return Classification(ann.legs, ann.effect, name.category, ann.source, ann.detail)
+        return ann
+    own: frozenset[Leg] = NO_LEGS
+    if name is not None and (name.effect is not Effect.READ or reading.noun_legs or name.source == "catalog"):
+        own = name.legs  # a write's E, a fetch's U+E, the nouns' and the app's legs; not the P+U guess
+    added = own - ann.legs
+    if not added:
+        return ann
+    detail = f"{ann.detail}; the tool's name adds {_legs_text(added)} ({name.detail if name else ''})"
+    return Classification(ann.legs | added, ann.effect, None, ann.source, detail)
+
+
 def classify(
-    tool: str,
-    annotations: Mapping[str, Any] | None,
+    definition: ToolDefinition,
     app: App | None,
     trust_annotations: bool,
     entry_legs: frozenset[Leg] | None,
@@ -203,12 +241,10 @@ def classify(
     entry_where: str | None,
 ) -> Classification:
     """Resolve a tool's classification by precedence; see the module docstring."""
-    lower = (from_annotations(annotations) if trust_annotations else None) or heuristic(tool, app) or UNKNOWN
-    if lower.source == "annotations" and lower.category is None:
-        # annotations say what a tool does, not which 6.3 category it is: take that from below
-        below = heuristic(tool, app)
-        if below is not None and below.effect is not Effect.READ and lower.effect is not Effect.READ:
-            lower = Classification(lower.legs, lower.effect, below.category, lower.source, lower.detail)
+    reading = read_name(definition)
+    name = heuristic(definition, app, reading)
+    ann = from_annotations(definition.annotations, reading.shape) if trust_annotations else None
+    lower = _with_annotations(ann, name, reading) if ann is not None else name or UNKNOWN
     if entry_legs is None and entry_effect is None:
         if entry_category is not None:
             detail = f"{lower.detail}; category from {entry_where}"
@@ -231,7 +267,7 @@ def classify_read_object(
     entry_where: str | None,
 ) -> Classification:
     """Classify a resource or prompt: always a read; legs from the policy entry, else the
-    upstream's catalog app, else P+U.
+    upstream's catalog app (declared with `app:`), else P+U.
 
     Why P+U when nobody classified it: a resource or prompt is content the upstream chose, so it
     may be private data and may carry an injection. Counting it as both does not hold the read

@@ -6,6 +6,11 @@ it uses, so a call costs a few dict lookups and at most one regex per path argum
 
 Relaxations (fewer legs) need positive evidence: a recipient or URL argument must be present
 and every one of them must be internal/allowlisted; anything unparseable counts as external.
+One relaxation needs the opposite evidence: a tool whose only way out is its recipients (a
+calendar event, a file share: `RECIPIENT_ONLY_CATEGORIES`) sends nothing out when a call names
+no recipient at all (every recipient argument absent or empty, and no argument the tool does not
+declare), so E is dropped and the category becomes the internal one. URLs are matched with or
+without a scheme ('www.example.com', 'docs.example.com/page', '//host/x': `url_host`).
 Restrictions (deny a path, raise an amount's category) look at the arguments actually sent,
 whatever the tool's schema declares.
 """
@@ -26,6 +31,15 @@ from policy.models import NO_LEGS, Leg
 _ADDRESS = re.compile(r"[^\s<>,;\"']+@[^\s<>,;\"']+")
 _PLAIN_ADDRESS = re.compile(r"[^\s<>,;\"'@]+@[^\s<>,;\"'@]+")
 _CURRENCY = re.compile(r"[\s,$€£¥_]|usd|eur|gbp", re.IGNORECASE)
+# A URL without a scheme: optional userinfo, a host name or [IPv6] literal, optional port, then a
+# path, query or fragment. Anything else ('javascript:...', text with spaces) is unparseable.
+_SCHEMELESS = re.compile(
+    r"(?:[^\s/?#@\\]*@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?)(?::\d{1,5})?(?:[/?#]\S*)?"
+)
+_URL_SCHEMES = ("http", "https", "ws", "wss")
+_HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# Categories of tools whose only way out is their recipients: with none named, nothing leaves.
+RECIPIENT_ONLY_CATEGORIES = frozenset({"calendar_invite_external", "drive_share_external"})
 
 
 class Outcome(NamedTuple):
@@ -90,14 +104,33 @@ def _domains(values: list[str]) -> list[str] | None:
     return found
 
 
-def _host(text: str) -> str | None:
+def url_host(text: str) -> str | None:
+    """The host a URL names, lower-case: 'https://Docs.Example.com/x', 'www.example.com',
+    'docs.example.com/page' and '//host/x' all have one. None when unparseable (counts as
+    external): another scheme ('ftp:', 'javascript:'), whitespace inside, or a backslash (which
+    browsers read as '/', so 'evil.test\\@good.example' would go to evil.test)."""
+    value = text.strip()
+    if not value or "\\" in value:
+        return None
     try:
-        parts = urlsplit(text.strip())
-        if parts.scheme not in ("http", "https", "ws", "wss"):
-            return None
-        return parts.hostname
+        if _HAS_SCHEME.match(value):
+            parts = urlsplit(value)
+            return parts.hostname if parts.scheme in _URL_SCHEMES else None
+        match = _SCHEMELESS.fullmatch(value[2:] if value.startswith("//") else value)
     except ValueError:
         return None
+    return match.group(1).lower().strip("[]") if match else None
+
+
+def _empty(value: Any) -> bool:
+    """True for an argument that names nobody: absent, '', blanks, or a list of such."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list | tuple):
+        return all(_empty(item) for item in value)
+    return isinstance(value, Mapping) and not value
 
 
 def normalise_path(text: str) -> str:
@@ -136,6 +169,7 @@ class CompiledConditions:
     __slots__ = (
         "_amount_names",
         "_amounts",
+        "_declared",
         "_deny_re",
         "_destination_names",
         "_hosts",
@@ -143,6 +177,8 @@ class CompiledConditions:
         "_orgs",
         "_path_args",
         "_recipient_args",
+        "_recipient_names",
+        "_recipient_only",
         "_url_args",
         "active",
     )
@@ -170,17 +206,25 @@ class CompiledConditions:
         # one set-disjointness test per kind skips the kinds a call's arguments cannot trigger
         self._destination_names = frozenset(self._recipient_args + self._url_args)
         self._amount_names = frozenset(n for t in self._amounts for n in t.args)
-        self.active = bool(self._destination_names or self._deny_re or self._amounts)
+        # a tool whose only way out is its recipients, and that declares a recipient argument
+        self._recipient_names = frozenset(cond.recipient_args)
+        self._declared = declared_args
+        self._recipient_only = (
+            Leg.E in legs
+            and category in RECIPIENT_ONLY_CATEGORIES
+            and not self._recipient_names.isdisjoint(declared_args)
+        )
+        self.active = bool(self._destination_names or self._deny_re or self._amounts or self._recipient_only)
 
     def evaluate(self, args: Mapping[str, Any], trail: bool = False) -> Outcome:
         """Evaluate against one call's arguments; `trail` also records human-readable notes."""
-        if not self.active or not args:
+        if not self.active or not (args or self._recipient_only):
             return NOTHING
         deny = self._denied_paths(args) if self._deny_re is not None else ()
         notes: list[str] | None = [] if trail else None  # decide() skips formatting notes
         drop: frozenset[Leg] = NO_LEGS
         category: str | None = None
-        if not self._destination_names.isdisjoint(args):
+        if self._recipient_only or not self._destination_names.isdisjoint(args):
             drop, category = self._destinations(args, notes)
         write = False
         if not self._amount_names.isdisjoint(args):
@@ -200,7 +244,7 @@ class CompiledConditions:
         destinations, external, recipients = 0, False, False
         for name in self._recipient_args:
             value = args.get(name)
-            if value in (None, "", []):
+            if value in (None, "", []):  # a blank value is a destination nobody can read: external
                 continue
             destinations += 1
             recipients = True
@@ -214,10 +258,10 @@ class CompiledConditions:
         url_ok: bool | None = None
         for name in self._url_args:
             value = args.get(name)
-            if value in (None, "", []):
+            if value in (None, "", []):  # a blank value is a destination nobody can read: external
                 continue
             destinations += 1
-            hosts = [_host(u) for u in (_strings(value) or [""])]
+            hosts = [url_host(u) for u in (_strings(value) or [""])]
             if all(self._hosts(h) for h in hosts):
                 url_ok = url_ok is not False
                 if notes is not None:
@@ -234,9 +278,20 @@ class CompiledConditions:
                 if notes is not None:
                     notes.append("all recipients are inside the organisation's domains: not E")
                 category = self._internal_category
+        elif self._recipient_only and not external and self._names_nobody(args):
+            drop.add(Leg.E)
+            category = self._internal_category
+            if notes is not None:
+                notes.append("no recipient argument names anyone, and recipients are this tool's only way out: not E")
         if url_ok:
             drop.add(Leg.U)
         return frozenset(drop), category
+
+    def _names_nobody(self, args: Mapping[str, Any]) -> bool:
+        """True when every recipient argument is absent or empty and the call sends no argument the
+        tool does not declare (an undeclared one might be a recipient by another name)."""
+        declared, recipients = self._declared, self._recipient_names
+        return all(key in declared and (key not in recipients or _empty(value)) for key, value in args.items())
 
     def _denied_paths(self, args: Mapping[str, Any]) -> tuple[str, ...]:
         deny_re = self._deny_re

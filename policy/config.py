@@ -60,13 +60,20 @@ class Conditions(_Strict):
         default_factory=list, description="Recipients in these domains (or subdomains) do not count as E."
     )
     recipient_args: list[str] = Field(
-        default_factory=lambda: ["to", "cc", "bcc", "recipient", "recipients", "attendees", "email", "emails"]
+        default_factory=lambda: [
+            *("to", "cc", "bcc", "recipient", "recipients", "email", "emails", "email_address", "email_addresses"),
+            *("attendees", "attendee", "participants", "participant", "invitees", "invitee", "guests"),
+            *("user_email", "user_emails", "recipient_email", "share_with", "shared_with", "members"),
+        ],
+        description="Arguments that name who a call reaches (mail recipients, event participants, people a file "
+        "is shared with). All internal: not E. For a calendar event or file share, none named: not E either.",
     )
     internal_categories: dict[str, str] = Field(
         default_factory=lambda: {
             "email_send": "email_send_internal",
             "calendar_invite_external": "calendar_invite_internal",
             "slack_post_to_channel_or_external_dm": "chat_post_internal",
+            "drive_share_external": "drive_share_internal",
         },
         description="Category a call takes when all its recipients are internal.",
     )
@@ -190,17 +197,49 @@ class Rule(_Strict):
 
 
 class LegsScope(_Strict):
-    """Where session legs accumulate: per MCP session, or per principal over a time window."""
+    """Where legs (and the memory of untrusted values) accumulate, and for how long.
 
-    scope: Literal["session", "principal"] = "session"
-    window_seconds: int = Field(default=86400, gt=0)
+    `both` (the default): per MCP session, and per principal over a sliding window, so that
+    reading private data in one session and sending it from another (or from a sessionless
+    request) is still one trifecta. `session`: per MCP session only. `principal`: per principal
+    over the window only. Every key expires: a principal's after `window_seconds` without a new
+    leg, a session's after `session_ttl_seconds`.
+    """
+
+    scope: Literal["session", "principal", "both"] = "both"
+    window_seconds: int = Field(
+        default=3600, gt=0, description="Sliding window over which a principal's legs and untrusted values count."
+    )
+    session_ttl_seconds: int = Field(
+        default=86400, gt=0, description="How long a session's legs are kept after their last change."
+    )
+    memory_limit: int = Field(
+        default=512,
+        ge=16,
+        le=100_000,
+        description="Untrusted values remembered per session and per principal; beyond it, every call "
+        "that acts on the world and carries a value is held (fail closed).",
+    )
 
 
 class FirstUse(_Strict):
-    """Hold the first invocation of each tool (seed 6.3 `mcp_first_invocation_of_tool`)."""
+    """Hold the first invocation of each tool (seed 6.3 `mcp_first_invocation_of_tool`).
 
-    enabled: bool = True
+    `enabled` is the one switch: `approval_required_actions` may name the category only while it
+    is on (see `PolicyFile._first_use_is_one_switch`). `effects` narrows the holds to tools of
+    those effects; a tool of another effect is still pinned on its first successful call.
+    """
+
+    enabled: bool = Field(
+        default=True, description="The one switch for first-use holds (and the 6.3 category's meaning)."
+    )
     scope: Literal["tool", "principal_tool"] = "tool"
+    effects: list[Effect] = Field(
+        default_factory=lambda: list(Effect),
+        min_length=1,
+        description="Effects whose tools are held on first use; e.g. [write, destructive] never holds a read "
+        "(a read's definition is still pinned on its first successful call).",
+    )
 
 
 class Defaults(_Strict):
@@ -232,6 +271,38 @@ class PolicyFile(_Strict):
     )
     upstreams: dict[str, UpstreamPolicy] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_use_is_one_switch(cls, data: object) -> object:
+        """`first_use.enabled: false` with `mcp_first_invocation_of_tool` listed is a contradiction:
+        refused, naming both keys. A file that switches first use off and keeps the default list
+        gets the default list without the category."""
+        if not isinstance(data, dict):
+            return data
+        first_use = data.get("first_use")
+        if isinstance(first_use, FirstUse):
+            switched_off = not first_use.enabled
+        elif isinstance(first_use, dict) and "enabled" in first_use:
+            try:  # the switch as pydantic reads it ("off", 0, ...); a bad value is reported by the field
+                switched_off = not FirstUse.model_validate(first_use).enabled
+            except ValueError:
+                return data
+        else:
+            return data
+        if not switched_off:
+            return data
+        required = data.get("approval_required_actions")
+        if required is None:
+            return {**data, "approval_required_actions": [c for c in APPROVAL_REQUIRED_DEFAULT
+                                                          if c != FIRST_USE_CATEGORY]}
+        if isinstance(required, list) and FIRST_USE_CATEGORY in required:
+            raise ValueError(
+                f"first_use.enabled is false but approval_required_actions lists {FIRST_USE_CATEGORY!r}: "
+                "first_use.enabled is the one switch for first-use holds; remove "
+                f"{FIRST_USE_CATEGORY!r} from approval_required_actions, or set first_use.enabled: true"
+            )
+        return data
 
     @field_validator("rules")
     @classmethod

@@ -19,7 +19,10 @@ deny > hold > allow, and `rule_ids` lists the findings that produced it, in this
   8. only if no explicit rule matched: approval_logged_actions -> allow (logged),
      otherwise the default for the effect (read / write / destructive)
   9. first invocation of the tool (per tool or per principal+tool)   -> hold (tools only)
- 10. session legs + the call's legs cover P, U and E (trifecta)      -> hold (strict: deny)
+ 10. the call can send data out (E) and the session's legs with the call's cover P, U and E
+     (trifecta; the reason names the calls that contributed P and U) -> hold (strict: deny)
+ 11. a call that acts on the world (a write, or E) carries a value that arrived in untrusted
+     content (`policy.provenance`)                                    -> hold
 
 Any exception while evaluating yields deny with rule id `error.fail_closed`.
 """
@@ -46,11 +49,13 @@ from policy.models import (
 from policy.plan import Finding
 from policy.profile import ToolProfile
 from policy.profiler import Profiler
+from policy.reasons import provenance_findings, trifecta_reason
 from policy.results import result_legs
 from policy.rules import ALLOW, DENY, EFFECT_NAME, HOLD, RANK
 from policy.upstream_table import UpstreamTable
 
 _E = frozenset({Leg.E})
+_LEG_E = Leg.E
 _new_tuple = tuple.__new__
 _PIN_REASON = "the tool's definition changed since it was approved; an admin must re-approve"
 
@@ -105,13 +110,23 @@ class CompiledPolicy:
 
     @property
     def legs_scope(self) -> str:
-        """'session' (per MCP session) or 'principal' (per principal over `legs_window_seconds`)."""
+        """'both' (per session and per principal over `legs_window_seconds`), 'session' or 'principal'."""
         return self.model.legs.scope
 
     @property
     def legs_window_seconds(self) -> int:
-        """Window over which principal-scoped legs accumulate."""
+        """Sliding window over which a principal's legs and untrusted values accumulate."""
         return self.model.legs.window_seconds
+
+    @property
+    def legs_session_ttl_seconds(self) -> int:
+        """How long a session's legs and untrusted values are kept after their last change."""
+        return self.model.legs.session_ttl_seconds
+
+    @property
+    def memory_limit(self) -> int:
+        """Untrusted values remembered per session and per principal."""
+        return self.model.legs.memory_limit
 
     def upstream_mode(self, upstream: str) -> Mode:
         """'enforce' or 'monitor' for an upstream (its own setting, else the policy's)."""
@@ -231,10 +246,16 @@ class CompiledPolicy:
             findings.append((HOLD, "first_use", f"first invocation of {profile.namespaced} needs a human"))
             top = max(top, HOLD)
         legs_after = legs_before | legs
-        trifecta = legs_after >= ALL_LEGS
+        # Only a call that can send data out is held for the trifecta: a read adds no exit.
+        trifecta = _LEG_E in legs and legs_after >= ALL_LEGS
         if trifecta:
-            findings.append(self._trifecta)
-            top = max(top, self._trifecta[0])
+            finding = self._trifecta
+            findings.append((finding[0], finding[1], trifecta_reason(legs_before, state.leg_sources)))
+            top = max(top, finding[0])
+        if (state.tainted or state.saturated) and (effect is not Effect.READ or _LEG_E in legs):
+            for finding in provenance_findings(call.arguments, state.tainted, state.saturated):
+                findings.append(finding)
+                top = max(top, finding[0])
         rule_ids: tuple[str, ...]
         reasons: tuple[str, ...]
         if len(findings) == 1:
@@ -264,6 +285,7 @@ class CompiledPolicy:
                 pin_changed,
                 logged and top == ALLOW,
                 categories,
+                legs,
             ),
         )
         return decision, findings, out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 
@@ -34,6 +35,7 @@ class Effect(enum.StrEnum):
     DESTRUCTIVE = "destructive"
 
 
+EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
 ALL_LEGS: frozenset[Leg] = frozenset(Leg)
 NO_LEGS: frozenset[Leg] = frozenset()
 _LEG_ORDER = {Leg.P: 0, Leg.U: 1, Leg.E: 2}
@@ -155,6 +157,12 @@ class CallState(NamedTuple):
     For a resource or prompt, `tool_used_before` and `pinned_hash` are ignored (first-use holds
     and pins apply to tools only).
     `store_ok` is False when the state store is unreachable: writes then fail closed.
+
+    `session_legs` are the session's legs and the principal's over its window, together. The
+    session's memory (`policy.provenance`) is read only for calls that can act on the world:
+    `tainted` maps a value key that arrived in untrusted content ('host:evil.example') to the
+    call it came from; `saturated` says more values arrived than are kept (fail closed);
+    `leg_sources` maps 'P', 'U', 'E' to the call that first contributed the leg (for reasons).
     """
 
     session_legs: frozenset[Leg] = NO_LEGS
@@ -162,6 +170,9 @@ class CallState(NamedTuple):
     pinned_hash: str | None = None
     suspended: frozenset[str] = frozenset()
     store_ok: bool = True
+    tainted: Mapping[str, str] = EMPTY_MAP
+    leg_sources: Mapping[str, str] = EMPTY_MAP
+    saturated: bool = False
 
 
 DecisionEffect = Literal["allow", "hold", "deny"]
@@ -189,6 +200,7 @@ class Decision(NamedTuple):
     pin_changed: bool
     logged: bool = False
     categories: tuple[str, ...] = ()
+    call_legs: frozenset[Leg] = NO_LEGS  # the call's own legs after its arguments' conditions
 
     @property
     def enforced_effect(self) -> DecisionEffect:

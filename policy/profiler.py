@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from policy.classify import Classification, classify, classify_read_object
 from policy.conditions import CompiledConditions, merge_conditions
-from policy.config import FIRST_USE_CATEGORY, Conditions, PolicyFile, PromptEntry, ResourceEntry
+from policy.config import Conditions, PolicyFile, PromptEntry, ResourceEntry
 from policy.globs import HostMatcher
 from policy.hashing import definition_hash
 from policy.models import Effect, Leg, ProfileKind, ToolDefinition
@@ -43,7 +43,8 @@ class Profiler:
             for name, cfg in model.upstreams.items()
         }
         self._rules = RuleIndex(model.rules)
-        self._first_use = model.first_use.enabled or FIRST_USE_CATEGORY in model.approval_required_actions
+        # first_use.enabled is the one switch; effects narrow it (the controlled preset never holds a read)
+        self._first_use = frozenset(model.first_use.effects) if model.first_use.enabled else frozenset()
 
     def upstream(self, name: str) -> UpstreamTable:
         """The compiled settings of an upstream (`default_upstream` for one not listed)."""
@@ -59,8 +60,7 @@ class Profiler:
         up = self.upstream(upstream)
         entry, where = up.entry(tool.name)
         c = classify(
-            tool.name,
-            tool.annotations,
+            tool,
             up.app,
             up.cfg.trust_annotations,
             frozenset(entry.legs) if entry is not None and entry.legs is not None else None,
@@ -192,7 +192,7 @@ class Profiler:
             suspend_upstream=f"upstream:{up.name}",
             suspend_tool=f"{kind}:{up.name}__{name}",
             entry_where=where,
-            first_use=self._first_use and is_tool,
+            first_use=is_tool and c.effect in self._first_use,
             pins=is_tool,
         )
 

@@ -16,7 +16,8 @@ def approval_fields(a: PendingApproval) -> dict[str, str]:
         if v is None:
             continue
         out[k] = json.dumps(v) if isinstance(v, list) else repr(v) if isinstance(v, float) else str(v)
-    out["_bind"] = a.binding
+    out["_bind"] = a.binding  # the exact-call key (no session): ap:bind:<_bind>
+    out["_tool"] = a.tool_binding  # the tool key a principal_tool scope is indexed under: ap:tool:<_tool>
     return out
 
 
@@ -27,6 +28,7 @@ def approval_from_fields(fields: Mapping[Any, Any] | list[Any]) -> PendingApprov
     if not data:
         return None
     data.pop("_bind", None)
+    data.pop("_tool", None)
     for k in ("rule_ids", "reasons"):
         data[k] = json.loads(data.get(k) or "[]")
     return PendingApproval.from_dict(data)

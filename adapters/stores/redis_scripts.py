@@ -11,10 +11,13 @@ Keys (all under `prefix`, default "triplock:"):
     pins / pins:meta       hash  ["upstream","tool"] -> definition hash / {"by","at"}
     pins:defs              hash  definition hash -> the tool definition (JSON), what a pin approved
     susp                   hash  target id -> {"by","reason","at"}
-    ap:<id>                hash  one approval, field per attribute (+ "_bind", its exact-call key)
+    ap:<id>                hash  one approval, field per attribute (+ "_bind", its exact-call key
+                                 [principal, upstream, tool, args hash], and "_tool", its tool key
+                                 [principal, upstream, tool]; no session in either)
     ap:all, ap:st:<state>  zset  id scored by created_at: listing, newest first
     ap:due                 zset  pending and approved ids scored by expires_at: expiry sweeps
     ap:bind:<binding>      set   pending and approved ids for one exact call: find_pending/approved
+    ap:tool:<tool key>     set   approved ids of scope principal_tool for one principal's tool
     health                 string: the health probe's last write
     events                 pub/sub channel: "d:<id>" decided, "s:<id>" suspended, "r:<id>" resumed,
                            "c:<instance>" legs or pins changed (other instances' caches re-read)
@@ -31,6 +34,8 @@ local function move(id, key, from, to)
   if to ~= 'approved' then
     redis.call('ZREM', p .. 'ap:due', id)
     redis.call('SREM', p .. 'ap:bind:' .. redis.call('HGET', key, '_bind'), id)
+    local tool = redis.call('HGET', key, '_tool')  -- absent on records written before scopes
+    if tool then redis.call('SREM', p .. 'ap:tool:' .. tool, id) end
   end
   redis.call('PUBLISH', p .. 'events', 'd:' .. id)
 end
@@ -49,8 +54,9 @@ end
 return 1
 """
 
-# KEYS[1] approval; ARGV prefix, id, approve ('1'/'0'), approver, reason, now.
-# Same order of checks as gateway.ports.records.decide_transition. Returns {status, changed, fields}.
+# KEYS[1] approval; ARGV prefix, id, approve ('1'/'0'), approver, reason, now, scope, scope_until.
+# Same order of checks and the same scope rule as gateway.ports.records.decide_transition (the scope
+# is checked before the script runs). Returns {status, changed, fields}.
 DECIDE = PRELUDE + """
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {'not_found', 0, {}} end
@@ -66,8 +72,27 @@ end
 local to = 'denied'
 if ARGV[3] == '1' then to = 'approved' end
 redis.call('HSET', key, 'decided_by', ARGV[4], 'decided_at', ARGV[6], 'reason', ARGV[5])
+if to == 'approved' then
+  local untl = redis.call('HGET', key, 'expires_at')
+  if ARGV[7] == 'principal_tool' then
+    untl = ARGV[8]  -- the approver's minutes: the approval now lasts exactly that long
+    redis.call('HSET', key, 'expires_at', untl)
+    redis.call('ZADD', p .. 'ap:due', untl, ARGV[2])
+    local tool = redis.call('HGET', key, '_tool')
+    if tool then redis.call('SADD', p .. 'ap:tool:' .. tool, ARGV[2]) end
+  end
+  redis.call('HSET', key, 'scope', ARGV[7], 'scope_until', untl)
+end
 move(ARGV[2], key, 'pending', to)
 return {to, 1, redis.call('HGETALL', key)}
+"""
+
+# KEYS[1] approval; ARGV at. Stamps abandoned_at on a pending approval once; returns its fields, or {}.
+ABANDON = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return {} end
+if redis.call('HEXISTS', KEYS[1], 'abandoned_at') == 1 then return {} end
+redis.call('HSET', KEYS[1], 'abandoned_at', ARGV[1])
+return redis.call('HGETALL', KEYS[1])
 """
 
 # KEYS[1] approval; ARGV prefix, id.
@@ -129,4 +154,4 @@ return 1
 """
 
 
-__all__ = ["ADD_LEGS", "CALL_STATE", "CONSUME", "CREATE", "DECIDE", "EXPIRE"]
+__all__ = ["ABANDON", "ADD_LEGS", "CALL_STATE", "CONSUME", "CREATE", "DECIDE", "EXPIRE"]

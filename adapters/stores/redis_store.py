@@ -32,16 +32,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from adapters.stores.redis_records import approval_fields, approval_from_fields
-from adapters.stores.redis_scripts import ADD_LEGS, CALL_STATE, CONSUME, CREATE, DECIDE, EXPIRE
+from adapters.stores.redis_approvals import RedisApprovals
+from adapters.stores.redis_scripts import ADD_LEGS
+from adapters.stores.redis_state import RedisStateMixin
 from gateway.ports.records import (
-    ApprovalState,
-    CallStateRecord,
-    DecideOutcome,
-    DecideStatus,
-    PendingApproval,
     PinRecord,
-    binding_key,
     check_legs,
 )
 from gateway.ports.store import (
@@ -50,13 +45,12 @@ from gateway.ports.store import (
     StoreContext,
     StoreHealth,
     StoreUnavailable,
-    wait_for_decision,
 )
 
 log = logging.getLogger("triplock.store.redis")
 
 
-class RedisStore(StoreContext):
+class RedisStore(RedisStateMixin, RedisApprovals, StoreContext):
     """`gateway.ports.store.Store` on Redis; decisions and suspensions travel between processes by pub/sub."""
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, socket_timeout: float = 2.0,
@@ -74,11 +68,7 @@ class RedisStore(StoreContext):
             health_check_interval=30)
         self._pool = pool
         self._client = aredis.Redis(connection_pool=pool)
-        self._call_state = self._client.register_script(CALL_STATE)
-        self._create = self._client.register_script(CREATE)
-        self._decide = self._client.register_script(DECIDE)
-        self._consume = self._client.register_script(CONSUME)
-        self._expire = self._client.register_script(EXPIRE)
+        self._register_approval_scripts()
         self._add_legs = self._client.register_script(ADD_LEGS)
         self._channel = prefix + "events"
         self._suspended: frozenset[str] = frozenset()
@@ -184,15 +174,7 @@ class RedisStore(StoreContext):
 
     # -- hot path and session state -------------------------------------------------------------
 
-    async def call_state(self, legs_key: str, first_use_key: str, upstream: str, tool: str) -> CallStateRecord:
-        with self._errors():
-            flat, used, pin = await self._call_state(
-                keys=[self._k("legs:", legs_key), self._k("used:", first_use_key), self._k("pins")],
-                args=[json.dumps([upstream, tool])])
-        now = time.time()
-        live = frozenset(leg for leg, exp in zip(flat[::2], flat[1::2], strict=True)
-                         if exp == "inf" or float(exp) > now)
-        return CallStateRecord(live, bool(used), pin)
+    # call_state, add_trail, get_trail, clear_state: RedisStateMixin (adapters/stores/redis_state.py)
 
     def suspended(self) -> frozenset[str]:
         return self._suspended
@@ -292,100 +274,4 @@ class RedisStore(StoreContext):
                 await pipe.execute()
         self._on_message(kind + target_id)
 
-    # -- approvals ------------------------------------------------------------------------------
-
-    async def create_approval(self, approval: PendingApproval) -> None:
-        flat = [x for kv in approval_fields(approval).items() for x in kv]
-        args = [self.prefix, approval.id, repr(approval.created_at), repr(approval.expires_at), approval.state,
-                approval.binding, *flat]
-        with self._errors():
-            created = await self._create(keys=[self._k("ap:", approval.id)], args=args)
-        if not created:
-            raise ValueError(f"approval {approval.id!r} already exists")
-
-    async def get_approval(self, approval_id: str) -> PendingApproval | None:
-        with self._errors():
-            return approval_from_fields(await self._client.hgetall(self._k("ap:", approval_id)))
-
-    async def _load_many(self, ids: list[str]) -> list[PendingApproval]:
-        if not ids:
-            return []
-        with self._errors():
-            async with self._client.pipeline(transaction=False) as pipe:
-                for i in ids:
-                    pipe.hgetall(self._k("ap:", i))
-                rows = await pipe.execute()
-        return [a for a in map(approval_from_fields, rows) if a is not None]  # skip ids whose record vanished
-
-    async def list_approvals(self, state: ApprovalState | None = None, upstream: str | None = None,
-                             tool: str | None = None, principal: str | None = None,
-                             limit: int = 100) -> list[PendingApproval]:
-        index = self._k("ap:st:", state) if state else self._k("ap:all")
-        out: list[PendingApproval] = []
-        start, page = 0, max(limit, 100)
-        while len(out) < limit:
-            with self._errors():
-                ids = [str(i) for i in await self._client.zrevrange(index, start, start + page - 1)]
-            for a in await self._load_many(ids):
-                if ((state is None or a.state == state) and (upstream is None or a.upstream == upstream)
-                        and (tool is None or a.tool == tool) and (principal is None or a.principal == principal)):
-                    out.append(a)
-            if len(ids) < page:
-                break
-            start += page
-        return out[:max(0, limit)]
-
-    async def decide(self, approval_id: str, approve: bool, approver: str, reason: str,
-                     now: float) -> DecideOutcome:
-        with self._errors():
-            status, changed, fields = await self._decide(
-                keys=[self._k("ap:", approval_id)],
-                args=[self.prefix, approval_id, "1" if approve else "0", approver, reason, repr(float(now))])
-        if changed:
-            self._waiters.notify(approval_id)  # local waiters at once; others hear the script's PUBLISH
-        result: DecideStatus = status
-        return DecideOutcome(result, approval_from_fields(fields), changed=bool(changed))
-
-    async def _bound(self, principal: str, session_id: str, upstream: str, tool: str,
-                     args_hash: str) -> list[PendingApproval]:
-        with self._errors():
-            ids = await self._client.smembers(self._k("ap:bind:", binding_key(principal, session_id, upstream, tool,
-                                                                              args_hash)))
-        return sorted(await self._load_many(sorted(str(i) for i in ids)), key=lambda a: a.id)
-
-    async def find_approved(self, principal: str, session_id: str, upstream: str, tool: str, args_hash: str,
-                            policy_revision: str, now: float) -> PendingApproval | None:
-        for a in await self._bound(principal, session_id, upstream, tool, args_hash):
-            if a.state == "approved" and a.policy_revision == policy_revision and a.expires_at > now:
-                return a
-        return None
-
-    async def consume(self, approval_id: str) -> bool:
-        with self._errors():
-            done = bool(await self._consume(keys=[self._k("ap:", approval_id)], args=[self.prefix, approval_id]))
-        if done:
-            self._waiters.notify(approval_id)
-        return done
-
-    async def find_pending(self, principal: str, session_id: str, upstream: str, tool: str,
-                           args_hash: str) -> PendingApproval | None:
-        now = time.time()
-        for a in await self._bound(principal, session_id, upstream, tool, args_hash):
-            if a.state == "pending" and a.expires_at > now:
-                return a
-        return None
-
-    async def wait_decided(self, approval_id: str, timeout: float) -> PendingApproval | None:
-        return await wait_for_decision(self._waiters, approval_id, timeout, self.get_approval)
-
-    async def expire_due(self, now: float, batch: int = 500) -> list[PendingApproval]:
-        expired: list[str] = []
-        while True:
-            with self._errors():
-                ids = await self._expire(keys=[], args=[self.prefix, repr(float(now)), batch])
-            expired.extend(ids)
-            if len(ids) < batch:
-                break
-        for i in expired:
-            self._waiters.notify(i)
-        return await self._load_many(expired)
+    # -- approvals: RedisApprovals (adapters/stores/redis_approvals.py) ----------------------------

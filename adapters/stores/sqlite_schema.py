@@ -1,4 +1,25 @@
-"""The SQL behind `adapters.stores.sqlite_store.SqliteStore`: its schema and the hot-path statements."""
+"""The SQL behind `adapters.stores.sqlite_store.SqliteStore`: its schema, the hot-path statements and
+the write transaction every read-then-write uses."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front, so read-then-write is atomic."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS legs (
@@ -14,24 +35,20 @@ CREATE TABLE IF NOT EXISTS pins (
 CREATE TABLE IF NOT EXISTS definitions (hash TEXT PRIMARY KEY, definition TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS suspensions (
     target TEXT PRIMARY KEY, suspended_by TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL) WITHOUT ROWID;
--- approvals: the queried fields as columns, the whole record as JSON (always written together)
+-- approvals: the queried fields as columns, the whole record as JSON (always written together).
+-- Fields added later (scope, scope_until, abandoned_at) are in the JSON only, so databases made
+-- before them work unchanged; lookups bind principal, upstream and tool (the session is no part
+-- of an approval's binding any more: the old index that led with it is replaced).
 CREATE TABLE IF NOT EXISTS approvals (
     id TEXT PRIMARY KEY, state TEXT NOT NULL, principal TEXT NOT NULL, session_id TEXT NOT NULL,
     upstream TEXT NOT NULL, tool TEXT NOT NULL, args_hash TEXT NOT NULL, policy_revision TEXT NOT NULL,
     expires_at REAL NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS approvals_binding ON approvals (principal, session_id, upstream, tool, args_hash, state);
+DROP INDEX IF EXISTS approvals_binding;
+CREATE INDEX IF NOT EXISTS approvals_call ON approvals (principal, upstream, tool, state, args_hash);
 CREATE INDEX IF NOT EXISTS approvals_due ON approvals (state, expires_at);
 CREATE INDEX IF NOT EXISTS approvals_state ON approvals (state, id);
 -- one row the health probe rewrites: proof that the file still takes writes
 CREATE TABLE IF NOT EXISTS health (k TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
-"""
-
-# The hot path as one statement: live legs, first use, pin. It reads none of the approval tables.
-CALL_STATE_SQL = """
-SELECT (SELECT group_concat(leg, '') FROM legs
-         WHERE legs_key = ? AND (expires_at IS NULL OR expires_at > ?)),
-       EXISTS (SELECT 1 FROM first_use WHERE key = ?),
-       (SELECT hash FROM pins WHERE upstream = ? AND tool = ?)
 """
 
 UPSERT_LEG_SQL = """
@@ -41,4 +58,4 @@ ON CONFLICT (legs_key, leg) DO UPDATE SET expires_at =
          ELSE max(legs.expires_at, excluded.expires_at) END
 """  # a leg's lifetime only grows: the stricter reading when the window changes
 
-__all__ = ["CALL_STATE_SQL", "SCHEMA", "UPSERT_LEG_SQL"]
+__all__ = ["SCHEMA", "UPSERT_LEG_SQL", "transaction"]

@@ -29,60 +29,28 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
-from adapters.stores.sqlite_schema import CALL_STATE_SQL, SCHEMA, UPSERT_LEG_SQL
+from adapters.stores.sqlite_approvals import SqliteApprovals
+from adapters.stores.sqlite_schema import SCHEMA, UPSERT_LEG_SQL, transaction
+from adapters.stores.sqlite_state import TRAIL_SCHEMA, SqliteStateMixin
 from gateway.ports.records import (
-    ApprovalState,
-    CallStateRecord,
-    DecideOutcome,
-    PendingApproval,
     PinRecord,
     check_legs,
-    decide_transition,
 )
 from gateway.ports.store import (
     DecisionWaiters,
     StoreContext,
     StoreHealth,
     StoreUnavailable,
-    wait_for_decision,
 )
 
 T = TypeVar("T")
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front, so read-then-write is atomic."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _row_values(a: PendingApproval) -> tuple[Any, ...]:
-    return (a.id, a.state, a.principal, a.session_id, a.upstream, a.tool, a.args_hash, a.policy_revision,
-            a.expires_at, json.dumps(a.to_dict(), separators=(",", ":")))
-
-
-def _load(record: str) -> PendingApproval:
-    return PendingApproval.from_dict(json.loads(record))
-
-
-def _write(conn: sqlite3.Connection, a: PendingApproval) -> None:
-    conn.execute("UPDATE approvals SET state=?, expires_at=?, record=? WHERE id=?",
-                 (a.state, a.expires_at, json.dumps(a.to_dict(), separators=(",", ":")), a.id))
-
-
-class SqliteStore(StoreContext):
+class SqliteStore(SqliteStateMixin, SqliteApprovals, StoreContext):
     """`gateway.ports.store.Store` on one SQLite file (or ':memory:', see `adapters.stores.memory_store`)."""
 
     shared = True  # other processes may open the same file (see state_stamp)
@@ -117,6 +85,7 @@ class SqliteStore(StoreContext):
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.executescript(SCHEMA)
+            conn.executescript(TRAIL_SCHEMA)
         except BaseException:
             conn.close()
             raise
@@ -211,13 +180,7 @@ class SqliteStore(StoreContext):
 
     # -- hot path and session state -------------------------------------------------------------
 
-    async def call_state(self, legs_key: str, first_use_key: str, upstream: str, tool: str) -> CallStateRecord:
-        def q(conn: sqlite3.Connection) -> CallStateRecord:
-            legs, used, pin = conn.execute(CALL_STATE_SQL, (legs_key, time.time(), first_use_key, upstream,
-                                                            tool)).fetchone()
-            self._reload_suspensions(conn)  # cheap pragma; a reload only if another process committed
-            return CallStateRecord(frozenset(legs or ""), bool(used), pin)
-        return await self._run(q)
+    # call_state, add_trail, get_trail, clear_state: SqliteStateMixin (adapters/stores/sqlite_state.py)
 
     def suspended(self) -> frozenset[str]:
         return self._suspended
@@ -230,7 +193,7 @@ class SqliteStore(StoreContext):
         def q(conn: sqlite3.Connection) -> None:
             now = time.time()
             expires = None if ttl_seconds is None else now + ttl_seconds
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute("DELETE FROM legs WHERE legs_key = ? AND expires_at <= ?", (legs_key, now))
                 conn.executemany(UPSERT_LEG_SQL, [(legs_key, leg, expires) for leg in sorted(wanted)])
         await self._run(q)
@@ -297,102 +260,4 @@ class SqliteStore(StoreContext):
             self._suspended = self._suspended - {target_id}
         await self._run(q)
 
-    # -- approvals ------------------------------------------------------------------------------
-
-    async def create_approval(self, approval: PendingApproval) -> None:
-        def q(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute("INSERT INTO approvals (id, state, principal, session_id, upstream, tool, args_hash, "
-                             "policy_revision, expires_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             _row_values(approval))
-            except sqlite3.IntegrityError as exc:
-                raise ValueError(f"approval {approval.id!r} already exists") from exc
-        await self._run(q)
-
-    async def get_approval(self, approval_id: str) -> PendingApproval | None:
-        row = await self._run(lambda conn: conn.execute(
-            "SELECT record FROM approvals WHERE id = ?", (approval_id,)).fetchone())
-        return None if row is None else _load(row[0])
-
-    async def list_approvals(self, state: ApprovalState | None = None, upstream: str | None = None,
-                             tool: str | None = None, principal: str | None = None,
-                             limit: int = 100) -> list[PendingApproval]:
-        where, params = [], []
-        for column, value in (("state", state), ("upstream", upstream), ("tool", tool), ("principal", principal)):
-            if value is not None:
-                where.append(f"{column} = ?")  # column names are the fixed literals above
-                params.append(value)
-        sql = "SELECT record FROM approvals" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY id DESC LIMIT ?"
-        rows = await self._run(lambda conn: conn.execute(sql, (*params, max(0, int(limit)))).fetchall())
-        return [_load(r[0]) for r in rows]
-
-    async def decide(self, approval_id: str, approve: bool, approver: str, reason: str,
-                     now: float) -> DecideOutcome:
-        def q(conn: sqlite3.Connection) -> DecideOutcome:
-            with _transaction(conn):
-                row = conn.execute("SELECT record FROM approvals WHERE id = ?", (approval_id,)).fetchone()
-                outcome = decide_transition(None if row is None else _load(row[0]), approve, approver, reason, now)
-                if outcome.changed and outcome.approval is not None:
-                    _write(conn, outcome.approval)
-            return outcome
-        outcome = await self._run(q)
-        if outcome.changed:
-            self._waiters.notify(approval_id)
-        return outcome
-
-    async def find_approved(self, principal: str, session_id: str, upstream: str, tool: str, args_hash: str,
-                            policy_revision: str, now: float) -> PendingApproval | None:
-        row = await self._run(lambda conn: conn.execute(
-            "SELECT record FROM approvals WHERE principal = ? AND session_id = ? AND upstream = ? AND tool = ? "
-            "AND args_hash = ? AND state = 'approved' AND policy_revision = ? AND expires_at > ? "
-            "ORDER BY id LIMIT 1",
-            (principal, session_id, upstream, tool, args_hash, policy_revision, now)).fetchone())
-        return None if row is None else _load(row[0])
-
-    async def consume(self, approval_id: str) -> bool:
-        def q(conn: sqlite3.Connection) -> bool:
-            with _transaction(conn):
-                row = conn.execute("SELECT record FROM approvals WHERE id = ? AND state = 'approved'",
-                                   (approval_id,)).fetchone()
-                if row is None:
-                    return False
-                _write(conn, replace(_load(row[0]), state="executed"))
-                return True
-        done = await self._run(q)
-        if done:
-            self._waiters.notify(approval_id)
-        return done
-
-    async def find_pending(self, principal: str, session_id: str, upstream: str, tool: str,
-                           args_hash: str) -> PendingApproval | None:
-        row = await self._run(lambda conn: conn.execute(
-            "SELECT record FROM approvals WHERE principal = ? AND session_id = ? AND upstream = ? AND tool = ? "
-            "AND args_hash = ? AND state = 'pending' AND expires_at > ? ORDER BY id LIMIT 1",
-            (principal, session_id, upstream, tool, args_hash, time.time())).fetchone())
-        return None if row is None else _load(row[0])
-
-    async def wait_decided(self, approval_id: str, timeout: float) -> PendingApproval | None:
-        return await wait_for_decision(self._waiters, approval_id, timeout, self.get_approval, self._recheck_every)
-
-    async def expire_due(self, now: float) -> list[PendingApproval]:
-        def q(conn: sqlite3.Connection) -> list[PendingApproval]:
-            out = []
-            with _transaction(conn):
-                for state in ("pending", "approved"):
-                    rows = conn.execute("SELECT record FROM approvals WHERE state = ? AND expires_at <= ?",
-                                        (state, now)).fetchall()
-                    for (record,) in rows:
-                        current = _load(record)
-                        # a lapsed approval keeps who approved it and when; a pending one is stamped now
-                        lapsed = replace(current, state="expired",
-                                         decided_at=now if current.state == "pending" else current.decided_at)
-                        _write(conn, lapsed)
-                        out.append(lapsed)
-                # garbage-collect legs that ran out, so abandoned sessions do not accumulate
-                conn.execute("DELETE FROM legs WHERE expires_at <= ?", (now,))
-            return out
-        expired = await self._run(q)
-        for a in expired:
-            self._waiters.notify(a.id)
-        return expired
+    # -- approvals: SqliteApprovals (adapters/stores/sqlite_approvals.py) --------------------------

@@ -2,7 +2,12 @@
 
 ``GET /api/approvals`` lists (filters: state, upstream, tool, principal, limit), ``GET
 /api/approvals/{id}`` shows one, ``POST /api/approvals/{id}/approve`` and ``/deny`` decide it with
-a JSON ``{"reason": ...}``. Every route needs an approver's bearer credential (401 otherwise): an
+a JSON ``{"reason": ...}``. An approval may say what it covers: ``{"scope": "once" | "session" |
+"principal_tool", "minutes": N}`` (default ``once``; ``minutes`` only, and always, with
+``principal_tool``, at most ``approvals.max_scope_minutes``); a bad choice is 400 with ``field``
+naming the input. Each approval's JSON carries ``scope``, ``scope_until`` and ``abandoned_at``
+(when the waiting agent stopped waiting; it may still be approved, and its repeat then runs).
+Every route needs an approver's bearer credential (401 otherwise): an
 approver token, or the API key or IdP access token of a principal whose roles may approve.
 
 An approver sees and decides only the categories its roles' ``approve`` patterns cover: the others
@@ -37,12 +42,15 @@ from gateway.approvals.core import (
     DecisionResult,
     Notifier,
     PrincipalApproverAuth,
+    ScopeChoice,
+    ScopeError,
     SessionHistory,
     TokenApproverAuth,
     call_audit,
     category_forbidden,
     decide,
     may_decide,
+    parse_scope,
 )
 from gateway.approvals.pins_api import PinAdmins
 from gateway.guard.pin_book import PinBook
@@ -142,12 +150,13 @@ class ApprovalsApi:
         approver = await self._approver(request)
         if approver is None:
             return _error(401, "unauthorized", _NEED_APPROVER)
-        reason = await _read_reason(request)
-        if isinstance(reason, Response):
-            return reason
+        body = await _read_decision(request, approve, self.settings.max_scope_minutes)
+        if isinstance(body, Response):
+            return body
+        reason, scope = body
         result = await decide(self.store, request.path_params["approval_id"], approve, approver, reason,
                               access=self.settings.access, audit=self.audit, notifier=self.notifier,
-                              console_url=self.settings.console_url)
+                              console_url=self.settings.console_url, scope=scope)
         if result.status != 200:
             extra = {"approval": approval_json(result.approval)} if result.approval is not None else {}
             return _error(result.status, result.code, result.message, **extra)
@@ -163,11 +172,11 @@ class ApprovalsApi:
         ]
 
 
-async def _read_reason(request: Request) -> str | Response:
-    """The optional ``reason`` from a JSON body; an empty body means no reason."""
+async def _read_decision(request: Request, approve: bool, max_minutes: int) -> tuple[str, ScopeChoice] | Response:
+    """The optional ``reason``, ``scope`` and ``minutes`` from a JSON body; an empty body means none."""
     body = await request.body()
     if not body.strip():
-        return ""
+        return "", ScopeChoice()
     try:
         data = await request.json()
     except ValueError:
@@ -178,10 +187,14 @@ async def _read_reason(request: Request) -> str | Response:
     if reason is None:
         reason = ""
     if not isinstance(reason, str):
-        return _error(400, "bad_request", "reason must be a string")
+        return _error(400, "bad_request", "reason must be a string", field="reason")
     if len(reason) > MAX_REASON:
-        return _error(400, "bad_request", f"reason is longer than {MAX_REASON} characters")
-    return reason.strip()
+        return _error(400, "bad_request", f"reason is longer than {MAX_REASON} characters", field="reason")
+    try:
+        scope = parse_scope(data.get("scope"), data.get("minutes"), max_minutes, approve=approve)
+    except ScopeError as exc:
+        return _error(400, "bad_request", str(exc), field=exc.field)
+    return reason.strip(), scope
 
 
 def build_routes(store: Store, settings: ApprovalsUISettings, *, audit: AuditHook | None = None,

@@ -41,10 +41,14 @@ from gateway.approvals.core import (
     Approver,
     AuditHook,
     Notifier,
+    ScopeError,
     SessionHistory,
     category_forbidden,
     decide,
     may_decide,
+    scope_from_form,
+    scope_text,
+    standing_approvals,
 )
 from gateway.approvals.pins_api import PinAdmins
 from gateway.approvals.pins_console import PinsConsole
@@ -149,6 +153,7 @@ class Console:
         self.env.filters["visible_block"] = lambda value: to_html(value, multiline=True)
         self.env.filters["visible_plain"] = to_plain
         self.env.globals["exposed"] = _exposed
+        self.env.globals.update(scope_text=scope_text, max_scope_minutes=settings.max_scope_minutes)  # approvals' scope
         self._static = {name: (HERE / "static" / name).read_bytes() for name in _STATIC}
 
     def routes(self) -> list[BaseRoute]:
@@ -282,9 +287,11 @@ class Console:
         try:
             rows = await self.store.list_approvals(state="pending", limit=LIST_LIMIT)
             pending = [a for a in rows if may_decide(self.settings.access, approver, a)]
-            return {"pending": pending, "store_error": None, "limit": LIST_LIMIT}
+            standing = await standing_approvals(self.store, self.settings.access, approver)
+            return {"pending": pending, "standing": standing, "store_error": None, "limit": LIST_LIMIT}
         except StoreUnavailable:
-            return {"pending": [], "store_error": "The approval store is unavailable.", "limit": LIST_LIMIT}
+            return {"pending": [], "standing": [], "store_error": "The approval store is unavailable.",
+                    "limit": LIST_LIMIT}
 
     async def detail(self, request: Request) -> Response:
         ctx = self._session(request)
@@ -315,7 +322,7 @@ class Console:
         if self.session_history is None:
             return [], None
         try:
-            result = self.session_history(approval.session_id)
+            result = self.session_history(approval.session_id, approval.principal)
             entries = await result if inspect.isawaitable(result) else result
             return _history_rows([e for e in entries if isinstance(e, dict)]), None
         except Exception:  # the console must still let the approver decide
@@ -339,9 +346,13 @@ class Console:
         if not reason or len(reason) > MAX_REASON:
             return await self._detail_page(ctx, approval_id, 400,
                                            error=f"Give a reason (1 to {MAX_REASON} characters).")
+        try:
+            scope = scope_from_form(form, action == "approve", self.settings.max_scope_minutes)
+        except ScopeError as exc:
+            return await self._detail_page(ctx, approval_id, 400, error=f"{exc.field}: {exc}")
         result = await decide(self.store, approval_id, action == "approve", self._approver(ctx), reason,
                               access=self.settings.access, audit=self.audit, notifier=self.notifier,
-                              console_url=self.settings.console_url)
+                              console_url=self.settings.console_url, scope=scope)
         if result.status == 200:
             return self._redirect(f"/console/approvals/{approval_id}?done={result.code}")
         return await self._detail_page(ctx, approval_id, result.status, error=result.message)
@@ -381,7 +392,7 @@ def _exposed(approval: PendingApproval) -> str:
 
 
 def _flash(done: str | None) -> str | None:
-    return {"approved": "Approved. The agent's call can now run once.",
+    return {"approved": "Approved. The agent's call can now run, as far as the scope below allows.",
             "denied": "Denied. The agent will be told who denied it and why."}.get(done or "")
 
 

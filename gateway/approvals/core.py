@@ -10,6 +10,10 @@ One namespace, so the store's rule "the approver is never the requester" holds a
 Per-role approval categories are enforced here: :func:`may_decide` (what an approver sees) and
 :func:`decide` (the one path both :mod:`gateway.approvals.api` and :mod:`gateway.approvals.console`
 take to approve or deny) consult :meth:`~gateway.identity.roles.AccessPolicy.may_approve`.
+
+The approver also chooses what an approval covers (:func:`parse_scope`, one rule for the API and
+the console): ``once`` (the default), ``session`` or ``principal_tool`` for N minutes, at most
+``approvals.max_scope_minutes``; :func:`scope_text` says it in words for the console and the CLI.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from gateway.identity.roles import AccessPolicy
-from gateway.ports.records import PendingApproval
+from gateway.ports.records import APPROVAL_SCOPES, ApprovalScope, PendingApproval
 from gateway.ports.store import Store, StoreUnavailable
 from gateway.telemetry.audit import EventType
 
@@ -36,7 +40,8 @@ log = logging.getLogger("triplock.approvals")
 
 MAX_REASON = 2000
 AuditHook = Callable[..., Any]  # audit(event_type, **fields); may return an awaitable
-SessionHistory = Callable[[str], "list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]"]
+SessionHistory = Callable[[str, str], "list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]"]
+"""``history(session_id, principal)``: what the session (and its principal) did before a held call."""
 
 
 TOKEN_ROLES = frozenset({"approver"})
@@ -145,6 +150,8 @@ class ApprovalsUISettings:
     poll_seconds: float = 3.0
     # Which categories each approver's roles may decide (RoleConfig.approve patterns).
     access: AccessPolicy = field(default_factory=AccessPolicy)
+    # The longest a principal_tool approval may last (approvals.max_scope_minutes).
+    max_scope_minutes: int = 60
 
     def __post_init__(self) -> None:
         if not self.cookie_secret:
@@ -174,6 +181,7 @@ class ApprovalsUISettings:
             cookie_secret=secret,
             cookie_secure=console.startswith("https://"),
             access=access,
+            max_scope_minutes=cfg.max_scope_minutes,
         )
 
 
@@ -203,6 +211,79 @@ _MESSAGES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ScopeChoice:
+    """What the approver chose an approval to cover; ``minutes`` only for ``principal_tool``."""
+
+    scope: ApprovalScope = "once"
+    minutes: int | None = None
+
+    def until(self, now: float) -> float | None:
+        """When a ``principal_tool`` approval decided at ``now`` stops; None for the other scopes."""
+        return now + self.minutes * 60 if self.scope == "principal_tool" and self.minutes else None
+
+
+class ScopeError(ValueError):
+    """A scope choice that cannot be accepted; ``field`` names the input at fault (HTTP 400)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def parse_scope(scope: Any, minutes: Any, max_minutes: int, *, approve: bool = True) -> ScopeChoice:
+    """Check an approver's scope choice (JSON values or form strings); ScopeError names the bad field.
+
+    No scope means ``once``. ``minutes`` (a whole number from 1 to ``max_minutes``) belongs to
+    ``principal_tool`` and only to it. A denial has no scope: it is final for this call.
+    """
+    if scope in (None, ""):
+        scope = "once"
+    if not isinstance(scope, str) or scope not in APPROVAL_SCOPES:
+        raise ScopeError("scope", f"scope must be one of {', '.join(APPROVAL_SCOPES)}")
+    if not approve and scope != "once":
+        raise ScopeError("scope", "scope applies to an approval only; a denial is final for this call")
+    if scope != "principal_tool":
+        if minutes not in (None, ""):
+            raise ScopeError("minutes", "minutes applies to scope principal_tool only")
+        return ScopeChoice(cast(ApprovalScope, scope))  # checked against APPROVAL_SCOPES above
+    bad = f"minutes must be a whole number from 1 to {max_minutes} for scope principal_tool"
+    if isinstance(minutes, str) and minutes.strip().isdigit():
+        minutes = int(minutes.strip())
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= max_minutes:
+        raise ScopeError("minutes", bad)
+    return ScopeChoice("principal_tool", minutes)
+
+
+def scope_from_form(form: Mapping[str, str], approve: bool, max_minutes: int) -> ScopeChoice:
+    """The console form's choice: its scope radio and minutes belong to the approve button only
+    (a denial ignores them), and the minutes field only to ``principal_tool``."""
+    if not approve:
+        return ScopeChoice()
+    chosen = form.get("scope")
+    return parse_scope(chosen, form.get("minutes") if chosen == "principal_tool" else None, max_minutes)
+
+
+def scope_text(approval: PendingApproval) -> str:
+    """What an approval covers, in words, for approvers (the console, the CLI)."""
+    until = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(approval.scope_until or approval.expires_at))
+    tool = approval.exposed_name or f"{approval.upstream}/{approval.tool}"
+    if approval.scope == "session":
+        return f"this call with these arguments, repeatedly, in session {approval.session_id}, until {until}"
+    if approval.scope == "principal_tool":
+        return f"any call of {tool} by {approval.principal}, any arguments, until {until}"
+    return "this exact call, once (from any session of this principal)"
+
+
+async def standing_approvals(store: Store, access: AccessPolicy, approver: Approver,
+                             limit: int = 200) -> list[PendingApproval]:
+    """Approvals in force that cover more than one call (scope ``session`` or ``principal_tool``),
+    of the categories this approver may decide, newest first: what the console lists beside the held calls."""
+    now = time.time()
+    rows = await store.list_approvals(state="approved", limit=limit)
+    return [a for a in rows if a.scope != "once" and a.expires_at > now and may_decide(access, approver, a)]
+
+
 def may_decide(access: AccessPolicy, approver: Approver, approval: PendingApproval) -> bool:
     """Whether the approver's roles may decide calls of this approval's category (lists hide the rest)."""
     return access.may_approve(approver, approval.category)
@@ -217,12 +298,15 @@ def category_forbidden(approval: PendingApproval) -> DecisionResult:
 
 async def decide(store: Store, approval_id: str, approve: bool, approver: Approver, reason: str, *,
                  access: AccessPolicy | None = None, audit: AuditHook | None = None,
-                 notifier: Notifier | None = None, console_url: str = "") -> DecisionResult:
+                 notifier: Notifier | None = None, console_url: str = "",
+                 scope: ScopeChoice | None = None) -> DecisionResult:
     """Approve or deny through the store's atomic decide; audit and notify only the winner.
 
     The approver's roles must cover the call's category (``access``; the default roles when None).
     A category never changes once a call is held, so checking it before the atomic decide is sound.
+    ``scope`` is what an approval covers (checked by :func:`parse_scope`; default: this call once).
     """
+    scope = scope or ScopeChoice()
     access = access or AccessPolicy()
     try:
         current = await store.get_approval(approval_id)
@@ -231,7 +315,9 @@ async def decide(store: Store, approval_id: str, approve: bool, approver: Approv
             return DecisionResult(status, "not_found", message)
         if not may_decide(access, approver, current):
             return category_forbidden(current)
-        outcome = await store.decide(approval_id, approve, approver.name, reason, time.time())
+        now = time.time()
+        outcome = await store.decide(approval_id, approve, approver.name, reason, now,
+                                     scope=scope.scope if approve else "once", scope_until=scope.until(now))
     except StoreUnavailable:
         log.error("approval store unavailable while deciding %s", approval_id)
         return DecisionResult(503, "unavailable", "The approval store is unavailable; nothing was decided.")
@@ -242,11 +328,12 @@ async def decide(store: Store, approval_id: str, approve: bool, approver: Approv
     assert approval is not None  # a won decision always carries the record
     verb = "approved" if approve else "denied"
     if audit is not None:
+        scoped = {"scope": approval.scope, "scope_until": approval.scope_until} if approve else {}
         await call_audit(audit, EventType.APPROVAL_GRANTED if approve else EventType.APPROVAL_DENIED,
                          approval_id=approval.id, approver=approver.name, via=approver.via,
                          approver_roles=sorted(approver.roles), reason=reason,
                          principal=approval.principal, session_id=approval.session_id,
-                         upstream=approval.upstream, tool=approval.tool, args_hash=approval.args_hash)
+                         upstream=approval.upstream, tool=approval.tool, args_hash=approval.args_hash, **scoped)
     if notifier is not None:
         try:
             notifier.approval_decided(approval, console_url)

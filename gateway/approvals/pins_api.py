@@ -1,13 +1,15 @@
-"""Re-approving changed tool definitions over REST: ``/api/pins``.
+"""Approving new tools and re-approving changed tool definitions over REST: ``/api/pins``.
 
-``GET /api/pins`` lists every pin (who pinned it, when) and the tools withheld because their
-definition changed; ``GET /api/pins/review?upstream=U&tool=T`` shows one changed tool's pinned
+``GET /api/pins`` lists every pin (who pinned it, when), the tools withheld because their
+definition changed, and the ``new`` tools nobody reviewed yet (no pin, no first-use record);
+``GET /api/pins/review?upstream=U&tool=T`` shows one changed tool's pinned
 and current definitions and their unified diff; ``POST /api/pins/approve`` with
 ``{"upstream": U, "tool": T, "hash": H}`` re-pins it, where ``H`` is the current hash the
 review showed: a definition that changed again since is refused (409), so nobody approves a
 definition they did not see. Callers authenticate like MCP clients and need the ``pin`` action
 (:mod:`gateway.identity.roles`). Answers: 401/403 auth, 404 unknown, 409 nothing to approve or
-stale, 503 store down.
+stale, 503 store down. Approving a ``new`` tool (with the ``current_hash`` the listing showed)
+approves it once for everyone: its first use is recorded and its definition pinned.
 
 :class:`PinAdmins` answers the console's question "may this token's holder re-approve pins?".
 """
@@ -78,6 +80,7 @@ class PinsApi:
             return who
         try:
             records = await self.pins.store.list_pins()
+            new = await self.pins.new_tools()
         except StoreUnavailable:
             return _error(503, "unavailable", "The state store is unavailable.")
         changed = self.pins.changed()
@@ -86,6 +89,7 @@ class PinsApi:
             "pins": [{"upstream": p.upstream, "tool": p.tool, "hash": p.definition_hash, "pinned_by": p.pinned_by,
                       "pinned_at": p.pinned_at, "changed": (p.upstream, p.tool) in withheld} for p in records],
             "changed": [c.to_json() for c in changed],
+            "new": [n.to_json() for n in new],
         })
 
     async def review(self, request: Request) -> Response:
@@ -116,7 +120,7 @@ class PinsApi:
         if result.status != 200:
             return _error(result.status, result.code, result.message)
         return JSONResponse({"upstream": upstream, "tool": tool, "hash": digest, "pinned_by": who.id,
-                             "message": result.message})
+                             "first_use": result.code == "approved_new", "message": result.message})
 
     def routes(self) -> list[BaseRoute]:
         return [

@@ -10,8 +10,13 @@ arguments), so it is printed through :func:`gateway.approvals.visible_text.to_te
 characters (ESC: terminal escape sequences), bidi overrides and zero-width characters become
 ``⟨U+001B⟩`` markers, and look-alike host names are flagged with their punycode.
 
+``approve ID --scope once|session|principal_tool [--minutes N]`` chooses what the approval covers:
+this exact call once (the default), this call repeatedly in its session until the approval
+expires, or any call of this tool by this principal for N minutes (the gateway's maximum applies).
+
 Exit codes: 0 done; 1 the gateway refused (404 unknown, 409 already decided or expired,
-403 own call, 401 bad token); 2 usage or missing token; 3 gateway unreachable.
+403 own call, 400 a bad scope or minutes, 401 bad token); 2 usage or missing token; 3 gateway
+unreachable.
 """
 
 from __future__ import annotations
@@ -19,27 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from gateway.approvals.visible_text import to_terminal
+from gateway.cli.rest import CliError, common_options, reporting, send
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TOKEN_ENV = "TRIPLOCK_APPROVER_TOKEN"
 PRINCIPAL_TOKEN_ENV = "TRIPLOCK_TOKEN"  # the principal's own API key or JWT (also used by `triplock suspend`)
 STATES = ("pending", "approved", "denied", "expired", "executed")
-
-
-class CliError(Exception):
-    """A failure to report on stderr with an exit code."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+SCOPES = ("once", "session", "principal_tool")
 
 
 def _token(token_env: str) -> str:
@@ -54,25 +49,14 @@ def _token(token_env: str) -> str:
 
 
 def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
-    token = _token(args.token_env)
-    url = args.url.rstrip("/") + path
     try:
-        response = httpx.request(method, url, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=args.timeout, **kwargs)
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the gateway at {args.url}: {exc}", 3) from None
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if response.is_success:
-        return data
-    message = data.get("message") if isinstance(data, dict) else None
-    detail = f"HTTP {response.status_code}: {message or response.text.strip()[:200] or response.reason_phrase}"
-    if isinstance(data, dict) and isinstance(data.get("approval"), dict):
-        a = data["approval"]
-        detail += f" (state {a.get('state')}, decided by {a.get('decided_by') or '-'})"
-    raise CliError(to_terminal(detail), 1)
+        return send(args, method, path, _token(args.token_env), **kwargs)
+    except CliError as exc:
+        detail = str(exc)
+        if isinstance(exc.data, dict) and isinstance(exc.data.get("approval"), dict):
+            a = exc.data["approval"]
+            detail += f" (state {a.get('state')}, decided by {a.get('decided_by') or '-'})"
+        raise CliError(to_terminal(detail), exc.code) from None
 
 
 def _when(ts: Any) -> str:
@@ -95,9 +79,13 @@ def _print_approval(a: dict[str, Any]) -> None:
         ("rules", ", ".join(a.get("rule_ids") or []) or "-"), ("reasons", "; ".join(a.get("reasons") or []) or "-"),
         ("created", _when(a.get("created_at"))), ("expires", _when(a.get("expires_at"))),
     ]
+    if a.get("abandoned_at"):
+        fields.append(("abandoned", f"the agent stopped waiting at {_when(a.get('abandoned_at'))}"))
     if a.get("decided_by") or a.get("decided_at"):
         fields += [("decided by", a.get("decided_by")), ("decided", _when(a.get("decided_at"))),
                    ("reason", a.get("reason"))]
+    if a.get("state") in ("approved", "executed") or a.get("scope_until"):
+        fields.append(("scope", f"{a.get('scope') or 'once'} until {_when(a.get('scope_until'))}"))
     for key, value in fields:
         print(f"{key + ':':<12} {to_terminal(value) if value not in (None, '') else '-'}")
     print("arguments:")
@@ -120,7 +108,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not approvals:
         print("no approvals match")
         return 0
-    rows = [[a["id"], a["state"], a["principal"], a.get("exposed_name") or f"{a['upstream']}/{a['tool']}",
+    rows = [[a["id"], a["state"] + (" (abandoned)" if a.get("abandoned_at") else ""), a["principal"],
+             a.get("exposed_name") or f"{a['upstream']}/{a['tool']}",
              f"{a.get('legs_before') or '-'}>{a.get('legs_after') or '-'}", _when(a.get("created_at")),
              _when(a.get("expires_at"))] for a in approvals]
     print(_table(rows, ["ID", "STATE", "PRINCIPAL", "TOOL", "LEGS", "CREATED", "EXPIRES"]))
@@ -137,11 +126,23 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, verb: str) -> int:
-    data = _request(args, "POST", f"/api/approvals/{_quote(args.id)}/{verb}", json={"reason": args.reason or ""})
+    body: dict[str, Any] = {"reason": args.reason or ""}
+    if verb == "approve":
+        if args.minutes is not None and args.scope != "principal_tool":
+            raise CliError("--minutes goes with --scope principal_tool only", 2)
+        if args.scope == "principal_tool" and args.minutes is None:
+            raise CliError("--scope principal_tool needs --minutes N", 2)
+        body["scope"] = args.scope
+        if args.minutes is not None:
+            body["minutes"] = args.minutes
+    data = _request(args, "POST", f"/api/approvals/{_quote(args.id)}/{verb}", json=body)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        print(to_terminal(f"{data.get('state')}: {data.get('id')} by {data.get('decided_by')}"))
+        line = f"{data.get('state')}: {data.get('id')} by {data.get('decided_by')}"
+        if verb == "approve":
+            line += f", scope {data.get('scope')} until {_when(data.get('scope_until'))}"
+        print(to_terminal(line))
     return 0
 
 
@@ -158,28 +159,14 @@ def _quote(approval_id: str) -> str:
     return quote(approval_id, safe="")
 
 
-def _guard(func: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(func(args))
-        except CliError as exc:
-            print(f"triplock approvals: {exc}", file=sys.stderr)
-            return exc.code
-
-    run.__doc__ = func.__doc__
-    return run
+def _reporting(func: Any) -> Any:
+    return reporting("triplock approvals", func)
 
 
 def register(subparsers: Any) -> None:
     """Add ``approvals`` and its subcommands to the ``triplock`` parser."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get("TRIPLOCK_URL", DEFAULT_URL),
-                        help=f"gateway base URL (default {DEFAULT_URL}, or $TRIPLOCK_URL)")
-    common.add_argument("--token-env", default=DEFAULT_TOKEN_ENV,
-                        help=f"env var holding the approver token (default {DEFAULT_TOKEN_ENV}; when unset, "
-                             f"${PRINCIPAL_TOKEN_ENV}: your own API key or access token)")
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
-    common.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds")
+    common = common_options(DEFAULT_TOKEN_ENV, f"env var holding the approver token (default {DEFAULT_TOKEN_ENV}; "
+                                               f"when unset, ${PRINCIPAL_TOKEN_ENV}: your own API key or access token)")
 
     approvals = subparsers.add_parser("approvals", help="list and decide held calls")
     sub = approvals.add_subparsers(dest="approvals_command", required=True)
@@ -190,21 +177,26 @@ def register(subparsers: Any) -> None:
     ls.add_argument("--tool")
     ls.add_argument("--principal")
     ls.add_argument("--limit", type=int, default=100)
-    ls.set_defaults(func=_guard(_list_all_states))
+    ls.set_defaults(func=_reporting(_list_all_states))
 
     show = sub.add_parser("show", parents=[common], help="show one approval, arguments included")
     show.add_argument("id")
-    show.set_defaults(func=_guard(cmd_show))
+    show.set_defaults(func=_reporting(cmd_show))
 
-    approve = sub.add_parser("approve", parents=[common], help="approve one held call (runs once)")
+    approve = sub.add_parser("approve", parents=[common], help="approve one held call (by default: runs once)")
     approve.add_argument("id")
     approve.add_argument("--reason", "-r", default="", help="why (recorded in the audit log)")
-    approve.set_defaults(func=_guard(cmd_approve))
+    approve.add_argument("--scope", choices=SCOPES, default="once",
+                         help="what the approval covers: once (this exact call, once; default), session (this "
+                              "call repeatedly in its session until the approval expires), principal_tool (any "
+                              "call of this tool by this principal for --minutes)")
+    approve.add_argument("--minutes", type=int, help="how long a principal_tool approval lasts")
+    approve.set_defaults(func=_reporting(cmd_approve))
 
     deny = sub.add_parser("deny", parents=[common], help="deny one held call")
     deny.add_argument("id")
     deny.add_argument("--reason", "-r", required=True, help="why (shown to the agent)")
-    deny.set_defaults(func=_guard(cmd_deny))
+    deny.set_defaults(func=_reporting(cmd_deny))
 
 
 def _list_all_states(args: argparse.Namespace) -> int:

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Its own options are parsed by the demo server (see main()).
     sub.add_parser("demo-upstream", help="run the bundled demo MCP server (--transport stdio|http)")
 
-    from gateway.cli import approvals, audit, codex_config, keys, pins, policy
+    from gateway.cli import approvals, audit, codex_config, keys, pins, policy, state
 
     policy.register(sub)
     approvals.register(sub)
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(sub)
     codex_config.register(sub)
     pins.register(sub)
+    state.register(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""``triplock pins list|diff|approve``: review and re-approve tool definitions that changed.
+"""``triplock pins list|new|diff|approve``: review new tools and tool definitions that changed.
 
 Talks to a running gateway's ``/api/pins`` with the token of a principal holding the ``pin``
 action (an ``agents-admin`` API key, say), read from an environment variable (``--token-env``,
@@ -6,7 +6,9 @@ default ``TRIPLOCK_TOKEN``), never from the command line.
 
 ``diff`` prints the unified diff between the pinned and the current definition and the current
 hash; ``approve`` needs that hash (``--hash``), so what is approved is exactly what was reviewed:
-a definition that changed again in between is refused.
+a definition that changed again in between is refused. ``new`` lists the tools nobody reviewed
+yet (no pin, no first-use record) with their current hash; ``approve`` on one of them approves it
+once for everyone (its first use is recorded and that definition pinned).
 
 Exit codes: 0 done; 1 the gateway refused (404 unknown, 409 nothing to approve or stale hash,
 401/403 token); 2 usage or missing token; 3 gateway unreachable.
@@ -16,45 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from typing import Any
 
-import httpx
-
-DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_TOKEN_ENV = "TRIPLOCK_TOKEN"
-
-
-class CliError(Exception):
-    """A failure to report on stderr with an exit code."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+from gateway.cli.rest import common_options, reporting, request
 
 
 def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
-    token = os.environ.get(args.token_env, "").strip()
-    if not token:
-        raise CliError(f"set ${args.token_env} to the token of a principal with the 'pin' action "
-                       "(or choose another variable with --token-env)", 2)
-    try:
-        response = httpx.request(method, args.url.rstrip("/") + path, timeout=args.timeout,
-                                 headers={"Authorization": f"Bearer {token}"}, **kwargs)
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the gateway at {args.url}: {exc}", 3) from None
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if response.is_success:
-        return data
-    detail = None
-    if isinstance(data, dict):
-        detail = data.get("message") or data.get("error_description") or data.get("error")
-    raise CliError(f"HTTP {response.status_code}: {detail or response.text.strip()[:200]}", 1)
+    return request(args, method, path, "the 'pin' action (an agents-admin API key, say)", **kwargs)
 
 
 def _when(ts: Any) -> str:
@@ -83,6 +54,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    """The tools nobody reviewed yet, with the hash ``approve`` needs."""
+    data = _request(args, "GET", "/api/pins")
+    new = data.get("new", [])
+    if args.json:
+        print(json.dumps(new, indent=2))
+        return 0
+    if not new:
+        print("no new tool waits for review")
+        return 0
+    print("new tools, not reviewed yet (their first use may be held until approved):")
+    for n in new:
+        description = str((n.get("current_definition") or {}).get("description", ""))
+        print(f"  {n['exposed']}  ({n['effect']}; upstream {n['upstream']}, tool {n['tool']})")
+        # The description is the upstream's text: shown, never interpreted (ASCII-escaped, one line).
+        print(f"    description: {description.encode('ascii', 'backslashreplace').decode()[:200]!r}")
+        print(f"    to approve: triplock pins approve {n['upstream']} {n['tool']} --hash {n['current_hash']}")
+    return 0
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     """The unified diff of one changed tool, and the hash ``approve`` needs."""
     data = _request(args, "GET", "/api/pins/review", params={"upstream": args.upstream, "tool": args.tool})
@@ -103,7 +94,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    """Re-pin one changed tool to the definition with ``--hash`` (as ``diff`` showed it)."""
+    """Re-pin one changed tool, or approve a new one, with the definition ``--hash`` names (as ``diff``
+    or ``new`` showed it)."""
     data = _request(args, "POST", "/api/pins/approve",
                     json={"upstream": args.upstream, "tool": args.tool, "hash": args.hash})
     if args.json:
@@ -114,38 +106,28 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def _guard(func: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(func(args))
-        except CliError as exc:
-            print(f"triplock pins: {exc}", file=sys.stderr)
-            return exc.code
-
-    run.__doc__ = func.__doc__
-    return run
+    return reporting("triplock pins", func)
 
 
 def register(subparsers: Any) -> None:
     """Add ``pins`` and its subcommands to the ``triplock`` parser."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get("TRIPLOCK_URL", DEFAULT_URL),
-                        help=f"gateway base URL (default {DEFAULT_URL}, or $TRIPLOCK_URL)")
-    common.add_argument("--token-env", default=DEFAULT_TOKEN_ENV,
-                        help=f"env var holding your token (default {DEFAULT_TOKEN_ENV})")
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
-    common.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds")
+    common = common_options()
 
     pins = subparsers.add_parser("pins", help="review and re-approve changed tool definitions")
     sub = pins.add_subparsers(dest="pins_command", required=True)
 
     ls = sub.add_parser("list", parents=[common], help="list pins and the tools whose definition changed")
     ls.set_defaults(func=_guard(cmd_list))
+    new = sub.add_parser("new", parents=[common], help="list the tools nobody reviewed yet")
+    new.set_defaults(func=_guard(cmd_new))
 
     for name, func, text in (("diff", cmd_diff, "show what changed in one tool's definition"),
-                             ("approve", cmd_approve, "approve one tool's new definition (re-pin it)")):
+                             ("approve", cmd_approve, "approve a new tool for everyone, or a changed "
+                                                      "tool's new definition (re-pin it)")):
         p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("upstream", help="the upstream's configured name")
         p.add_argument("tool", help="the tool's name at its upstream (without the prefix)")
         if name == "approve":
-            p.add_argument("--hash", required=True, help="the current hash, as `triplock pins diff` printed it")
+            p.add_argument("--hash", required=True,
+                           help="the current hash, as `triplock pins diff` or `triplock pins new` printed it")
         p.set_defaults(func=_guard(func))

@@ -6,11 +6,25 @@ and gets back either None (approved: run it now, once) or the answer to send.
 Clients time out (Codex: 60 s per tool call) and cannot resume a call, so a hold
 waits up to ``hold_wait`` sending progress notifications when the client gave a
 progress token; if nobody decided by then the agent gets a tool error naming the
-approval, and the identical call repeated after approval runs exactly once.
+approval, and the identical call repeated after approval runs exactly once, from
+any MCP session of the same principal (``codex exec`` opens a new one per run).
+
+An approver may choose a broader scope (:mod:`gateway.ports.records`): ``session`` lets the
+identical call repeat in the session it came from, ``principal_tool`` lets the principal call the
+tool with any arguments for some minutes. Such an approval is not consumed; each call it lets
+through carries its id in the audit record (``approval_id``) with outcome ``approved``.
+
+A client that cancels a held call (``notifications/cancelled``, or ``tasks/cancel``) cancels the
+request's task while it waits here: the approval is then stamped ``abandoned_at`` and audited as
+``triplock.approval.abandoned``, on a task of its own so the cancellation is never delayed. It
+stays decidable, since approving and repeating the call is the documented flow.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +35,12 @@ from gateway.guard.record import CallRecord
 from gateway.ports.store import PendingApproval, Store, StoreUnavailable, args_hash
 from policy import Decision, ToolCall
 
-__all__ = ["Approvals", "HoldSettings", "args_hash"]
+__all__ = ["APPROVAL_ABANDONED", "Approvals", "HoldSettings", "args_hash"]
+
+log = logging.getLogger("triplock.approvals")
+
+APPROVAL_ABANDONED = "triplock.approval.abandoned"
+ABANDON_TIMEOUT = 10.0  # seconds the background stamp may take before it is given up (logged)
 
 
 @dataclass(frozen=True)
@@ -37,11 +56,17 @@ class Approvals:
     """The approval workflow on top of the store."""
 
     def __init__(
-        self, store: Store, settings: HoldSettings, on_created: Callable[[PendingApproval], None] | None = None
+        self,
+        store: Store,
+        settings: HoldSettings,
+        on_created: Callable[[PendingApproval], None] | None = None,
+        audit: Callable[..., Any] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.on_created = on_created  # notify approvers; must not block
+        self.audit = audit  # audit(event_type, **fields), sync or async: the abandoned-hold event
+        self._stamping: set[asyncio.Task[None]] = set()  # abandon stamps in flight (kept referenced)
 
     async def request(
         self, call: ToolCall, exposed: str, decision: Decision, digest: str, now: float | None = None
@@ -84,14 +109,27 @@ class Approvals:
             approved = await store.find_approved(
                 call.principal, call.session_id, call.upstream, call.tool, digest, decision.policy_revision, now
             )
-            if approved is not None and await store.consume(approved.id):
+            # A broader scope is not used up; `once` is, atomically (a racing repeat gets held anew).
+            if approved is not None and (approved.scope != "once" or await store.consume(approved.id)):
                 record.approval, record.outcome = approved, "approved"
                 return None
             approval = record.approval = await self.request(call, record.exposed, decision, digest, now)
             record.outcome = "held"
-            decided = await self._ask_end_user(record, approval)
-            if decided is None:
-                decided = await self._wait(record, approval)
+            try:
+                decided = await self._ask_end_user(record, approval)
+                if decided is None:
+                    decided = await self._wait(record, approval)
+            except asyncio.CancelledError:
+                self._abandoned(approval)
+                raise
+            if decided is not None and decided.state == "approved" and not decided.covers(
+                call.principal, call.session_id, call.upstream, call.tool, digest
+            ):
+                # Approved for another session only (this call reused that session's pending approval):
+                # not this call's to run. It is held anew, as its own approval.
+                record.approval = await self.request(call, record.exposed, decision, digest, time.time())
+                record.outcome = "pending"
+                return self.pending_result(record.approval)
         except StoreUnavailable:
             record.outcome = "denied"
             return tool_error("Refused: the approval store became unavailable while holding this call (fail closed).")
@@ -102,11 +140,43 @@ class Approvals:
         if decided.state == "approved" and suspended(call):
             record.outcome = "denied"
             return tool_error("Refused: the caller was suspended while this call waited for approval.")
-        if decided.state == "approved" and await store.consume(decided.id):
+        if decided.state == "approved" and (decided.scope != "once" or await store.consume(decided.id)):
             record.outcome = "approved"
             return None
         record.outcome = "denied"
         return self.denied_result(decided)
+
+    def _abandoned(self, approval: PendingApproval) -> None:
+        """The waiting client went away: stamp and audit the approval on a task of its own.
+
+        Called while the request's task is being cancelled, so nothing here may await: the stamp
+        runs shielded from that cancellation, best effort (a store that is down just logs).
+        """
+        task = asyncio.get_running_loop().create_task(self._stamp_abandoned(approval), name="triplock-abandon")
+        self._stamping.add(task)
+        task.add_done_callback(self._stamping.discard)
+
+    async def _stamp_abandoned(self, approval: PendingApproval) -> None:
+        try:
+            stamped = await asyncio.wait_for(self.store.mark_abandoned(approval.id, time.time()), ABANDON_TIMEOUT)
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("could not mark approval %s abandoned: %s", approval.id, exc)
+            return
+        except Exception:  # best effort: a bug here must not surface as an unretrieved task error
+            log.exception("could not mark approval %s abandoned", approval.id)
+            return
+        if stamped is None or self.audit is None:
+            return  # decided meanwhile, or already stamped by an earlier waiter: audited once
+        try:
+            result = self.audit(
+                APPROVAL_ABANDONED, approval_id=stamped.id, principal=stamped.principal, session=stamped.session_id,
+                upstream=stamped.upstream, tool=stamped.tool, args_hash=stamped.args_hash,
+                policy_revision=stamped.policy_revision, abandoned_at=stamped.abandoned_at,
+            )
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # the stamp stands; a failing audit hook is logged, never raised into nothing
+            log.exception("audit hook failed for %s", APPROVAL_ABANDONED)
 
     async def _ask_end_user(self, record: CallRecord, approval: PendingApproval) -> PendingApproval | None:
         """For categories the agent's own user decides: ask through elicitation on this call's stream."""

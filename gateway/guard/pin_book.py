@@ -11,10 +11,17 @@ memory: loaded before each upstream listing is turned into a catalog (``on_listi
 second by the app's watcher (so a re-pin taken through another gateway process shows here too).
 Definitions are saved in the store by hash as the catalog first sees them, so a pin set by any
 process can later be shown next to the current definition.
+
+A tool nobody has reviewed yet (no pin, no first-use record) is *new*: an admin can approve it
+once for everyone (:meth:`PinBook.approve` on a new tool), which records its first use (scope
+``tool``: the key ``UPSTREAM__TOOL``) and pins the definition the admin saw, so no agent's first
+call of it waits for a human. Under ``first_use.scope: principal_tool`` each principal's first
+call is still held (that scope asks for it); the approval pins the definition all the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -32,6 +39,7 @@ log = logging.getLogger("triplock.pins")
 Repin = Callable[[str, str, str, str], Awaitable[None]]
 """``repin(upstream, tool, definition_hash, by)``: the guard's write-through ``set_pin``."""
 Audit = Callable[..., Any]
+_REVIEW_LEGS = "legs:pins-review"  # a legs key nothing writes: new_tools reads first use and pins only
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,22 @@ class ChangedTool:
     def to_json(self) -> dict[str, Any]:
         return {"upstream": self.upstream, "tool": self.tool, "exposed": self.exposed,
                 "pinned_hash": self.pinned_hash, "current_hash": self.current_hash}
+
+
+@dataclass(frozen=True, slots=True)
+class NewTool:
+    """A listed tool with no pin and no first-use record: nobody has reviewed it yet."""
+
+    upstream: str
+    tool: str
+    exposed: str
+    effect: str  # read, write or destructive, as the policy classifies it
+    current_hash: str
+    definition: dict[str, Any]  # as the upstream lists it: untrusted text
+
+    def to_json(self) -> dict[str, Any]:
+        return {"upstream": self.upstream, "tool": self.tool, "exposed": self.exposed, "effect": self.effect,
+                "current_hash": self.current_hash, "current_definition": self.definition}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +92,7 @@ class ApproveResult:
     """The outcome of one approval attempt, in HTTP terms (200, 404, 409, 503)."""
 
     status: int
-    code: str  # approved, not_found, not_changed, stale, unavailable
+    code: str  # approved, approved_new, not_found, not_changed, stale, unavailable
     message: str
 
 
@@ -188,11 +212,36 @@ class PinBook:
         old = ToolDefinition.from_mcp(pinned) if pinned is not None else ToolDefinition(name=changed.tool)
         return PinReview(changed, pinned, pin_diff(old, ToolDefinition.from_mcp(changed.definition)))
 
+    async def new_tools(self) -> list[NewTool]:
+        """Listed tools with no pin and no first-use record (scope ``tool``), by exposed name.
+
+        One store read per unpinned tool, concurrently. Raises StoreUnavailable.
+        """
+        candidates = [e for e in self._entries() if e.listed and (e.upstream, e.name) not in self.pins]
+        states = await asyncio.gather(*(
+            self.store.call_state(_REVIEW_LEGS, f"{e.upstream}__{e.name}", e.upstream, e.name) for e in candidates
+        ))
+        out = []
+        for entry, state in zip(candidates, states, strict=True):
+            if state.tool_used_before or state.pinned_hash is not None:
+                continue
+            try:
+                profile = self.policy.profile(entry.upstream, entry.definition)
+            except (PolicyError, ValueError, TypeError):
+                continue  # unclassifiable: the policy hides it, so it is not in the catalog anyway
+            out.append(NewTool(entry.upstream, entry.name, entry.exposed, profile.effect.value,
+                               profile.definition_hash, entry.definition))
+        return sorted(out, key=lambda n: n.exposed)
+
     async def approve(self, upstream: str, tool: str, expected_hash: str, by: str) -> ApproveResult:
-        """Re-pin ``tool`` to its current definition, if that is the one the admin reviewed."""
+        """Re-pin ``tool`` to its current definition, if that is the one the admin reviewed; a tool
+        with no pin yet is approved as new (:meth:`approve_new`)."""
         changed = self.find(upstream, tool)
         if changed is None:
-            if any((e.upstream, e.name) == (upstream, tool) for e in self._entries()):
+            entry = next((e for e in self._entries() if (e.upstream, e.name) == (upstream, tool)), None)
+            if entry is not None and entry.listed and (upstream, tool) not in self.pins:
+                return await self.approve_new(upstream, tool, entry.definition, expected_hash, by)
+            if entry is not None:
                 return ApproveResult(409, "not_changed", "This tool's definition matches its pin; nothing to approve.")
             return ApproveResult(404, "not_found", "No such tool in the catalog (is its upstream up?).")
         if changed.current_hash != expected_hash:
@@ -213,6 +262,36 @@ class PinBook:
                 log.exception("audit of a re-pin failed")
         await self._rebuild()  # listed again; clients hear list_changed
         return ApproveResult(200, "approved", f"Approved by {by}: {changed.exposed} is listed and callable again.")
+
+    async def approve_new(
+        self, upstream: str, tool: str, definition: dict[str, Any], expected_hash: str, by: str
+    ) -> ApproveResult:
+        """Approve a tool nobody reviewed, for everyone: record its first use and pin the reviewed definition."""
+        current = self._hash(upstream, definition)
+        if current is None:
+            return ApproveResult(404, "not_found", "No such tool in the catalog (is its upstream up?).")
+        if current != expected_hash:
+            return ApproveResult(409, "stale", "The definition is not the one you reviewed; review it again "
+                                               f"(current hash {current}).")
+        try:
+            if current not in self._saved:  # so a later change can be shown as a diff against it
+                await self.store.save_definitions({current: definition})
+                self._saved.add(current)
+            await self.store.mark_used(f"{upstream}__{tool}")
+            await self._repin(upstream, tool, current, by)
+        except StoreUnavailable:
+            return ApproveResult(503, "unavailable", "The state store is unavailable; nothing was approved.")
+        self.pins[(upstream, tool)] = current
+        log.warning("new tool %r of upstream %r approved for everyone by %s and pinned: %s", tool, upstream, by,
+                    current)
+        if self.audit is not None:
+            try:
+                self.audit(EventType.PIN_UPDATED, upstream=upstream, tool=tool, by=by, first_use=True,
+                           definition_hash=current)
+            except Exception:
+                log.exception("audit of a new tool's approval failed")
+        return ApproveResult(200, "approved_new", f"Approved by {by}: tool {tool!r} of {upstream!r} is approved for "
+                                                  "everyone and its definition is pinned.")
 
     def _hash(self, upstream: str, definition: dict[str, Any]) -> str | None:
         try:

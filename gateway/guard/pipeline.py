@@ -25,6 +25,7 @@ from typing import Any
 
 from gateway.guard.answers import HELD_FOR_APPROVAL, refuse, tool_error
 from gateway.guard.hold import Approvals
+from gateway.guard.memory import MemoryKeys, SessionMemory, lacks, with_legs
 from gateway.guard.policy_runtime import PolicyRuntime
 from gateway.guard.record import CallObserver, CallRecord
 from gateway.guard.state_cache import CallStateCache
@@ -32,10 +33,11 @@ from gateway.guard.target import LEARNS_FROM_RESULT, Target
 from gateway.identity.roles import AccessPolicy
 from gateway.mcp.context import RequestContext
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, ProtocolError
-from gateway.ports.store import Store, StoreUnavailable
+from gateway.ports.store import CallStateRecord, Store, StoreUnavailable
 from gateway.ports.upstream import UpstreamError
 from policy import CallState, Decision, Leg, ToolCall, ToolProfile
 from policy.models import NO_LEGS, Effect
+from policy.provenance import untrusted_values
 
 log = logging.getLogger("triplock.guard")
 
@@ -48,6 +50,9 @@ _CANNOT_HOLD = (
     "Refused: this call needs a human's approval and the approval store is unavailable, so it cannot be "
     "held (failing closed). Try again later."
 )
+
+
+_NOTHING_KNOWN = CallStateRecord()
 
 
 def _legs_of(names: frozenset[str]) -> frozenset[Leg]:
@@ -76,10 +81,9 @@ class GuardedPath:
         self.access = access
         self.policy = policy
         self.store = store
-        # legs are cached only when scoped to a session, and only while the store says nothing changed
-        self.state = CallStateCache(
-            store, cache_legs=policy.policy.legs_scope == "session", on_write_failed=on_state_write_failed
-        )
+        # legs are cached only while the store says nothing changed (a principal's, a second at most)
+        self.state = CallStateCache(store, cache_legs=True, on_write_failed=on_state_write_failed)
+        self.memory = SessionMemory(store, self.state)
         self.approvals = approvals
         self.observers = observers or []
         # What the answer waits for once the observers recorded the call (durable audit: its record written).
@@ -142,6 +146,37 @@ class GuardedPath:
             raise ProtocolError(-32002, f"Resource not found: {target.exposed}", {"uri": target.exposed})
         raise ProtocolError(INVALID_PARAMS, f"{_NOT_FOUND[target.kind]}: {target.exposed}")
 
+    async def refuse_unlisted(
+        self, ctx: RequestContext, msg: dict[str, Any], kind: str, exposed: str, hidden: Target | None
+    ) -> None:
+        """Record (audit, metrics) the refusal of a name outside the caller's catalog; the router answers it as
+        unknown. ``hidden``: what action control hides behind the name (rule ids ``action_control.hidden`` and the
+        policy's denying findings); None: nothing serves it (``catalog.unknown_<kind>``, upstream ``""``)."""
+        args = (msg.get("params") or {}).get("arguments")
+        up, name = (hidden.upstream, hidden.name) if hidden is not None else ("", exposed)
+        call = ToolCall(ctx.principal, ctx.agent, ctx.groups, ctx.session_key, up, name,
+                        args if isinstance(args, dict) else {})
+        record = CallRecord(ctx, exposed, call, method=str(msg.get("method", "")))
+        why = [(0, f"catalog.unknown_{kind}", f"no {kind} by that name in the catalog")]
+        if hidden is not None:
+            why = [(0, "action_control.hidden", f"action control hides this {kind} of {up!r}")]
+            try:  # hidden means its strongest static finding is a deny: those say why
+                plan = self._classify(hidden).plan
+                why += [f for f in plan.static if f[0] == plan.static_top]
+            except Exception:  # unclassifiable, which is why the catalog hid it: the hidden id alone says so
+                pass
+        record.decision = Decision("deny", NO_LEGS, NO_LEGS, None, tuple(f[1] for f in why),
+                                   tuple(f[2] for f in why), self.policy.revision, "enforce", False, False, False)
+        record.outcome = "denied"
+        try:
+            for obs in self.observers:
+                obs.decided(record)
+        finally:
+            for obs in self.observers:
+                obs.finished(record)
+            if self.after_record is not None:
+                await self.after_record(record)
+
     # -- classify, state, decide ----------------------------------------------------------------
     def _classify(self, target: Target) -> ToolProfile:
         runtime = self.policy
@@ -156,14 +191,24 @@ class GuardedPath:
         policy = self.policy.policy
         call = record.call
         profile = record.profile = self._classify(target)
-        legs_key = self._legs_key(call)
+        session = record.ctx.session
+        keys = SessionMemory.keys(policy, call.principal, session.id if session is not None else None)
         first_use_key = self._first_use_key(call)
         store_ok = True
+        st = _NOTHING_KNOWN
         try:
-            # an E leg or a write always asks the store: the calls a down store must refuse notice it at once
-            fresh = Leg.E in profile.legs or profile.effect is not Effect.READ
-            st = await self.state.call_state(legs_key, first_use_key, call.upstream, call.tool, fresh)
-            state = CallState(_legs_of(st.legs), st.tool_used_before, st.pinned_hash, self.store.suspended(), True)
+            # A call that acts on the world (E or a write) always asks the store (a down store is noticed at
+            # once) and reads the session's memory: the untrusted values it must not carry, the legs' sources.
+            acts = Leg.E in profile.legs or profile.effect is not Effect.READ
+            st = await self.state.call_state(keys.legs, first_use_key, call.upstream, call.tool, acts, keys.principal)
+            legs = _legs_of(st.legs | st.principal_legs if st.principal_legs else st.legs)
+            if acts:
+                recall = await self.memory.recall(keys)
+                state = CallState(
+                    legs, st.tool_used_before, st.pinned_hash, self.store.suspended(), True, *recall
+                )
+            else:
+                state = CallState(legs, st.tool_used_before, st.pinned_hash, self.store.suspended(), True)
         except StoreUnavailable as exc:
             log.error("state store unavailable (%s): failing closed for writes and holds", exc)
             store_ok = False
@@ -192,18 +237,17 @@ class GuardedPath:
         else:
             record.outcome = "allowed"
         learns = store_ok and target.method in LEARNS_FROM_RESULT
-        recorded = state.session_legs
         record.legs_after = decision.legs_after
-        if learns and decision.legs_after != recorded:
+        if learns and lacks(keys, st, decision.legs_after):
             # The call's own legs count from the moment it is sent, so they are recorded before it is:
             # an upstream error, a cancellation or a crash once the upstream acted cannot lose them.
-            if await self._add_legs(legs_key, decision.legs_after):
-                recorded = decision.legs_after
+            if await self._remember_legs(keys, st, decision.legs_after, record.exposed):
+                st = with_legs(st, decision.legs_after)
             elif (refusal := self._refuse_store_down(record, target)) is not None:
                 return refusal
         result, from_upstream = await self._forward(record, target, msg)
         if learns and from_upstream:
-            await self._learn(record, state, recorded, result, legs_key, first_use_key, target.kind == "tool")
+            await self._learn(record, state, st, keys, result, first_use_key, target.kind == "tool")
         return result
 
     def _refuse_store_down(self, record: CallRecord, target: Target) -> dict[str, Any] | None:
@@ -260,28 +304,32 @@ class GuardedPath:
         self,
         record: CallRecord,
         state: CallState,
-        recorded: frozenset[Leg],
+        st: CallStateRecord,
+        keys: MemoryKeys,
         result: dict[str, Any],
-        legs_key: str,
         first_use_key: str,
         is_tool: bool,
     ) -> None:
         """Write back what the upstream's result taught: the legs its content adds (an ``isError``
-        result too: its text may carry injected instructions), and for a tool that ran without
-        error, its first use and pin. ``recorded``: the legs already written for this call."""
+        result too: its text may carry injected instructions), the values an untrusted result
+        brought in, and for a tool that ran without error, its first use and pin. ``st``: the legs
+        each key holds now."""
         policy = self.policy.policy
         decision, profile = record.decision, record.profile
         assert decision is not None and profile is not None
-        legs = decision.legs_after | policy.inspect_result(
-            profile, result, record.call.arguments, known=decision.legs_after
-        )
+        added = policy.inspect_result(profile, result, record.call.arguments, known=decision.legs_after)
+        legs = decision.legs_after | added
         record.legs_after = legs
         if not self.store.health.ok:  # it refused this call's legs just now: keep them in memory, write nothing
-            self.state.note_legs(legs_key, frozenset(str(x) for x in legs))
+            self.memory.note_legs(policy, keys, legs)
             return
         writes: list[Awaitable[Any]] = []
-        if legs != recorded:
-            writes.append(self._add_legs(legs_key, legs))
+        if lacks(keys, st, legs):
+            writes.append(self.memory.remember_legs(policy, keys, st, legs, record.exposed))
+        if Leg.U in decision.call_legs or Leg.U in added:
+            values, saturated = untrusted_values(result, record.call.arguments, profile.plan.url_allowlist)
+            if values or saturated:
+                writes.append(self.memory.remember_values(policy, keys, values, saturated, record.exposed))
         if is_tool and not record.is_error and not state.tool_used_before:
             writes.append(self.state.mark_used(first_use_key))
         if is_tool and not record.is_error and state.pinned_hash is None:
@@ -293,27 +341,22 @@ class GuardedPath:
                 # shielded: the upstream acted, so a cancelled request still records what it taught
                 await asyncio.shield(asyncio.gather(*writes))
             except StoreUnavailable as exc:
-                log.error("could not record first use or pin after a call (the store counts as down): %s", exc)
+                log.error("could not record what a call taught (the store counts as down): %s", exc)
 
-    async def _add_legs(self, legs_key: str, legs: frozenset[Leg]) -> bool:
-        """Record legs for the session (or principal); False, logged and counted, if the store refused."""
-        policy = self.policy.policy
-        ttl = float(policy.legs_window_seconds) if policy.legs_scope == "principal" else None
+    async def _remember_legs(self, keys: MemoryKeys, st: CallStateRecord, legs: frozenset[Leg], source: str) -> bool:
+        """Record a call's legs; False, logged and counted, if the store refused."""
         try:
-            await asyncio.shield(self.state.add_legs(legs_key, frozenset(str(x) for x in legs), ttl))
+            await self.memory.remember_legs(self.policy.policy, keys, st, legs, source)
         except StoreUnavailable as exc:
             log.error("could not record a call's legs (the store counts as down until it answers): %s", exc)
             return False
         return True
 
     async def forget_session(self, session_id: str) -> None:
-        """A session ended: its legs go, from memory and the store (else every closed session leaves a key)."""
-        if self.policy.policy.legs_scope != "session":
-            return  # principal-scoped legs outlive sessions by design
-        legs_key = f"legs:session:{session_id}"
-        self.state.forget_session(legs_key)
+        """A session ended: its legs and memory go, from this process and the store (else every
+        closed session leaves keys behind); the principal's window stays."""
         try:
-            await self.store.drop_legs(legs_key)
+            await self.memory.forget_session(session_id)
         except StoreUnavailable as exc:
             log.warning("legs of session %s not dropped from the store: %s", session_id[:8], exc)
 
@@ -323,11 +366,6 @@ class GuardedPath:
         return f"principal:{call.principal}" in suspended or (
             call.agent is not None and f"agent:{call.agent}" in suspended
         )
-
-    def _legs_key(self, call: ToolCall) -> str:
-        if self.policy.policy.legs_scope == "principal":
-            return f"legs:principal:{call.principal}"
-        return f"legs:session:{call.session_id}"
 
     def _first_use_key(self, call: ToolCall) -> str:
         if self.policy.policy.first_use_scope == "principal_tool":

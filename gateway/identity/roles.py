@@ -43,6 +43,8 @@ ACTIONS = frozenset(
         "list_approvals",
         "read_audit",
         "manage_keys",
+        "show_state",  # see what the gateway remembers of a principal or session (legs, untrusted values)
+        "clear_state",  # make the gateway forget it
     }
 )
 
@@ -52,10 +54,11 @@ DEFAULT_ROLES: dict[str, RoleConfig] = {
     "agents-admin": RoleConfig(
         call=("*",),
         actions=("suspend", "resume", "list_suspensions", "pin", "reload_policy", "explain_policy",
-                 "list_approvals", "read_audit", "manage_keys"),
+                 "list_approvals", "read_audit", "manage_keys", "show_state", "clear_state"),
     ),
     "approver": RoleConfig(approve=("*",), actions=("list_approvals",)),
-    "auditor": RoleConfig(actions=("read_audit", "list_suspensions", "list_approvals", "explain_policy")),
+    "auditor": RoleConfig(actions=("read_audit", "list_suspensions", "list_approvals", "explain_policy",
+                                   "show_state")),
 }
 
 

@@ -71,6 +71,18 @@ def _holds_of(target: str, approval: PendingApproval) -> bool:
     return f"{approval.upstream}__{approval.tool}" == ident
 
 
+async def authorized(request: Request, authenticator: Authenticator, access: AccessPolicy,
+                     action: str) -> Principal | Response:
+    """The caller of an admin REST request if its roles grant ``action``, else the answer to send
+    (401 with the authenticator's challenge, or 403 naming the action)."""
+    who = await authenticator.authenticate({k.lower(): v for k, v in request.headers.items()})
+    if isinstance(who, AuthFailure):
+        return JSONResponse(who.body, status_code=who.status, headers=dict(who.headers))
+    if not access.may(who, action):
+        return _error(403, "forbidden", f"principal {who.id!r} may not {action.replace('_', ' ')}")
+    return who
+
+
 class SuspensionApi:
     """Handlers for the three routes; build with :func:`routes`."""
 
@@ -83,13 +95,7 @@ class SuspensionApi:
         self._clock = clock
 
     async def _caller(self, request: Request, action: str) -> Principal | Response:
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        who = await self.authenticator.authenticate(headers)
-        if isinstance(who, AuthFailure):
-            return JSONResponse(who.body, status_code=who.status, headers=dict(who.headers))
-        if not self.access.may(who, action):
-            return _error(403, "forbidden", f"principal {who.id!r} may not {action.replace('_', ' ')}")
-        return who
+        return await authorized(request, self.authenticator, self.access, action)
 
     async def _record(self, event_type: str, **fields: Any) -> None:
         if self.audit is None:

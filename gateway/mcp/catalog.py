@@ -18,6 +18,10 @@ reports it (error log, audit record, ``/readyz``).
 A tool whose definition changed since it was pinned is *withheld*: still routable (so a
 call gets the policy's ``pin.changed`` denial, audited) but not listed, so its new
 description, the rug pull's injection vector, reaches no agent until an admin re-approves.
+
+A tool the policy's view hides (action control) is neither listed nor routable; it is kept in
+``hidden_tools`` only so that a call naming it is audited with the policy's reason, while the
+caller gets the same "Unknown tool" as for a name nothing serves.
 """
 
 from __future__ import annotations
@@ -110,6 +114,9 @@ class Catalog:
         """
         self.tools: dict[str, CatalogEntry] = {}
         self.prompts: dict[str, CatalogEntry] = {}
+        # Tools the policy's view hides (action control): not routable, but a call naming one is
+        # refused with the policy's reason in the audit log (the caller is told only "Unknown tool").
+        self.hidden_tools: dict[str, CatalogEntry] = {}
         self.collisions: list[Collision] = []
         owners = dict(namespaces) if namespaces is not None else {u: p for u, p, _ in listings}
         self._reserved = {prefix + SEPARATOR: up for up, prefix in owners.items() if prefix}
@@ -118,8 +125,9 @@ class Catalog:
         self._resources: list[dict[str, Any]] = []
         self._template_defs: list[dict[str, Any]] = []
         self.template_owner: dict[str, str] = {}
-        self._add("tool", self.tools, [(u, p, li.tools) for u, p, li in listings], tool_view, withhold)
-        self._add("prompt", self.prompts, [(u, p, li.prompts) for u, p, li in listings], None, None)
+        self._add("tool", self.tools, [(u, p, li.tools) for u, p, li in listings], tool_view, withhold,
+                  self.hidden_tools)
+        self._add("prompt", self.prompts, [(u, p, li.prompts) for u, p, li in listings], None, None, {})
         for upstream, _prefix, listing in listings:
             for res in listing.resources:
                 uri = res.get("uri")
@@ -148,6 +156,7 @@ class Catalog:
         sources: Sequence[tuple[str, str, Iterable[dict[str, Any]]]],
         view: ToolView | None,
         withhold: Withhold | None,
+        hidden: dict[str, CatalogEntry],
     ) -> None:
         claims: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
         for upstream, prefix, items in sources:
@@ -168,6 +177,8 @@ class Catalog:
             if shown is not None:
                 listed = withhold is None or not withhold(upstream, item)
                 target[exposed] = CatalogEntry(upstream, name, exposed, item, shown, listed)
+            else:
+                hidden[exposed] = CatalogEntry(upstream, name, exposed, item, item, listed=False)
 
     def _collision(self, kind: str, exposed: str, upstreams: list[str]) -> Collision | None:
         """Why ``exposed`` may not be exposed from any of ``upstreams``, or None."""

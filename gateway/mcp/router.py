@@ -45,12 +45,29 @@ _LIST_KINDS: dict[str, tuple[str, TargetKind]] = {
 _RESOURCE_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 
 
+class Unlisted(Exception):
+    """A request names something outside the caller's catalog: unknown, or hidden by action control.
+
+    Raised while resolving a target; :meth:`Router.handle` has the guard record the refusal
+    (audit, metrics) and answers with ``error``, the same answer whether the name is hidden or
+    unknown, so a hidden tool's existence is never revealed.
+    """
+
+    def __init__(self, kind: TargetKind, exposed: str, error: ProtocolError, hidden: Target | None = None) -> None:
+        super().__init__(error.message)
+        self.kind, self.exposed, self.error, self.hidden = kind, exposed, error, hidden
+
+
 class Guard(Protocol):
     """The guarded path, as the router sees it (implemented by :class:`gateway.guard.pipeline.GuardedPath`)."""
 
     def may_reach(self, ctx: RequestContext, kind: str, upstream: str, name: str) -> bool: ...
 
     async def __call__(self, ctx: RequestContext, msg: dict[str, Any], target: Target) -> dict[str, Any]: ...
+
+    async def refuse_unlisted(
+        self, ctx: RequestContext, msg: dict[str, Any], kind: str, exposed: str, hidden: Target | None
+    ) -> None: ...
 
 
 class _NoGuard:
@@ -61,6 +78,11 @@ class _NoGuard:
 
     async def __call__(self, ctx: RequestContext, msg: dict[str, Any], target: Target) -> dict[str, Any]:
         raise ProtocolError(INTERNAL_ERROR, "Internal error: no guarded path is configured")
+
+    async def refuse_unlisted(
+        self, ctx: RequestContext, msg: dict[str, Any], kind: str, exposed: str, hidden: Target | None
+    ) -> None:
+        return None
 
 
 def negotiate_version(requested: Any) -> str:
@@ -125,6 +147,8 @@ class Router:
         except ProtocolError as exc:
             exc.request_id = rid
             return exc.to_message()
+        except Unlisted as unlisted:
+            return await self._refuse_unlisted(ctx, msg, unlisted)
         if "error" in result and "jsonrpc" in result:
             result["id"] = rid
             return result  # an upstream's JSON-RPC error, passed through
@@ -169,17 +193,33 @@ class Router:
             raise ProtocolError(-32600, "Invalid Request: the session is already initialized")
         raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}")
 
+    async def _refuse_unlisted(self, ctx: RequestContext, msg: dict[str, Any], unlisted: Unlisted) -> dict[str, Any]:
+        """Record the refusal through the guard (audited, counted), then answer as for an unknown name."""
+        error = unlisted.error
+        try:
+            await self.guard.refuse_unlisted(ctx, msg, unlisted.kind, unlisted.exposed, unlisted.hidden)
+        except ProtocolError as refused:  # the audit log cannot record it: that refusal is the answer
+            error = refused
+        error.request_id = msg.get("id")
+        return error.to_message()
+
     # -- what a request reaches -----------------------------------------------------------------
     def _tool_target(self, params: dict[str, Any]) -> Target | dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
             raise ProtocolError(INVALID_PARAMS, "Invalid params: tool 'name' must be a string")
-        entry = self.pool.catalog.tools.get(name)
+        catalog = self.pool.catalog
+        entry = catalog.tools.get(name)
         if entry is None:
+            unknown = ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
+            hidden = catalog.hidden_tools.get(name)
+            if hidden is not None:
+                target = Target("tool", hidden.upstream, hidden.name, name, hidden.definition, "tools/call")
+                raise Unlisted("tool", name, unknown, target)
             down = self.down_upstream_for(name)
             if down is not None:
                 return tool_error(f"Upstream {down!r} is unavailable; tool {name!r} cannot be called now.")
-            raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
+            raise Unlisted("tool", name, unknown)
         return Target("tool", entry.upstream, entry.name, name, entry.definition, "tools/call")
 
     def _resource_target(self, method: str, params: dict[str, Any]) -> Target:
@@ -188,7 +228,7 @@ class Router:
             raise ProtocolError(INVALID_PARAMS, "Invalid params: 'uri' must be a string")
         owner = self.pool.catalog.owner_of_uri(uri)
         if owner is None:
-            raise ProtocolError(-32002, f"Resource not found: {uri}", {"uri": uri})
+            raise Unlisted("resource", uri, ProtocolError(-32002, f"Resource not found: {uri}", {"uri": uri}))
         return Target("resource", owner, uri, uri, None, method)
 
     def _prompt_target(self, params: dict[str, Any]) -> Target:
@@ -197,7 +237,7 @@ class Router:
             raise ProtocolError(INVALID_PARAMS, "Invalid params: prompt 'name' must be a string")
         entry = self.pool.catalog.prompts.get(name)
         if entry is None:
-            raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}")
+            raise Unlisted("prompt", name, ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}"))
         return Target("prompt", entry.upstream, entry.name, name, entry.definition, "prompts/get")
 
     def _completion_target(self, params: dict[str, Any]) -> Target:
@@ -208,12 +248,13 @@ class Router:
             name = ref.get("name")
             entry = self.pool.catalog.prompts.get(name) if isinstance(name, str) else None
             if entry is None:
-                raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}")
+                raise Unlisted("prompt", str(name), ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name}"))
             return Target("prompt", entry.upstream, entry.name, entry.exposed, entry.definition, "completion/complete")
         uri = str(ref.get("uri", ""))
         owner = self.pool.catalog.owner_of_uri(uri)
         if owner is None:
-            raise ProtocolError(INVALID_PARAMS, "Invalid params: no upstream serves that reference")
+            error = ProtocolError(INVALID_PARAMS, "Invalid params: no upstream serves that reference")
+            raise Unlisted("resource", uri, error)
         return Target("resource", owner, uri, uri, None, "completion/complete")
 
     # -- listings -------------------------------------------------------------------------------

@@ -3,6 +3,13 @@
 `PendingApproval` (one held call and its decision), `CallStateRecord` (what one tools/call reads),
 `DecideOutcome` and `decide_transition` (the approve/deny rule every adapter applies atomically),
 and the canonical forms they rest on: legs as 'P'/'U'/'E', the arguments' hash, approval ids.
+
+An approval binds principal, upstream, tool and the arguments' hash (and the policy revision it was
+decided under), not the MCP session: clients such as `codex exec` open a new session per run, and
+"approve, then repeat the same call" must work across them. The approver picks its scope
+(`APPROVAL_SCOPES`): `once` (this exact call, single use), `session` (this exact call, repeatedly,
+from the session it came from) or `principal_tool` (this tool, any arguments, this principal, for
+the minutes the approver chose). `PendingApproval.covers` is the one rule every store applies.
 No I/O and no asyncio: the interface that stores these is `gateway.ports.store.Store`.
 """
 
@@ -20,6 +27,8 @@ import orjson
 
 ApprovalState = Literal["pending", "approved", "denied", "expired", "executed"]
 APPROVAL_STATES: tuple[ApprovalState, ...] = ("pending", "approved", "denied", "expired", "executed")
+ApprovalScope = Literal["once", "session", "principal_tool"]
+APPROVAL_SCOPES: tuple[ApprovalScope, ...] = ("once", "session", "principal_tool")
 DecideStatus = Literal["approved", "denied", "conflict", "expired", "forbidden", "not_found"]
 VALID_LEGS = frozenset({"P", "U", "E"})
 
@@ -76,9 +85,21 @@ def new_approval_id(now: float | None = None) -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
-def binding_key(principal: str, session_id: str, upstream: str, tool: str, args_digest: str) -> str:
-    """An unambiguous key for 'this exact call' (JSON, so no separator can be smuggled in)."""
-    return json.dumps([principal, session_id, upstream, tool, args_digest], separators=(",", ":"))
+def binding_key(*parts: str) -> str:
+    """An unambiguous key for a tuple of strings (JSON, so no separator can be smuggled in).
+
+    An approval's exact-call key is ``binding_key(principal, upstream, tool, args_hash)``
+    (`PendingApproval.binding`), its tool key ``binding_key(principal, upstream, tool)``
+    (`PendingApproval.tool_binding`, what a `principal_tool` scope covers).
+    """
+    return json.dumps(list(parts), separators=(",", ":"))
+
+
+def check_scope(scope: str) -> ApprovalScope:
+    """`scope` if it is one of `APPROVAL_SCOPES`; ValueError otherwise (a typo must not widen anything)."""
+    if scope not in APPROVAL_SCOPES:
+        raise ValueError(f"unknown approval scope {scope!r}; scopes are {', '.join(APPROVAL_SCOPES)}")
+    return cast(ApprovalScope, scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +109,7 @@ class CallStateRecord:
     legs: frozenset[str] = frozenset()
     tool_used_before: bool = False
     pinned_hash: str | None = None
+    principal_legs: frozenset[str] = frozenset()  # the principal's legs over its window, when asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +148,9 @@ class PendingApproval:
     reason: str | None = None
     approver_hint: str | None = None
     exposed_name: str | None = None  # the tool's name as the agent sees it (namespaced), for messages
+    scope: ApprovalScope = "once"  # what an approval covers (see the module docstring); chosen by the approver
+    scope_until: float | None = None  # set on approval: when it stops covering calls (== expires_at from then on)
+    abandoned_at: float | None = None  # when the waiting client cancelled or went away (still decidable)
 
     def __post_init__(self) -> None:
         # normalise legs given as text or as policy `Leg` members, so records compare and store alike
@@ -151,8 +176,30 @@ class PendingApproval:
 
     @property
     def binding(self) -> str:
-        """The exact-call key: principal, session, upstream, tool and argument hash."""
-        return binding_key(self.principal, self.session_id, self.upstream, self.tool, self.args_hash)
+        """The exact-call key: principal, upstream, tool and argument hash (not the session)."""
+        return binding_key(self.principal, self.upstream, self.tool, self.args_hash)
+
+    @property
+    def tool_binding(self) -> str:
+        """The tool key a `principal_tool` scope covers: principal, upstream and tool."""
+        return binding_key(self.principal, self.upstream, self.tool)
+
+    def covers(self, principal: str, session_id: str, upstream: str, tool: str, args_digest: str) -> bool:
+        """Whether this approval's scope covers that call (state, revision and time are `usable`'s).
+
+        Never broader than what the approver saw: always this principal and this tool; the exact
+        arguments unless the scope is `principal_tool`; the session the call came from if `session`.
+        """
+        if principal != self.principal or upstream != self.upstream or tool != self.tool:
+            return False
+        if self.scope == "principal_tool":
+            return True
+        return args_digest == self.args_hash and (self.scope == "once" or session_id == self.session_id)
+
+    def usable(self, policy_revision: str, now: float) -> bool:
+        """Approved, decided under this policy revision, and neither expired nor past its scope."""
+        return (self.state == "approved" and self.policy_revision == policy_revision and self.expires_at > now
+                and (self.scope_until is None or self.scope_until > now))
 
     @property
     def decided(self) -> bool:
@@ -189,7 +236,13 @@ class PendingApproval:
             decided_at=None if decided_at in (None, "") else float(decided_at),
             reason=_opt_str(data.get("reason")), approver_hint=_opt_str(data.get("approver_hint")),
             exposed_name=_opt_str(data.get("exposed_name")),
+            scope=check_scope(str(data.get("scope") or "once")),  # records written before scopes: once
+            scope_until=_opt_float(data.get("scope_until")), abandoned_at=_opt_float(data.get("abandoned_at")),
         )
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value in (None, "") else float(value)
 
 
 def _opt_str(value: Any) -> str | None:
@@ -215,13 +268,24 @@ class DecideOutcome:
         return self.status in ("approved", "denied")
 
 
+def check_decision_scope(scope: str, scope_until: float | None, now: float) -> ApprovalScope:
+    """The scope of an approval being decided, checked: known, and `principal_tool` with a future end."""
+    checked = check_scope(scope)
+    if checked == "principal_tool" and (scope_until is None or scope_until <= now):
+        raise ValueError("a principal_tool approval needs scope_until in the future")
+    return checked
+
+
 def decide_transition(current: PendingApproval | None, approve: bool, approver: str, reason: str,
-                      now: float) -> DecideOutcome:
+                      now: float, scope: str = "once", scope_until: float | None = None) -> DecideOutcome:
     """The decision rule as a pure function; adapters apply it inside one atomic step.
 
     Order matters and is part of the contract: unknown, then self-approval, then already
-    decided, then expired by the clock, then the decision itself.
+    decided, then expired by the clock, then the decision itself. An approval records its
+    `scope` and `scope_until`: the approver's `scope_until` for `principal_tool` (which then is
+    the record's new `expires_at` too), the approval's own expiry otherwise. A denial has no scope.
     """
+    checked: ApprovalScope = check_decision_scope(scope, scope_until, now) if approve else "once"
     if current is None:
         return DecideOutcome("not_found")
     if approver == current.principal:
@@ -233,7 +297,9 @@ def decide_transition(current: PendingApproval | None, approve: bool, approver: 
     if current.expires_at <= now:
         return DecideOutcome("expired", replace(current, state="expired", decided_at=now), changed=True)
     if approve:
+        until = scope_until if checked == "principal_tool" and scope_until is not None else current.expires_at
         return DecideOutcome("approved", replace(current, state="approved", decided_by=approver, decided_at=now,
-                                                 reason=reason), changed=True)
+                                                 reason=reason, scope=checked, scope_until=until,
+                                                 expires_at=until), changed=True)
     return DecideOutcome("denied", replace(current, state="denied", decided_by=approver, decided_at=now,
                                            reason=reason), changed=True)

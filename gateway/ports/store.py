@@ -22,6 +22,10 @@ Contract, shared by every adapter (and checked by one test suite, `tests/adapter
   exactly one gets 'approved' or 'denied'; the rest get 'conflict'.
 * Approval lifecycle: pending -> approved | denied | expired; approved -> executed (`consume`,
   single use) | expired (an approval not used before `expires_at` lapses in `expire_due`).
+  An approval binds principal, upstream, tool, arguments hash and policy revision, not the
+  session; its scope (`once`, `session`, `principal_tool`) says what it covers, and only `once`
+  is consumed (see `gateway.ports.records`). A pending approval whose client stopped waiting is
+  stamped `abandoned_at` (`mark_abandoned`) and stays decidable.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
 from gateway.ports.records import (
+    APPROVAL_SCOPES,
     APPROVAL_STATES,
     VALID_LEGS,
+    ApprovalScope,
     ApprovalState,
     CallStateRecord,
     DecideOutcome,
@@ -51,6 +57,7 @@ from gateway.ports.records import (
 )
 
 DEFAULT_PREFIX = "triplock:"
+SATURATED = "!saturated"  # the trail item that says more items arrived than a key keeps
 
 
 class StoreUnavailable(Exception):
@@ -203,8 +210,10 @@ class Store(Protocol):
         """A value that changes whenever legs or pins this process read may have been changed
         since by another process (or the store's health changed). No round trip; compare with ==."""
 
-    async def call_state(self, legs_key: str, first_use_key: str, upstream: str, tool: str) -> CallStateRecord:
-        """Hot path: live session legs, whether the tool was used before, its pinned hash."""
+    async def call_state(self, legs_key: str, first_use_key: str, upstream: str, tool: str,
+                         principal_legs_key: str | None = None) -> CallStateRecord:
+        """Hot path: live legs of ``legs_key`` (and, given, of ``principal_legs_key`` apart), whether
+        the tool was used before, its pinned hash."""
 
     def suspended(self) -> frozenset[str]:
         """Suspended ids ('agent:X', 'principal:Y', 'upstream:Z', 'tool:U__T'), from memory."""
@@ -214,6 +223,26 @@ class Store(Protocol):
 
     async def mark_used(self, first_use_key: str) -> None:
         """Record that a tool (or a principal's use of it) has run once."""
+
+    async def add_trail(self, key: str, items: Mapping[str, str], ttl_seconds: float, limit: int) -> None:
+        """Remember ``items`` (item -> the call it came from) under ``key``, the session's memory.
+
+        An item already there keeps its first source. The key lives ``ttl_seconds`` from this
+        write (a sliding window). Past ``limit`` items new ones are not kept; the item
+        ``SATURATED`` is kept instead, so readers know the memory is incomplete (and fail closed).
+        """
+        ...
+
+    async def get_trail(self, keys: Sequence[str]) -> dict[str, tuple[str, float]]:
+        """The live items of ``keys`` merged, item -> (source, unix time it was first seen); the
+        earliest source wins."""
+        ...
+
+    async def clear_state(self, keys: Sequence[str]) -> int:
+        """Forget legs and memory kept under these keys (legs keys and trail keys alike); returns a
+        count of what was removed (0: nothing was kept). Other processes' caches see the change
+        (``state_stamp``)."""
+        ...
 
     async def save_session(self, session_id: str, record: Mapping[str, Any], ttl_seconds: float) -> None:
         """Keep a downstream session's record (principal, protocol, client) so it outlives a restart."""
@@ -271,19 +300,35 @@ class Store(Protocol):
         """Approvals matching every given filter, newest first, at most `limit`."""
 
     async def decide(self, approval_id: str, approve: bool, approver: str, reason: str,
-                     now: float) -> DecideOutcome:
-        """Atomic compare-and-set of a pending approval; see `decide_transition`."""
+                     now: float, scope: ApprovalScope = "once", scope_until: float | None = None) -> DecideOutcome:
+        """Atomic compare-and-set of a pending approval; see `decide_transition` (an approval records
+        `scope` and `scope_until`; ValueError for an unknown scope or a `principal_tool` without a future end)."""
 
     async def find_approved(self, principal: str, session_id: str, upstream: str, tool: str, args_hash: str,
                             policy_revision: str, now: float) -> PendingApproval | None:
-        """An approved, unexpired, unexecuted approval bound to exactly this call (oldest first)."""
+        """An approval usable for this call (`PendingApproval.usable` and `covers`), whichever session asks.
+
+        Exact-call approvals (`once`, `session`) first, then `principal_tool` ones, oldest first in each.
+        """
 
     async def consume(self, approval_id: str) -> bool:
-        """approved -> executed, atomically; False if it was not 'approved' (single use)."""
+        """approved -> executed, atomically; False if it was not 'approved' (single use). Only `once`
+        approvals are consumed: a broader scope lasts until it expires."""
 
     async def find_pending(self, principal: str, session_id: str, upstream: str, tool: str,
                            args_hash: str) -> PendingApproval | None:
-        """A still-pending, unexpired approval for this exact call, so a repeat reuses it."""
+        """A still-pending, unexpired approval for this exact call, from any session, so a repeat reuses it.
+
+        `session_id` is where the repeat comes from; it is not part of the binding.
+        """
+
+    async def mark_abandoned(self, approval_id: str, at: float) -> PendingApproval | None:
+        """Stamp `abandoned_at` on a pending approval whose waiting client went away.
+
+        Returns the updated record when this call stamped it; None when it is unknown, no longer
+        pending, or already stamped (so the gateway audits each abandonment once). The approval
+        stays decidable: the agent may repeat the call after approval.
+        """
 
     async def wait_decided(self, approval_id: str, timeout: float) -> PendingApproval | None:
         """Wait until decided (in any process); None if still pending at `timeout` or unknown."""
@@ -314,9 +359,12 @@ class StoreContext:
 
 
 __all__ = [
+    "APPROVAL_SCOPES",
     "APPROVAL_STATES",
     "DEFAULT_PREFIX",
+    "SATURATED",
     "VALID_LEGS",
+    "ApprovalScope",
     "ApprovalState",
     "CallStateRecord",
     "DecideOutcome",

@@ -61,7 +61,7 @@ class EventType:
     APPROVAL_EXPIRED = "triplock.approval.expired"
     APPROVAL_EXECUTED = "triplock.approval.executed"
     TOOL_DEFINITION_CHANGED = "triplock.tool.definition_changed"  # pin mismatch seen on a call
-    PIN_UPDATED = "triplock.pin.updated"  # a changed definition was re-approved and re-pinned
+    PIN_UPDATED = "triplock.pin.updated"  # a definition was approved and pinned (first_use: a new tool)
     CONFIG_RELOADED = "triplock.config.reloaded"
     UPSTREAM_ADDED = "triplock.upstream.added"
     UPSTREAM_REQUEST = "triplock.upstream.request"  # an upstream's request to a client: relayed or refused

@@ -33,6 +33,7 @@ from gateway.telemetry.instruments import INSTRUMENTS, MCP_DURATION_BUCKETS, Ins
 
 log = logging.getLogger("triplock.metrics")
 
+_NOT_FOUND_CODES = frozenset({"-32602", "-32002"})  # unknown tool or prompt (invalid params), unknown resource
 _CHILD_LIMIT = 2000  # distinct label sets per instrument before client-chosen values collapse to _OTHER
 OTHER = "_OTHER"
 
@@ -125,6 +126,8 @@ class Metrics:
 
     def server_operation(self, method: str, tool: str, error: str, version: str, seconds: float) -> None:
         if self.enabled:
+            if error in _NOT_FOUND_CODES:
+                tool = ""  # a name nothing serves is the client's invention: never a label of its own
             values = (method, tool, error, version)
             child = self._server_children.get(values)
             if child is None:

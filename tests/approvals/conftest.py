@@ -133,7 +133,7 @@ def live() -> Iterator[tuple[LiveServer, MemoryStore, Recorder]]:
     store = MemoryStore()
     recorder = Recorder()
 
-    def history(session_id: str) -> list[dict[str, Any]]:
+    def history(session_id: str, principal: str) -> list[dict[str, Any]]:
         return [{"at": 1_700_000_000.0, "tool": "demo__read_inbox", "legs": ["P", "U"],
                  "summary": "<b>3 messages</b> from outside"}]
 

@@ -100,20 +100,52 @@ def test_approve_a_held_call_in_the_browser(live: tuple[LiveServer, MemoryStore,
     expect(page.get_by_test_id("state")).to_contain_text("Pending")
     no_horizontal_scroll(page)
 
+    expect(page.get_by_role("radio", name="This exact call, once")).to_be_checked()  # the default scope
     page.get_by_label("Reason").fill("Expected: quarterly report to the auditor")
-    page.get_by_role("button", name="Approve this call once").click()
+    page.get_by_role("button", name="Approve", exact=True).click()
     expect(page.get_by_test_id("flash")).to_contain_text("Approved")
     expect(page.get_by_test_id("state")).to_contain_text("Approved")
     expect(page.get_by_test_id("decided-by")).to_have_text("alice")
     expect(page.get_by_test_id("decided-reason")).to_have_text("Expected: quarterly report to the auditor")
-    expect(page.get_by_role("button", name="Approve this call once")).to_have_count(0)
+    expect(page.get_by_test_id("decided-scope")).to_have_text(
+        "Covers: this exact call, once (from any session of this principal)")
+    expect(page.get_by_role("button", name="Approve", exact=True)).to_have_count(0)
 
     stored = server.run(store.get_approval(approval.id))
-    assert stored is not None and (stored.state, stored.decided_by) == ("approved", "alice")
+    assert stored is not None and (stored.state, stored.decided_by, stored.scope) == ("approved", "alice", "once")
     woken = agent_waiting.result(10)
     assert woken is not None and woken.state == "approved"
     assert [e for e, _ in recorder.events] == ["triplock.approval.granted"]
     assert page.evaluate("window.__xss") is None
+
+
+def test_approve_for_a_principal_and_tool_for_minutes(live: tuple[LiveServer, MemoryStore, Recorder],
+                                                      page: Page) -> None:
+    server, store, recorder = live
+    approval = held_call()
+    server.run(store.create_approval(approval))
+    stamped = server.run(store.mark_abandoned(approval.id, time.time()))  # the agent cancelled its call
+    log_in(page, f"{server.url}/console")
+    item = page.locator(f'[data-approval-id="{approval.id}"]')
+    expect(item.get_by_test_id("abandoned")).to_contain_text("stopped waiting at")
+    item.get_by_role("link").click()
+    expect(page.get_by_test_id("abandoned")).to_contain_text(
+        "approving lets the identical call, repeated, run once")
+    page.get_by_role("radio", name="Any call of").check()
+    page.get_by_role("spinbutton", name="Minutes").fill("10")
+    page.get_by_label("Reason").fill("a batch of mails for the next ten minutes")
+    page.get_by_role("button", name="Approve", exact=True).click()
+    expect(page.get_by_test_id("decided-scope")).to_have_attribute("data-scope", "principal_tool")
+    expect(page.get_by_test_id("decided-scope")).to_contain_text("any call of demo/send_email by agent-7")
+    stored = server.run(store.get_approval(approval.id))
+    assert stored is not None and stored.decided_at is not None and stamped is not None
+    assert (stored.scope, stored.scope_until, stored.abandoned_at) == (
+        "principal_tool", stored.decided_at + 600, stamped.abandoned_at)
+    granted = [f for e, f in recorder.events if e == "triplock.approval.granted"]
+    assert [(f["scope"], f["scope_until"]) for f in granted] == [("principal_tool", stored.decided_at + 600)]
+    page.get_by_role("link", name="All pending calls").click()
+    standing = page.get_by_test_id("standing").locator(f'[data-approval-id="{approval.id}"]')
+    expect(standing).to_have_attribute("data-scope", "principal_tool")
 
 
 def test_live_updates(live: tuple[LiveServer, MemoryStore, Recorder], page: Page) -> None:

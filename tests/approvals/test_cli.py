@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import pytest
 
@@ -46,7 +47,8 @@ def test_list_show_approve_deny(live: tuple[LiveServer, MemoryStore, Recorder], 
     assert f"id:          {first.id}" in out and "trifecta.complete" in out and "<script>alert(1)</script>" in out
 
     assert run(["approvals", "approve", first.id, *url, "--reason", "expected"]) == 0
-    assert capsys.readouterr().out.strip() == f"approved: {first.id} by alice"
+    until = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(first.expires_at))
+    assert capsys.readouterr().out.strip() == f"approved: {first.id} by alice, scope once until {until}"
     assert run(["approvals", "deny", second.id, *url, "-r", "no chat today", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["state"] == "denied"
 
@@ -81,6 +83,35 @@ def test_errors_have_messages_and_exit_codes(live: tuple[LiveServer, MemoryStore
     monkeypatch.delenv("TRIPLOCK_APPROVER_TOKEN")
     assert run(["approvals", "list", *url]) == 2
     assert "TRIPLOCK_APPROVER_TOKEN" in capsys.readouterr().err
+
+
+def test_approve_with_a_scope(live: tuple[LiveServer, MemoryStore, Recorder], alice: None,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    server, store, recorder = live
+    broad, session, bad = held_call(), held_call(tool="read_all"), held_call(tool="wipe")
+    for a in (broad, session, bad):
+        server.run(store.create_approval(a))
+    url = ["--url", server.url]
+
+    assert run(["approvals", "approve", broad.id, *url, "--scope", "principal_tool", "--minutes", "10", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["scope"], shown["scope_until"]) == ("principal_tool", shown["decided_at"] + 600)
+    assert run(["approvals", "show", broad.id, *url]) == 0
+    until = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(shown["scope_until"]))
+    assert f"scope:       principal_tool until {until}" in capsys.readouterr().out
+    assert run(["approvals", "approve", session.id, *url, "--scope", "session"]) == 0
+    assert ", scope session until " in capsys.readouterr().out
+    assert [f["scope"] for e, f in recorder.events if e == "triplock.approval.granted"] == ["principal_tool", "session"]
+
+    assert run(["approvals", "approve", bad.id, *url, "--scope", "principal_tool", "--minutes", "61"]) == 1
+    assert "HTTP 400: minutes must be a whole number from 1 to 60 for scope principal_tool" in capsys.readouterr().err
+    assert run(["approvals", "approve", bad.id, *url, "--scope", "principal_tool"]) == 2
+    assert "--scope principal_tool needs --minutes N" in capsys.readouterr().err
+    assert run(["approvals", "approve", bad.id, *url, "--minutes", "5"]) == 2
+    assert "--minutes goes with --scope principal_tool only" in capsys.readouterr().err
+    assert server.run(store.get_approval(bad.id)).state == "pending"  # type: ignore[union-attr]
+    with pytest.raises(SystemExit):
+        run(["approvals", "approve", bad.id, "--scope", "everything"])
 
 
 def test_unreachable_gateway(alice: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -175,11 +175,11 @@ async def test_session_history_is_shown_escaped_or_reported_missing(store: Memor
     a = held_call()
     await store.create_approval(a)
 
-    async def history(session_id: str) -> list[dict[str, Any]]:
+    async def history(session_id: str, principal: str) -> list[dict[str, Any]]:
         assert session_id == a.session_id
         return [{"at": 1_700_000_000, "tool": "demo__read_inbox", "legs": ["P", "U"], "from": "<i>eve</i>"}]
 
-    def broken(session_id: str) -> list[dict[str, Any]]:
+    def broken(session_id: str, principal: str) -> list[dict[str, Any]]:
         raise RuntimeError("boom")
 
     for provider, expected in ((history, "demo__read_inbox"), (broken, "session history is unavailable"),
@@ -197,3 +197,36 @@ def test_pretty_arguments() -> None:
     assert pretty_arguments("not json") == "not json"
     # Invisible characters are kept here; the template's visible_block filter shows them as markers.
     assert pretty_arguments('{"x":"a\u200bb"}') == '{\n  "x": "a\u200bb"\n}'
+
+
+async def test_the_form_chooses_a_scope_and_a_bad_one_is_refused(client: httpx.AsyncClient, store: MemoryStore,
+                                                                 recorder: Recorder) -> None:
+    a, b = held_call(), held_call(tool="post_to_chat")
+    for x in (a, b):
+        await store.create_approval(x)
+    csrf = await login(client, "bob")
+    page = (await client.get(f"/console/approvals/{a.id}")).text
+    assert '<input type="radio" name="scope" value="once" checked>' in page
+    assert 'name="minutes" min="1" max="60" value="15"' in page
+    url = f"/console/approvals/{a.id}/decide"
+    r = await client.post(url, data={"csrf": csrf, "action": "approve", "reason": "r", "scope": "principal_tool",
+                                     "minutes": "0"})
+    assert r.status_code == 400
+    assert "minutes: minutes must be a whole number from 1 to 60 for scope principal_tool" in r.text
+    r = await client.post(url, data={"csrf": csrf, "action": "approve", "reason": "r", "scope": "all"})
+    assert r.status_code == 400 and "scope: scope must be one of once, session, principal_tool" in r.text
+    assert (await store.get_approval(a.id)).state == "pending"  # type: ignore[union-attr]
+    # the minutes field is always in the form: it counts only with principal_tool; a denial ignores the choice
+    r = await client.post(url, data={"csrf": csrf, "action": "approve", "reason": "r", "scope": "session",
+                                     "minutes": "15"})
+    assert r.status_code == 303
+    decided = (await client.get(f"/console/approvals/{a.id}")).text
+    assert 'data-scope="session"' in decided and "repeatedly, in session sess-1, until" in decided
+    r = await client.post(f"/console/approvals/{b.id}/decide", data={
+        "csrf": csrf, "action": "deny", "reason": "no", "scope": "principal_tool", "minutes": "5"})
+    assert r.status_code == 303
+    assert (await store.get_approval(b.id)).scope == "once"  # type: ignore[union-attr]
+    listing = (await client.get("/console")).text
+    assert 'data-testid="standing"' in listing and f'data-approval-id="{a.id}" data-scope="session"' in listing
+    assert [(e, f.get("scope")) for e, f in recorder.events] == [("triplock.approval.granted", "session"),
+                                                                 ("triplock.approval.denied", None)]

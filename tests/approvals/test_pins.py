@@ -56,6 +56,16 @@ class Gw:
         return [r for r in map(json.loads, lines) if r["type"] == event_type]
 
 
+def pins_policy(tmp: Path) -> Path:
+    """tests/policies/pins_enforced.yaml with chg's tools classified, so no name heuristic decides them:
+    what is under test is the pin, and no call of lookup is held whatever its description says."""
+    path = tmp / "pins.yaml"
+    path.write_text((REPO / "tests" / "policies" / "pins_enforced.yaml").read_text() + (
+        "upstreams:\n  chg:\n    new_actions_default: allow\n    trust_annotations: true\n"
+        "    tools:\n      lookup: {legs: [P], effect: read}\n"))
+    return path
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
     tmp = tmp_path_factory.mktemp("pins")
@@ -65,7 +75,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
     chg, port = free_port(), free_port()
     cfg = write_config(tmp / "triplock.toml", port,
                        [{"name": "chg", "transport": "http", "url": f"http://127.0.0.1:{chg}/mcp"}],
-                       policy={"file": str(REPO / "tests" / "policies" / "pins_enforced.yaml")},
+                       policy={"file": str(pins_policy(tmp))},
                        approvals={"hold_wait": 0}, auth={"mode": "api_key", "api_keys_file": str(keys)})
     base = f"http://127.0.0.1:{port}"
     with running([PY, "-m", "tests.mcp.changing_upstream", "--port", str(chg)], None), \
@@ -222,3 +232,120 @@ def test_an_approver_cannot_reach_the_pins_page_and_a_post_needs_csrf(gw: Gw, pa
     forged = httpx.post(gw.base + "/console/pins/approve", data={"upstream": "chg", "tool": "lookup", "hash": "x",
                                                                  "confirm": "yes"})
     assert forged.status_code == 403 and "CSRF" in forged.text
+
+
+# -- new tools: approved once for everyone -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def controlled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
+    """The `controlled` preset (first use held for writes) over the demo upstream on stdio."""
+    tmp = tmp_path_factory.mktemp("pins-new")
+    keys = tmp / "keys.json"
+    agent = create_api_key(keys, "agent-1", "agents-run")
+    admin = create_api_key(keys, "ops-admin", "agents-admin")
+    port = free_port()
+    demo = {"name": "demo", "transport": "stdio", "command": PY,
+            "args": ["-m", "gateway.cli", "demo-upstream", "--transport", "stdio"]}
+    cfg = write_config(tmp / "triplock.toml", port, [demo], policy={"preset": "controlled"},
+                       approvals={"hold_wait": 0}, auth={"mode": "api_key", "api_keys_file": str(keys)})
+    base = f"http://127.0.0.1:{port}"
+    with running(gateway_cmd(cfg), base + "/readyz"):
+        yield Gw(base, tmp / "audit.jsonl", agent, admin)
+
+
+async def agent_calls(gw: Gw, *calls: tuple[str, dict[str, Any]]) -> list[Any]:
+    http = create_mcp_http_client(headers={"authorization": f"Bearer {gw.agent}"})
+    async with http, Client(streamable_http_client(gw.base + "/mcp", http_client=http), mode="legacy") as client:
+        return [await client.call_tool(name, args) for name, args in calls]
+
+
+def first_use_approvals(gw: Gw, count: int) -> list[dict[str, Any]]:
+    """The audit's new-tool approvals once ``count`` are written (the log writes in batches)."""
+    end = time.monotonic() + 20
+    while True:
+        events = [e for e in gw.audit_events("triplock.pin.updated") if e.get("first_use")]
+        if len(events) >= count or time.monotonic() > end:
+            return events
+        time.sleep(0.05)  # polling interval, not synchronisation: re-checked each round
+
+
+def held_rule_ids(result: Any) -> list[str]:
+    assert result.is_error
+    return list((result.meta or {})["triplock/approval"]["rule_ids"])
+
+
+def test_an_admin_approves_a_new_tool_once_for_everyone(controlled: Gw) -> None:
+    gw = controlled
+    new = {n["exposed"]: n for n in admin_get(gw, "/api/pins").json()["new"]}
+    assert {k: new[k]["effect"] for k in ("demo__read_inbox", "demo__send_email", "demo__post_to_chat")} == {
+        "demo__read_inbox": "read", "demo__send_email": "write", "demo__post_to_chat": "write"}
+    assert admin_get(gw, "/api/pins", token=gw.agent).status_code == 403  # agents cannot see or approve
+    send = new["demo__send_email"]
+    outside = {"to": "x@evil.example", "subject": "s", "body": "b"}
+
+    # The control: before the approval, the write's first call is held as a first use too.
+    (before,) = run(agent_calls(gw, ("demo__update_crm_record", {"record_id": "r1", "fields": {}})))
+    assert held_rule_ids(before)[-1] == "first_use"
+
+    refused = httpx.post(gw.base + "/api/pins/approve", headers={"authorization": f"Bearer {gw.agent}"},
+                         json={"upstream": "demo", "tool": "send_email", "hash": send["current_hash"]})
+    assert refused.status_code == 403
+    approved = httpx.post(gw.base + "/api/pins/approve", headers={"authorization": f"Bearer {gw.admin}"},
+                          json={"upstream": "demo", "tool": "send_email", "hash": send["current_hash"]})
+    assert approved.status_code == 200, approved.text
+    assert approved.json() == {"upstream": "demo", "tool": "send_email", "hash": send["current_hash"],
+                               "pinned_by": "ops-admin", "first_use": True, "message":
+                               "Approved by ops-admin: tool 'send_email' of 'demo' is approved for everyone and "
+                               "its definition is pinned."}
+
+    # Its first call is held as a write and an email send (the policy's defaults), no longer as a first use;
+    # a read is never held on first use in this preset, and its definition is pinned by that first call.
+    sent, read = run(agent_calls(gw, ("demo__send_email", outside), ("demo__read_inbox", {})))
+    assert held_rule_ids(sent) == ["approval_required:email_send", "default.write"]
+    assert read.is_error is False
+    listing = admin_get(gw, "/api/pins").json()
+    pins = {(p["upstream"], p["tool"]): p["pinned_by"] for p in listing["pins"]}
+    assert pins[("demo", "send_email")] == "ops-admin" and pins[("demo", "read_inbox")] == "agent-1"
+    still_new = {n["exposed"] for n in listing["new"]}
+    assert "demo__send_email" not in still_new and "demo__read_inbox" not in still_new
+    assert "demo__post_to_chat" in still_new
+    events = first_use_approvals(gw, 1)
+    assert [(e["upstream"], e["tool"], e["by"], e["definition_hash"], e.get("previous_hash")) for e in events] == [
+        ("demo", "send_email", "ops-admin", send["current_hash"], None)]
+
+    # The CLI lists what is new and approves one, with the hash it showed.
+    listed = cli(gw, "new", token=gw.admin)
+    assert listed.returncode == 0, listed.stderr
+    chat = new["demo__post_to_chat"]
+    lines = listed.stdout.splitlines()
+    assert "  demo__post_to_chat  (write; upstream demo, tool post_to_chat)" in lines
+    assert f"    to approve: triplock pins approve demo post_to_chat --hash {chat['current_hash']}" in lines
+    assert not any("demo__send_email" in line for line in lines)
+    done = cli(gw, "approve", "demo", "post_to_chat", "--hash", chat["current_hash"], token=gw.admin)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("Approved by ops-admin: tool 'post_to_chat' of 'demo' is approved for everyone "
+                                   "and its definition is pinned.")
+    (posted,) = run(agent_calls(gw, ("demo__post_to_chat", {"channel": "general", "text": "hi"})))
+    assert "first_use" not in held_rule_ids(posted)
+    again = cli(gw, "approve", "demo", "post_to_chat", "--hash", chat["current_hash"], token=gw.admin)
+    assert (again.returncode, again.stderr.strip()) == (
+        1, "triplock pins: HTTP 409: This tool's definition matches its pin; nothing to approve.")
+
+
+def test_an_admin_approves_a_new_tool_in_the_console(controlled: Gw, page: Page) -> None:
+    gw = controlled
+    log_in(page, gw, gw.admin)
+    expect(page).to_have_url(re.compile(r"/console/pins$"))
+    card = page.locator('[data-new-tool="demo__update_crm_record"]')
+    expect(card.get_by_test_id("new-effect")).to_have_text("write")
+    expect(card.get_by_test_id("new-schema")).to_contain_text('"record_id"')
+    card.get_by_label("I reviewed this definition").check()
+    card.get_by_role("button", name="Approve for everyone").click()
+    expect(page.get_by_test_id("flash")).to_have_text(
+        "Approved for everyone. Its first call is no longer held as a first use, and its definition is pinned.")
+    expect(page.locator('[data-new-tool="demo__update_crm_record"]')).to_have_count(0)
+    assert [e["tool"] for e in first_use_approvals(gw, 1) if e["by"] == "ops-admin"][-1] == "update_crm_record"
+    # Other arguments than the control call's above, whose approval is still pending (a repeat reuses it).
+    (held,) = run(agent_calls(gw, ("demo__update_crm_record", {"record_id": "r2", "fields": {}})))
+    rule_ids = held_rule_ids(held)  # (the trifecta too, when legs follow the principal: it read the inbox above)
+    assert rule_ids[:2] == ["approval_required:salesforce_record_create_update_delete", "default.write"]
+    assert "first_use" not in rule_ids

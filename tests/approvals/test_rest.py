@@ -202,3 +202,48 @@ def test_settings_from_gateway_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRIPLOCK_CONSOLE_SECRET")
     a, b = ApprovalsUISettings.from_settings(cfg), ApprovalsUISettings.from_settings(cfg)
     assert len(a.cookie_secret) == 32 and a.cookie_secret != b.cookie_secret  # generated per process
+
+
+async def test_approve_with_a_scope_and_clear_errors_for_bad_ones(client: httpx.AsyncClient, store: MemoryStore,
+                                                                 recorder: Recorder) -> None:
+    a, b = held_call(), held_call(tool="post_to_chat")
+    for x in (a, b):
+        await store.create_approval(x)
+    bad = {
+        '{"scope": "everything"}': ("scope", "scope must be one of once, session, principal_tool"),
+        '{"scope": 7}': ("scope", "scope must be one of once, session, principal_tool"),
+        '{"scope": "principal_tool"}': ("minutes", "minutes must be a whole number from 1 to 60 for scope "
+                                                   "principal_tool"),
+        '{"scope": "principal_tool", "minutes": 61}': ("minutes", "minutes must be a whole number from 1 to 60 "
+                                                                  "for scope principal_tool"),
+        '{"scope": "principal_tool", "minutes": 2.5}': ("minutes", "minutes must be a whole number from 1 to 60 "
+                                                                   "for scope principal_tool"),
+        '{"scope": "principal_tool", "minutes": true}': ("minutes", "minutes must be a whole number from 1 to 60 "
+                                                                    "for scope principal_tool"),
+        '{"scope": "session", "minutes": 5}': ("minutes", "minutes applies to scope principal_tool only"),
+        '{"minutes": 5}': ("minutes", "minutes applies to scope principal_tool only"),
+        '{"reason": 5}': ("reason", "reason must be a string"),
+    }
+    for body, (field, message) in bad.items():
+        r = await client.post(f"/api/approvals/{a.id}/approve", content=body,
+                              headers={**bearer("alice"), "content-type": "application/json"})
+        assert (r.status_code, r.json()) == (400, {"error": "bad_request", "field": field, "message": message}), body
+    r = await client.post(f"/api/approvals/{a.id}/deny", json={"reason": "no", "scope": "session"},
+                          headers=bearer("alice"))
+    assert (r.status_code, r.json()["field"]) == (400, "scope")
+    assert "a denial is final for this call" in r.json()["message"]
+    assert (await store.get_approval(a.id)).state == "pending"  # type: ignore[union-attr]
+    assert recorder.events == []  # nothing decided, nothing audited
+
+    before = time.time()
+    r = await client.post(f"/api/approvals/{a.id}/approve", json={"reason": "ok", "scope": "principal_tool",
+                                                                  "minutes": 30}, headers=bearer("alice"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["scope"] == "principal_tool" and body["scope_until"] == body["decided_at"] + 1800
+    assert body["expires_at"] == body["scope_until"] and before + 1800 <= body["scope_until"]
+    r = await client.post(f"/api/approvals/{b.id}/approve", json={"scope": "session"}, headers=bearer("alice"))
+    assert (r.json()["scope"], r.json()["scope_until"], r.json()["abandoned_at"]) == ("session", b.expires_at, None)
+    granted = [f for e, f in recorder.events if e == "triplock.approval.granted"]
+    assert [(f["approval_id"], f["scope"], f["scope_until"]) for f in granted] == [
+        (a.id, "principal_tool", body["scope_until"]), (b.id, "session", b.expires_at)]

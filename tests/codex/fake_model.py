@@ -2,12 +2,14 @@
 
 Codex (configured with a custom `[model_providers.X]`, `wire_api = "responses"`) POSTs each turn to
 `{base_url}/responses` with `stream: true` and reads server-sent events. This server follows a
-two-step script:
+script of tool calls (:attr:`FakeModel.script`, by default one call of ``tool_suffix`` with
+``arguments``), one per turn:
 
-1. no tool output in the request's `input` yet: call the tool whose model-visible name ends in
-   ``tool_suffix`` (found in the request's `tools`), with ``arguments``;
-2. a `function_call_output` is in `input`: answer with one assistant message that quotes it, so the
-   test can find the upstream's result in Codex's final output.
+1. with N `function_call_output` items in the request's `input` and N < len(script): call step N,
+   the tool whose model-visible name ends in its suffix (found in the request's `tools`), with its
+   arguments, exactly as scripted (so a repeated step is the identical call);
+2. once every step has its output: answer with one assistant message that quotes the outputs, so
+   the test can find the upstream's results in Codex's final output.
 
 Every request (method, path, headers, JSON body) is recorded in :attr:`FakeModel.requests` so the
 test can assert on what Codex sent, e.g. the tool catalog the model was offered.
@@ -123,12 +125,21 @@ def sse(events: list[JSON]) -> str:
     return "".join(f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n" for ev in events)
 
 
+@dataclass(frozen=True, slots=True)
+class ToolStep:
+    """One scripted tool call: the tool whose model-visible name ends in ``suffix``, with ``arguments``."""
+
+    suffix: str
+    arguments: JSON = field(default_factory=dict)
+
+
 @dataclass
 class FakeModel:
     """The scripted model; use as a context manager to serve it on 127.0.0.1 in a thread."""
 
     tool_suffix: str = "read_inbox"
     arguments: JSON = field(default_factory=dict)
+    script: list[ToolStep] | None = None  # several calls, one per turn; None: just tool_suffix(arguments)
     port: int = 0
     requests: list[RecordedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -165,21 +176,23 @@ class FakeModel:
             },
         }
         outputs = function_call_outputs(body)
-        if outputs:
+        script = self.script if self.script is not None else [ToolStep(self.tool_suffix, self.arguments)]
+        if len(outputs) >= len(script):
             text = ANSWER_PREFIX + "\n".join(outputs.values())
             return [created, _message(f"msg_{rid}", text), completed]
+        step = script[len(outputs)]
         tools = offered_tools(body)
-        target = next((t for t in tools if t.name.endswith(self.tool_suffix)), None)
+        target = next((t for t in tools if t.name.endswith(step.suffix)), None)
         if target is None:
             offered = ", ".join(t.display for t in tools) or "(none)"
-            text = f"{ANSWER_PREFIX}NO TOOL ending in {self.tool_suffix!r} was offered; tools: {offered}"
+            text = f"{ANSWER_PREFIX}NO TOOL ending in {step.suffix!r} was offered; tools: {offered}"
             return [created, _message(f"msg_{rid}", text), completed]
         item: JSON = {
             "type": "function_call",
             "id": f"fc_{rid}",
             "call_id": f"call_{rid}",
             "name": target.name,
-            "arguments": json.dumps(self.arguments),
+            "arguments": json.dumps(step.arguments),
         }
         if target.namespace is not None:
             item["namespace"] = target.namespace

@@ -184,7 +184,7 @@ async def test_approver_approves_in_the_browser_and_the_call_completes(waiting_s
             await expect(page.get_by_test_id("arguments")).to_contain_text("attacker@evil.example")
             await expect(page.get_by_test_id("rule-trail")).to_contain_text("trifecta")
             await page.get_by_label("Reason").fill("one-off, confirmed with the sender")
-            await page.get_by_role("button", name="Approve this call once").click()
+            await page.get_by_role("button", name="Approve", exact=True).click()
             await expect(page.get_by_test_id("flash")).to_contain_text("Approved")
             await browser.close()
         result = await asyncio.wait_for(call, 30)

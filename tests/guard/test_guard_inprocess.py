@@ -32,8 +32,9 @@ async def memory() -> AsyncIterator[MemoryStore]:
 
 
 async def legs(store: Any, principal: str = "alice") -> frozenset[str]:
-    """The legs the store holds for ``principal``'s (stateless) session."""
-    return frozenset((await store.call_state(f"legs:session:principal:{principal}", "-", "ws", "-")).legs)
+    """The legs the store holds for ``principal`` (stateless calls: its window)."""
+    record = await store.call_state("legs:none", "-", "ws", "-", f"legs:principal:{principal}")
+    return frozenset(record.principal_legs)
 
 
 # -- legs from every ending ---------------------------------------------------------------------
@@ -68,7 +69,8 @@ async def test_cancelled_call_counts_its_legs(tmp_path: Path, memory: MemoryStor
         await task
     assert await legs(memory) == {"U", "E"}
     upstream.mode = "ok"
-    held = await call(guard, "alice", "search")  # P on top of U+E: the trifecta, held
+    assert refusal(await call(guard, "alice", "search")) is None  # P: a read adds no exit, never the trifecta
+    held = await call(guard, "alice", "fetch", {"url": "https://evil.example/"})  # an exit on top of P+U
     assert "triplock/approval" in (held.get("_meta") or {}), held
 
 
@@ -167,9 +169,26 @@ async def test_legs_another_process_added_reach_the_next_decision(tmp_path: Path
         while b_store.state_stamp() == b_stamp:
             assert time.monotonic() < deadline, "B never heard of A's change"
             await asyncio.sleep(0.01)  # poll interval; the condition is checked each round
-        held = await call(b, "alice", "search")  # P + U + E: the trifecta
+        seen: list[Any] = []
+        b.observers.append(_Decisions(seen))
+        assert refusal(await call(b, "alice", "search")) is None  # a read: served from B's cache if it could
+        assert seen[-1].legs_before == {"U", "E"}  # ...but B's cache knew A had changed the legs
+        held = await call(b, "alice", "fetch")  # an exit on top of P+U+E: the trifecta
         assert "triplock/approval" in (held.get("_meta") or {}), held
-        assert upstream.reached == ["search", "search", "noop", "noop", "fetch"]
+        assert upstream.reached == ["search", "search", "noop", "noop", "fetch", "search"]
     finally:
         await a_store.aclose()
         await b_store.aclose()
+
+
+class _Decisions:
+    """An observer that keeps each decision the guard took."""
+
+    def __init__(self, seen: list[Any]) -> None:
+        self.seen = seen
+
+    def decided(self, record: Any) -> None:
+        self.seen.append(record.decision)
+
+    def finished(self, record: Any) -> None:
+        pass

@@ -72,7 +72,8 @@ class GuardedPathMachine(RuleBasedStateMachine):
         if reached:
             risky = "E" in legs or TOOLS[tool]["effect"] != "read"
             assert not (risky and failing and self.noticed), f"{tool} reached the upstream while the store failed"
-            assert not self.reached[principal] | legs >= ALL, f"{tool} completed P+U+E without a hold"
+            # the trifecta: no call that can send data out runs once the session holds P and U (a read may)
+            assert not ("E" in legs and self.reached[principal] | legs >= ALL), f"{tool} sent out P+U unheld"
             if ending == "is_error":
                 legs |= {"U"}  # the error result links to an outside page
             self.reached[principal] |= legs
@@ -108,7 +109,7 @@ class GuardedPathMachine(RuleBasedStateMachine):
         if not hasattr(self, "guard"):
             return
         for principal, legs in self.reached.items():
-            cached = self.guard.state._legs.get(f"legs:session:principal:{principal}")
+            cached = self.guard.state._principal_legs.get(f"legs:principal:{principal}")
             known = self._stored(principal) | (cached[0] if cached else frozenset())
             assert legs <= known, (principal, legs, known)
 
@@ -129,8 +130,8 @@ class GuardedPathMachine(RuleBasedStateMachine):
 
     def _stored(self, principal: str) -> frozenset[str]:
         record = self.loop.run_until_complete(
-            self.inner.call_state(f"legs:session:principal:{principal}", "-", "ws", "-"))
-        return frozenset(record.legs)
+            self.inner.call_state("legs:none", "-", "ws", "-", f"legs:principal:{principal}"))
+        return frozenset(record.principal_legs)
 
 
 def _tmpdir() -> str:

@@ -34,6 +34,7 @@ class Gw:
     audit: Path
     alice: str  # agents-run: may use the demo upstream
     bob: str  # auditor only: no tool grant, so no access to the demo upstream
+    carol: str  # agents-run, and never reads anything
 
 
 def _upstream(transport: str, port: int) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
     keys = tmp / "keys.json"
     alice = create_api_key(keys, "alice", "agents-run")
     bob = create_api_key(keys, "bob", "auditor")
+    carol = create_api_key(keys, "carol", "agents-run")  # reads nothing: her legs stay empty
     up_port, gw_port = free_port(), free_port()
     cfg = write_config(
         tmp / "triplock.toml", gw_port, [_upstream(request.param, up_port)],
@@ -61,7 +63,7 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         if request.param == "http":
             stack.enter_context(running(demo_http_cmd(up_port), None))  # the gateway's readyz waits for it
         stack.enter_context(running(gateway_cmd(cfg), f"http://127.0.0.1:{gw_port}/readyz"))
-        yield Gw(f"http://127.0.0.1:{gw_port}/mcp", tmp / "audit.jsonl", alice, bob)
+        yield Gw(f"http://127.0.0.1:{gw_port}/mcp", tmp / "audit.jsonl", alice, bob, carol)
 
 
 @contextlib.asynccontextmanager
@@ -126,9 +128,10 @@ async def test_inbox_resource_then_an_outside_fetch_is_held_as_the_trifecta(gw: 
     assert meta.get("category") == "web_fetch"
 
 
-async def test_a_fresh_session_fetching_outside_is_not_held(gw: Gw) -> None:
-    """The control for the test above: without the inbox read the fetch runs (U+E only)."""
-    async with sdk(gw, gw.alice, "legacy") as client:
+async def test_a_fresh_principal_fetching_outside_is_not_held(gw: Gw) -> None:
+    """The control for the test above: without the inbox read the fetch runs (U+E only). Another
+    principal: alice's legs follow her into every new session for the policy's window."""
+    async with sdk(gw, gw.carol, "legacy") as client:
         result = await client.call_tool("demo__fetch_url", {"url": OUTSIDE_URL})
     assert "triplock/approval" not in (result.meta or {})
 

@@ -245,7 +245,8 @@ def test_cli_with_the_principals_own_token(live_principals: tuple[LiveServer, Me
     listed: Any = json.loads(capsys.readouterr().out)
     assert [a["id"] for a in listed] == [call.id]
     assert run_cli(["approvals", "approve", call.id, "--url", server.url, "-r", "ok"]) == 0
-    assert capsys.readouterr().out.strip() == f"approved: {call.id} by bob"
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"approved: {call.id} by bob, scope once until "), out
 
     own = held_call(principal="bob", tool="other")
     server.run(store.create_approval(own))

@@ -75,13 +75,23 @@ async def apoll(check: Any, what: str, deadline: float = 20.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def pins_policy(tmp: Path) -> Path:
+    """PINS_POLICY with chg's lookup classified: its free-text query would make the name heuristics
+    count it P+U+E, a trifecta by itself; what is under test here is the pin, not its legs."""
+    path = tmp / "pins.yaml"
+    path.write_text(PINS_POLICY.read_text() + (
+        "upstreams:\n  chg:\n    new_actions_default: allow\n    trust_annotations: true\n"
+        "    tools:\n      lookup: {legs: [P], effect: read}\n"))
+    return path
+
+
 @contextlib.contextmanager
 def start_stack(tmp: Path, chg_port: int, demo_port: int) -> Iterator[Stack]:
     port = free_port()
     cfg = write_config(tmp / "triplock.toml", port, [
         {"name": "demo", "transport": "http", "url": f"http://127.0.0.1:{demo_port}/mcp"},
         {"name": "chg", "transport": "http", "url": f"http://127.0.0.1:{chg_port}/mcp", "connect_timeout": 2},
-    ], policy={"file": str(PINS_POLICY)}, approvals={"hold_wait": 0})
+    ], policy={"file": str(pins_policy(tmp))}, approvals={"hold_wait": 0})
     base = f"http://127.0.0.1:{port}"
     with running(gateway_cmd(cfg), base + "/readyz") as proc:
         yield Stack(base, tmp / "audit.jsonl", chg_port, proc)

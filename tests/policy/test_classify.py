@@ -47,7 +47,7 @@ def test_annotations_ignored_unless_upstream_trusted() -> None:
 @pytest.mark.parametrize(
     ("ann", "effect", "legs"),
     [
-        ({"readOnlyHint": True}, Effect.READ, {P, U, E}),  # openWorldHint defaults to true
+        ({"readOnlyHint": True}, Effect.READ, {U}),  # openWorldHint defaults to true: U, and no URL argument
         ({"readOnlyHint": False, "destructiveHint": False, "openWorldHint": False}, Effect.WRITE, {E}),
         ({"readOnlyHint": False}, Effect.DESTRUCTIVE, {U, E}),  # destructiveHint defaults to true
     ],
@@ -57,12 +57,14 @@ def test_annotation_defaults_follow_mcp(ann: dict, effect: Effect, legs: set[Leg
     assert (p.effect, p.legs) == (effect, legs)
 
 
-def test_catalog_app_by_upstream_name_and_by_declared_app() -> None:
+def test_catalog_app_only_by_declared_app_never_by_upstream_name() -> None:
     pol = policy(mail={"app": "gmail"})
-    send = pol.profile("gmail", tool("send_message"))
+    send = pol.profile("mail", tool("send_message"))
     assert (send.source, send.category, send.legs, send.effect) == ("catalog", "email_send", {E}, Effect.WRITE)
     read = pol.profile("mail", tool("search_threads"))
     assert (read.source, read.legs, read.effect) == ("catalog", {P, U}, Effect.READ)
+    named = pol.profile("gmail", tool("send_message"))  # an upstream named like an app is not that app
+    assert (named.source, named.category, named.legs) == ("heuristic", "email_send", {E})
 
 
 @pytest.mark.parametrize(
@@ -80,11 +82,13 @@ def test_catalog_app_by_upstream_name_and_by_declared_app() -> None:
     ],
 )
 def test_catalog_categories(upstream: str, name: str, category: str) -> None:
-    assert policy().profile(upstream, tool(name)).category == category
+    assert policy(**{upstream: {"app": upstream}}).profile(upstream, tool(name)).category == category
 
 
 def test_web_search_reads_are_untrusted_and_external() -> None:
-    assert policy().profile("web_search", tool("search")).legs == {U, E}
+    assert policy(web={"app": "web_search"}).profile("web", tool("search")).legs == {U, E}
+    # by name alone, 'web_search' is no app: a read with no noun and no argument is P+U
+    assert policy().profile("web_search", tool("search")).legs == {P, U}
 
 
 @pytest.mark.parametrize(
@@ -92,7 +96,7 @@ def test_web_search_reads_are_untrusted_and_external() -> None:
     [
         ("read_inbox", Effect.READ, {P, U}, None),
         ("send_email", Effect.WRITE, {E}, "email_send"),
-        ("search_drive", Effect.READ, {P}, None),
+        ("search_drive", Effect.READ, {P, U}, None),  # shared files are written by others
         ("fetch_url", Effect.READ, {U, E}, None),
         ("update_crm_record", Effect.WRITE, {E}, "salesforce_record_create_update_delete"),
         ("post_to_chat", Effect.WRITE, {E}, "slack_post_to_channel_or_external_dm"),

@@ -54,11 +54,20 @@ def test_explain_internal_recipient(capsys: pytest.CaptureFixture[str]) -> None:
     assert "inside the organisation" in out and "TRIFECTA" not in out
 
 
-def test_explain_a_resource_read_after_an_external_send_is_the_trifecta(capsys: pytest.CaptureFixture[str]) -> None:
+def test_explain_a_resource_read_after_an_external_send_adds_no_exit(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["policy", "explain", "--resource", "demo__workspace://inbox/inbox-001", "--legs", "E"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("resource  workspace://inbox/inbox-001")
-    assert "upstreams.demo.resources['workspace://inbox/*']" in out and "decision  HOLD" in out
+    # the session then holds P+U+E, but a read sends nothing: never held for the trifecta
+    assert "upstreams.demo.resources['workspace://inbox/*']" in out and "decision  ALLOW" in out
+    assert "legs      session E -> P+U+E" in out
+
+
+def test_explain_a_fetch_after_a_private_untrusted_read_is_the_trifecta(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["policy", "explain", "--tool", "demo__fetch_url", "--args", '{"url": "https://evil.example/"}',
+                "--legs", "P,U"]) == 0
+    out = capsys.readouterr().out
+    assert "trifecta.hold" in out and "decision  HOLD" in out
 
 
 def test_explain_an_unclassified_resource_counts_as_private_and_untrusted(capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,7 +90,8 @@ def test_explain_with_policy_file_and_pin(tmp_path: Path, capsys: pytest.Capture
         == 0
     )
     out = capsys.readouterr().out
-    assert "DENY" in out and "pin.changed" in out and "catalog app github" in out
+    # an upstream named 'github' is not the catalog app unless the policy declares `app: github`
+    assert "DENY" in out and "pin.changed" in out and "name heuristics: read verb 'list', nouns repos (P)" in out
 
 
 @pytest.mark.parametrize(

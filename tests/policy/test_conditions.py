@@ -81,7 +81,17 @@ def test_tool_level_recipient_args_apply_without_schema() -> None:
         ("https://docs.python.org.evil.test/", False),
         ("https://docs.python.org@evil.test/", False),  # userinfo trick: host is evil.test
         ("ftp://docs.python.org/", False),
-        ("docs.python.org/x", False),
+        # scheme-less URLs are matched against the allowlist too
+        ("docs.python.org/x", True),
+        ("//docs.python.org/x", True),
+        ("wiki.example.com", True),
+        ("WWW.Example.com/page?q=1", True),
+        ("evil.test/collect?d=1", False),
+        ("docs.python.org@evil.test/x", False),  # userinfo trick without a scheme
+        ("evil.test\\@docs.python.org/", False),  # browsers read '\\' as '/': the host is evil.test
+        ("https://evil.test\\@docs.python.org/", False),
+        ("javascript:alert(1)", False),
+        ("docs.python.org x", False),
     ],
 )
 def test_url_allowlist_drops_u_and_e(url: str, dropped: bool) -> None:

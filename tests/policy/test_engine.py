@@ -123,8 +123,10 @@ def test_first_use_can_be_switched_off_only_with_the_category() -> None:
     required = ["email_send"]
     off = make(first_use={"enabled": False}, approval_required_actions=required)
     assert decide(off, "get_employee", st=state(used=False)).effect == "allow"
-    still = make(first_use={"enabled": False})  # the 6.3 list still names mcp_first_invocation_of_tool
-    assert decide(still, "get_employee", st=state(used=False)).effect == "hold"
+    default_list = make(first_use={"enabled": False})  # the 6.3 list then goes without the first-use category
+    assert decide(default_list, "get_employee", st=state(used=False)).effect == "allow"
+    with pytest.raises(ValueError, match=r"first_use\.enabled"):  # one setting says one thing
+        make(first_use={"enabled": False}, approval_required_actions=["mcp_first_invocation_of_tool"])
 
 
 def test_first_use_scope_is_exposed() -> None:
@@ -210,9 +212,16 @@ def test_disabled_upstream_denies_everything() -> None:
 
 # -- trifecta, legs and store --------------------------------------------------------------------
 def test_trifecta_hold_and_strict_deny() -> None:
-    d = decide(make(), "read_web", st=state("P,E"))
+    writes = {"write": "allow"}
+    d = decide(make(defaults=writes), "rename_team", st=state("P,U"))
     assert d.effect == "hold" and d.trifecta and d.rule_ids == ("trifecta.hold",)
-    assert decide(make(strict=True), "read_web", st=state("P,E")).effect == "deny"
+    assert decide(make(strict=True, defaults=writes), "rename_team", st=state("P,U")).effect == "deny"
+
+
+def test_a_call_that_adds_no_exit_is_never_held_for_the_trifecta() -> None:
+    d = decide(make(), "read_web", st=state("P,E"))  # U on top of P+E: the session now holds all three...
+    assert (d.effect, d.trifecta, d.rule_ids) == ("allow", False, ("default.read",))  # ...but a read sends nothing
+    assert d.legs_after == {Leg.P, Leg.U, Leg.E}
 
 
 def test_two_legs_is_not_a_trifecta() -> None:
@@ -223,7 +232,8 @@ def test_two_legs_is_not_a_trifecta() -> None:
 def test_legs_scope_settings_are_exposed() -> None:
     policy = make(legs={"scope": "principal", "window_seconds": 600})
     assert (policy.legs_scope, policy.legs_window_seconds) == ("principal", 600)
-    assert make().legs_scope == "session"
+    assert make().legs_scope == "both"  # per session and per principal: no splitting across sessions
+    assert (make().legs_window_seconds, make().legs_session_ttl_seconds) == (3600, 86400)
 
 
 def test_store_unavailable_denies_writes_and_follows_policy_for_reads() -> None:

@@ -75,7 +75,9 @@ def test_62_custom_mcp_servers_deny_every_new_action() -> None:
 )
 def test_63_required_categories_hold(upstream: str, name: str) -> None:
     doc = pack_to_policy([PACK_63])
-    policy = CompiledPolicy.from_dict({**doc, "defaults": {"write": "allow"}})
+    # the upstream is the catalog app only when the policy says so (`app:`), never by its name
+    declared = {upstream: {"app": upstream}}
+    policy = CompiledPolicy.from_dict({**doc, "defaults": {"write": "allow"}, "upstreams": declared})
     d = decide(policy, upstream, name)
     assert d.effect == "hold" and d.rule_ids[0].startswith("approval_required:")
 
@@ -92,7 +94,7 @@ def test_63_first_invocation_of_any_tool_holds() -> None:
     [("google_drive", "update_file"), ("notion", "create_page"), ("jira", "comment_on_issue")],
 )
 def test_63_logged_categories_are_allowed_and_logged(upstream: str, name: str) -> None:
-    policy = CompiledPolicy.from_dict(pack_to_policy([PACK_63]))
+    policy = CompiledPolicy.from_dict({**pack_to_policy([PACK_63]), "upstreams": {upstream: {"app": upstream}}})
     d = decide(policy, upstream, name)
     assert d.effect == "allow" and d.logged
 

@@ -101,10 +101,13 @@ def test_category_only_entry_keeps_the_fail_closed_legs() -> None:
 
 
 def test_catalog_app_legs_classify_unlisted_resources() -> None:
-    policy = make()
+    # only a declared `app:` makes an upstream a catalog app, never its name
+    policy = make(upstreams={**BASE["upstreams"], "github": {"app": "github"}, "mail": {"app": "gmail"}})
     assert policy.resource_profile("github", "repo://a/b").legs == {P}  # github: P (+E, not for a read)
-    gmail = policy.resource_profile("gmail", "mail://1")
+    gmail = policy.resource_profile("mail", "mail://1")
     assert (gmail.legs, gmail.source) == ({P, U}, "catalog")
+    named = make().resource_profile("gmail", "mail://1")  # named like an app, not declared one
+    assert (named.legs, named.source) == ({P, U}, "unknown")
 
 
 def test_prompt_without_a_name_is_rejected() -> None:
@@ -121,8 +124,9 @@ def test_unclassified_resource_read_is_allowed_under_controlled_with_first_use_o
     assert d.rule_ids == ("default.read",)
     assert (d.first_use, d.pin_changed) == (False, False)
     assert d.legs_after == {P, U}
-    # the same call for a tool nobody used yet is held: first_use is a tool-only plan flag
-    assert decide(policy, demo_profiles(policy)["search_drive"], used=False).first_use is True
+    # a write tool nobody used yet is held: first_use is a tool-only plan flag (the preset spares reads)
+    assert decide(policy, demo_profiles(policy)["send_email"], used=False).first_use is True
+    assert decide(policy, demo_profiles(policy)["search_drive"], used=False).first_use is False
 
 
 @pytest.mark.parametrize("preset", ["controlled", "open"])

@@ -17,10 +17,12 @@
     var tpl = document.createElement("template");
     tpl.innerHTML = html;
     if (region.id === "decision") {
-      // Keep the approver's half-typed reason: only swap when the state itself changed.
+      // Keep the approver's half-typed reason: only swap when the state itself changed
+      // (or the agent stopped waiting, which the approver should see at once).
       var now = region.querySelector("[data-state]");
       var next = tpl.content.querySelector("[data-state]");
-      if (now && next && now.dataset.state === next.dataset.state) return;
+      if (now && next && now.dataset.state === next.dataset.state &&
+          now.dataset.abandoned === next.dataset.abandoned) return;
     }
     region.dataset.lastHtml = html;
     region.replaceChildren(tpl.content);

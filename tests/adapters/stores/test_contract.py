@@ -172,17 +172,112 @@ async def test_find_approved_binds_the_exact_call_and_consume_is_single_use(stor
     key = ("agent:a", "s1", "mail", "send_email", args_hash(ARGS))
     assert await store.find_approved(*key, "rev-1", now) is None  # still pending
     await store.decide(a.id, True, "human:h", "ok", now)
-    assert (await store.find_approved(*key, "rev-1", now)).id == a.id
+    found = await store.find_approved(*key, "rev-1", now)
+    assert (found.id, found.scope, found.scope_until) == (a.id, "once", a.expires_at)
     assert await store.find_approved(*key, "rev-2", now) is None  # policy changed since
     assert await store.find_approved(*key, "rev-1", a.expires_at) is None  # expired
-    assert await store.find_approved("agent:a", "s2", "mail", "send_email", key[4], "rev-1", now) is None
     assert await store.find_approved("agent:b", "s1", "mail", "send_email", key[4], "rev-1", now) is None
+    assert await store.find_approved("agent:a", "s1", "mail", "other_tool", key[4], "rev-1", now) is None
+    assert await store.find_approved("agent:a", "s1", "chat", "send_email", key[4], "rev-1", now) is None
     assert await store.find_approved(*key[:4], args_hash({**ARGS, "to": "x"}), "rev-1", now) is None
     results = await asyncio.gather(*(store.consume(a.id) for _ in range(10)))
     assert results.count(True) == 1
     assert (await store.get_approval(a.id)).state == "executed"
     assert await store.find_approved(*key, "rev-1", now) is None
     assert await store.consume("nope") is False
+
+
+async def test_once_approval_is_found_from_another_session_and_consumed_once(store: Any) -> None:
+    now = time.time()
+    a = approval(now, session="session-A")
+    await store.create_approval(a)
+    await store.decide(a.id, True, "human:h", "ok", now)
+    from_b = ("agent:a", "session-B", "mail", "send_email", args_hash(ARGS))
+    found = await store.find_approved(*from_b, "rev-1", now)
+    assert found is not None and (found.id, found.session_id) == (a.id, "session-A")  # where the call came from
+    assert await store.consume(found.id) is True
+    assert await store.find_approved(*from_b, "rev-1", now) is None
+    assert await store.find_approved("agent:a", "session-A", *from_b[2:], "rev-1", now) is None  # used up
+
+
+async def test_session_scope_is_reusable_in_its_session_only(store: Any) -> None:
+    now = time.time()
+    a = approval(now, session="session-A")
+    await store.create_approval(a)
+    won = await store.decide(a.id, True, "human:h", "this session", now, scope="session")
+    assert (won.approval.scope, won.approval.scope_until) == ("session", a.expires_at)
+    in_a = ("agent:a", "session-A", "mail", "send_email", args_hash(ARGS))
+    for _ in range(3):  # repeatedly: a session approval is not consumed by a use
+        assert (await store.find_approved(*in_a, "rev-1", now)).id == a.id
+    assert await store.find_approved("agent:a", "session-B", *in_a[2:], "rev-1", now) is None
+    assert await store.find_approved(*in_a[:4], args_hash({**ARGS, "to": "x"}), "rev-1", now) is None
+    assert await store.find_approved(*in_a, "rev-1", a.expires_at) is None  # until the approval expires
+    assert (await store.get_approval(a.id)).state == "approved"
+    assert [x.id for x in await store.expire_due(a.expires_at)] == [a.id]
+    assert await store.find_approved(*in_a, "rev-1", now) is None
+
+
+async def test_principal_tool_scope_covers_any_arguments_until_its_minutes(store: Any) -> None:
+    now = time.time()
+    a = approval(now, session="session-A")
+    await store.create_approval(a)
+    until = now + 10 * 60
+    won = await store.decide(a.id, True, "human:h", "for ten minutes", now, scope="principal_tool", scope_until=until)
+    assert (won.approval.scope, won.approval.scope_until, won.approval.expires_at) == ("principal_tool", until, until)
+    assert await store.get_approval(a.id) == won.approval
+    other_args = args_hash({"to": "someone@else.example", "body": "other"})
+    for session, digest in (("session-A", args_hash(ARGS)), ("session-B", other_args), ("session-C", other_args)):
+        found = await store.find_approved("agent:a", session, "mail", "send_email", digest, "rev-1", now)
+        assert found is not None and found.id == a.id
+    assert await store.find_approved("agent:a", "session-B", "mail", "send_email", other_args, "rev-1",
+                                     until - 1) is not None
+    assert await store.find_approved("agent:a", "session-B", "mail", "send_email", other_args, "rev-1", until) is None
+    # never broader than what the approver saw: only this principal, only this tool
+    assert await store.find_approved("agent:b", "session-B", "mail", "send_email", other_args, "rev-1", now) is None
+    assert await store.find_approved("agent:a", "session-B", "mail", "delete_all", other_args, "rev-1", now) is None
+    assert await store.find_approved("agent:a", "session-B", "crm", "send_email", other_args, "rev-1", now) is None
+    assert [x.id for x in await store.expire_due(until)] == [a.id]
+    assert await store.find_approved("agent:a", "session-B", "mail", "send_email", other_args, "rev-1", now) is None
+
+
+async def test_an_exact_approval_is_preferred_to_a_principal_tool_one(store: Any) -> None:
+    now = time.time()
+    broad, exact = approval(now - 1, arguments={"to": "a@b.example"}), approval(now)
+    for a in (broad, exact):
+        await store.create_approval(a)
+    await store.decide(broad.id, True, "human:h", "ok", now, scope="principal_tool", scope_until=now + 60)
+    await store.decide(exact.id, True, "human:h", "ok", now)
+    key = ("agent:a", "s9", "mail", "send_email", args_hash(ARGS))
+    assert (await store.find_approved(*key, "rev-1", now)).id == exact.id
+    assert await store.consume(exact.id) is True
+    assert (await store.find_approved(*key, "rev-1", now)).id == broad.id
+
+
+async def test_a_policy_revision_change_ends_every_scope(store: Any) -> None:
+    now = time.time()
+    once, session, broad = approval(now), approval(now), approval(now, arguments={"to": "x@y.example"})
+    for a in (once, session, broad):
+        await store.create_approval(a)
+    await store.decide(once.id, True, "human:h", "ok", now)
+    await store.decide(session.id, True, "human:h", "ok", now, scope="session")
+    await store.decide(broad.id, True, "human:h", "ok", now, scope="principal_tool", scope_until=now + 600)
+    key = ("agent:a", "s1", "mail", "send_email", args_hash(ARGS))
+    assert await store.find_approved(*key, "rev-1", now) is not None
+    assert await store.find_approved(*key, "rev-2", now) is None
+    assert await store.find_approved(*key[:4], args_hash({"to": "x@y.example"}), "rev-2", now) is None
+
+
+async def test_decide_refuses_an_unknown_or_endless_scope(store: Any) -> None:
+    now = time.time()
+    a = approval(now)
+    await store.create_approval(a)
+    with pytest.raises(ValueError, match="unknown approval scope 'everything'"):
+        await store.decide(a.id, True, "human:h", "ok", now, scope="everything")
+    with pytest.raises(ValueError, match="principal_tool approval needs scope_until"):
+        await store.decide(a.id, True, "human:h", "ok", now, scope="principal_tool")
+    assert (await store.get_approval(a.id)).state == "pending"  # nothing was decided
+    denied = await store.decide(a.id, False, "human:h", "no", now, scope="session")
+    assert (denied.status, denied.approval.scope, denied.approval.scope_until) == ("denied", "once", None)
 
 
 async def test_find_pending_reuses_only_live_pending(store: Any) -> None:
@@ -193,9 +288,29 @@ async def test_find_pending_reuses_only_live_pending(store: Any) -> None:
     await store.create_approval(a)
     key = ("agent:a", "s1", "mail", "send_email", args_hash(ARGS))
     assert (await store.find_pending(*key)).id == a.id
+    assert (await store.find_pending("agent:a", "another-session", *key[2:])).id == a.id  # any session
+    assert await store.find_pending("agent:b", *key[1:]) is None
     assert await store.find_pending(*key[:4], args_hash({})) is None
     await store.decide(a.id, False, "human:h", "no", now)
     assert await store.find_pending(*key) is None
+
+
+async def test_an_abandoned_approval_is_stamped_once_and_stays_decidable(store: Any) -> None:
+    now = time.time()
+    a, decided = approval(now), approval(now)
+    for x in (a, decided):
+        await store.create_approval(x)
+    await store.decide(decided.id, True, "human:h", "ok", now)
+    stamped = await store.mark_abandoned(a.id, now + 1.5)
+    assert stamped is not None and (stamped.id, stamped.state, stamped.abandoned_at) == (a.id, "pending", now + 1.5)
+    assert await store.get_approval(a.id) == stamped
+    assert await store.mark_abandoned(a.id, now + 9) is None  # once
+    assert await store.mark_abandoned(decided.id, now) is None  # only a pending one
+    assert await store.mark_abandoned("nope", now) is None
+    key = ("agent:a", "s2", "mail", "send_email", args_hash(ARGS))
+    assert (await store.find_pending(*key)).id == a.id  # the agent's repeat still finds it
+    won = await store.decide(a.id, True, "human:h", "ok", now)
+    assert (won.status, won.approval.abandoned_at) == ("approved", now + 1.5)
 
 
 async def test_wait_decided(kind: str, make_store: Any) -> None:
