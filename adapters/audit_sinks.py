@@ -29,12 +29,19 @@ log = logging.getLogger("triplock.audit.sinks")
 
 
 def _hash_of(line: bytes) -> str | None:
+    return _tail_of(line)[0]
+
+
+def _tail_of(line: bytes) -> tuple[str | None, str | None]:
+    """The ``hash`` and ``event_id`` of a sealed record's line (None where it has none)."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return None
-    value = record.get("hash") if isinstance(record, dict) else None
-    return value if isinstance(value, str) else None
+        return None, None
+    if not isinstance(record, dict):
+        return None, None
+    value, ident = record.get("hash"), record.get("event_id")
+    return (value if isinstance(value, str) else None), (ident if isinstance(ident, str) else None)
 
 
 class FileSink:
@@ -52,6 +59,7 @@ class FileSink:
         self.fsync = fsync
         self._fd: int | None = None
         self._size = 0  # the file's length after our last write (O_APPEND: where the next one lands)
+        self.tail_event_id: str | None = None  # the last record's event_id, once tail_hash read it
         # Without fsync a batch is one os.write into the page cache: the audit log may write it at once.
         self.write_now: Callable[[list[bytes]], None] | None = None if fsync else self._write_lines
 
@@ -75,7 +83,10 @@ class FileSink:
                             self.path, len(tail) - cut)
                 tail = tail[:cut]
             lines = tail.splitlines()
-            return _hash_of(lines[-1]) if lines else None
+            if not lines:
+                return None
+            value, self.tail_event_id = _tail_of(lines[-1])
+            return value
 
     async def write(self, lines: list[bytes]) -> None:
         if self.fsync:
@@ -161,10 +172,15 @@ class RedisStreamSink:
     def __init__(self, url: str, stream: str = "triplock:audit") -> None:
         import redis.asyncio as redis
 
+        from adapters.stores.redis_connect import connection_pool
+
         self.name = "redis"
         self.write_now: Callable[[list[bytes]], None] | None = None
         self.stream = stream
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.tail_event_id: str | None = None  # the last record's event_id, once tail_hash read it
+        # the store's pool builder: a Sentinel URL works here as it does for the store
+        self._pool = connection_pool(url, max_connections=8, timeout=5, socket_timeout=5, socket_connect_timeout=5)
+        self._redis = redis.Redis(connection_pool=self._pool)
 
     async def tail_hash(self) -> str | None:
         last = await self._redis.xrevrange(self.stream, count=1)
@@ -172,7 +188,8 @@ class RedisStreamSink:
             return None
         fields = last[0][1] or {}
         line = fields.get(b"event") or fields.get("event")
-        return _hash_of(line if isinstance(line, bytes) else str(line).encode())
+        value, self.tail_event_id = _tail_of(line if isinstance(line, bytes) else str(line).encode())
+        return value
 
     async def write(self, lines: list[bytes]) -> None:
         pipe = self._redis.pipeline(transaction=False)
@@ -182,6 +199,7 @@ class RedisStreamSink:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+        await self._pool.aclose()  # a pool passed to the client is not closed by it
 
 
 def build_sinks(config: AuditConfig, store_redis_url: str | None = None) -> list[AuditSink]:

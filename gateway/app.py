@@ -142,6 +142,7 @@ class Gateway:
     async def shutdown(self) -> None:
         for task in self.background:
             task.cancel()
+        # Sessions stay in the store (with their legs): clients continue on the next process or replica.
         await self.sessions.aclose()
         await self.pool.aclose()
         await self.store.aclose()
@@ -230,6 +231,7 @@ def build_gateway(settings: Settings) -> Gateway:
 
     approvals = Approvals(store, hold, on_created=on_created)
     obs = build_observability(settings, build_sinks(settings.audit, settings.store.redis_url))
+    obs.watch_approvals(store)  # hold metrics read the store calls are held in (pending, every decision)
     approvals.audit = obs.audit.emit  # a hold the client abandoned is audited (triplock.approval.abandoned)
     obs.telemetry.metrics.observe_sessions(lambda: len(sessions))
     # Every request an upstream sends toward a client (sampling...), relayed or refused, is audited.
@@ -278,6 +280,9 @@ def build_gateway(settings: Settings) -> Gateway:
         # Why not: each down upstream by name and reason, each refused name collision by its upstreams.
         problems = [f"upstream {n!r} is down: {u['error']}" for n, u in ups.items() if not u["up"]]
         problems += [c.describe() for c in pool.catalog.collisions]
+        if not configs:
+            # Nothing to serve: a balancer must not send agents to a gateway without tools.
+            problems.append("no upstreams configured: add an [[upstreams]] entry (or demo_upstream = true)")
         ready = ready and not problems
         body: dict[str, Any] = {
             "status": "ready" if ready else "not ready",

@@ -10,11 +10,12 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{0,32}$")
@@ -28,19 +29,34 @@ class _Strict(BaseModel):
 
 
 class ServerConfig(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    path: str = "/mcp"
+    """The HTTP listener: address, MCP path, request limits, processes."""
+
+    host: str = Field(default="127.0.0.1", description="Bind address. Anything but loopback needs authentication.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Bind port.")
+    path: str = Field(default="/mcp", description="The MCP endpoint path.")
     public_url: str | None = Field(default=None, description="Canonical URL agents use; names the gateway.")
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    max_json_depth: int = Field(default=64, ge=2, le=10_000)
-    session_idle_seconds: float = Field(default=1800.0, gt=0)
-    allowed_origins: tuple[str, ...] = ()
-    allowed_hosts: tuple[str, ...] = Field(
-        default=(), description="Extra Host header values accepted besides the bind address."
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Request bodies over this get HTTP 413.")
+    max_json_depth: int = Field(default=64, ge=2, le=10_000, description="JSON nested deeper gets a parse error.")
+    session_idle_seconds: float = Field(
+        default=1800.0, gt=0, description="Idle MCP sessions are closed after this (clients rarely send DELETE)."
     )
-    workers: int = Field(default=1, ge=1, le=64)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    allowed_origins: tuple[str, ...] = Field(
+        default=(),
+        description="Browser origins allowed besides the gateway's own (loopback names on its port, public_url,"
+        " the console URL).",
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(),
+        description="Extra Host header values accepted on every route besides the bind address and public_url's"
+        " host (DNS-rebinding protection); '*' accepts any.",
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Worker processes, each with its own SO_REUSEPORT socket on the port, under a small supervisor;"
+        " above 1, audit.path must contain {pid}"
+        " and state should be in Redis (store.kind).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     runtime: Literal["triplock", "uvicorn"] = Field(
         default="triplock",
         description="HTTP server: Triplock's own (uvloop + httptools; cheapest, every limit below) or uvicorn"
@@ -94,36 +110,73 @@ class ServerConfig(_Strict):
 
 
 class UpstreamConfig(_Strict):
-    name: str
-    prefix: str | None = Field(default=None, description="Namespace prefix; defaults to the name; may be ''.")
-    transport: Literal["http", "stdio"]
+    """One MCP server behind the gateway (``[[upstreams]]``); its tools are exposed as ``PREFIX__NAME``."""
+
+    name: str = Field(description="Unique name, [A-Za-z0-9_-]{1,32}; the policy file classifies it by this name.")
+    prefix: str | None = Field(
+        default=None, description="Namespace for its tools; defaults to the name; '' exposes the upstream's own names."
+    )
+    transport: Literal["http", "stdio"] = Field(description="'http' (streamable HTTP) or 'stdio' (a child process).")
     # http
-    url: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    bearer_token_env: str | None = None
-    bearer_token_file: Path | None = None
+    url: str | None = Field(default=None, description="http: the upstream's MCP endpoint (http:// or https://).")
+    headers: dict[str, str] = Field(default_factory=dict, description="http: extra headers sent on every request.")
+    bearer_token_env: str | None = Field(
+        default=None,
+        description="http: env var holding the upstream's own bearer token (the client's token is never"
+        " forwarded); it must be set when the gateway starts.",
+    )
+    bearer_token_file: Path | None = Field(
+        default=None, description="http: file holding the upstream's own bearer token (instead of bearer_token_env)."
+    )
     # stdio
-    command: str | None = None
-    args: tuple[str, ...] = ()
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: Path | None = None
+    command: str | None = Field(default=None, description="stdio: the program to run.")
+    args: tuple[str, ...] = Field(default=(), description="stdio: its arguments.")
+    env: dict[str, str] = Field(default_factory=dict, description="stdio: extra environment variables for it.")
+    cwd: Path | None = Field(default=None, description="stdio: its working directory.")
     # http: OAuth client credentials toward the upstream (its own identity, never the client's token)
-    oauth_token_url: str | None = None
-    oauth_client_id: str | None = None
-    oauth_client_secret_env: str | None = None
-    oauth_scope: str | None = None
-    oauth_audience: str | None = None
+    oauth_token_url: str | None = Field(
+        default=None,
+        description="http: OAuth token endpoint for client credentials (the gateway's own identity). Unset with"
+        " oauth_client_id set: discovered from the upstream's 401 (RFC 9728 protected resource metadata, then"
+        " RFC 8414 / OpenID authorization server metadata).",
+    )
+    oauth_client_id: str | None = Field(default=None, description="http: OAuth client id.")
+    oauth_client_secret_env: str | None = Field(
+        default=None, description="http: env var holding the OAuth client secret; it must be set at start."
+    )
+    oauth_scope: str | None = Field(default=None, description="http: OAuth scope to request.")
+    oauth_audience: str | None = Field(
+        default=None,
+        description="http: the RFC 8707 resource (audience) to request a token for; with discovery it defaults to"
+        " the resource the upstream's protected resource metadata names.",
+    )
+    oauth_private_key_file: Path | None = Field(
+        default=None,
+        description="http: PEM private key for private_key_jwt client authentication (RFC 7523), instead of a"
+        " client secret.",
+    )
+    oauth_token_auth_method: Literal["auto", "client_secret_basic", "client_secret_post", "private_key_jwt"] = Field(
+        default="auto",
+        description="http: how the gateway authenticates at the token endpoint; 'auto' picks the first the"
+        " authorization server supports of what is configured (a secret: basic, then post; a key: private_key_jwt).",
+    )
     identity_header: str | None = Field(
         default=None, description="Header that carries the calling principal's id to this upstream."
     )
     # both
-    connect_timeout: float = Field(default=10.0, gt=0)
-    call_timeout: float = Field(default=60.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect (and initialize).")
+    call_timeout: float = Field(default=60.0, gt=0, description="Seconds one request to this upstream may take.")
     max_response_bytes: int = Field(
         default=32 * 1024 * 1024,
         ge=1024,
         description="Largest answer read from this upstream: a JSON body, one SSE line or event, one stdio line."
         " Over it the call fails naming the limit and the gateway stops reading (the connection is closed).",
+    )
+    protocol: Literal["auto", "2025-11-25", "2026-07-28"] = Field(
+        default="auto",
+        description="The protocol era spoken to this upstream. 'auto': ask server/discover once and try"
+        " initialize; an upstream that takes initialize gets 2025-11-25, one that refuses it and speaks 2026-07-28"
+        " gets 2026-07-28. A version pins that era (2026-07-28: http only; stdio upstreams speak 2025-11-25).",
     )
     unsolicited_requests: bool = Field(
         default=False,
@@ -176,12 +229,15 @@ class UpstreamConfig(_Strict):
             raise ValueError("transport 'stdio' needs 'command'")
         elif self.unsolicited_requests:
             raise ValueError("'unsolicited_requests' needs transport 'http' (one stdio process serves all sessions)")
+        elif self.protocol == "2026-07-28":
+            raise ValueError("'protocol' 2026-07-28 needs transport 'http' (stdio upstreams speak 2025-11-25)")
         if self.bearer_token_env and self.bearer_token_file:
             raise ValueError("set only one of 'bearer_token_env' and 'bearer_token_file'")
-        oauth = (self.oauth_token_url, self.oauth_client_id, self.oauth_client_secret_env)
-        if any(oauth) and not all(oauth):
-            raise ValueError("OAuth client credentials need oauth_token_url, oauth_client_id, oauth_client_secret_env")
-        if self.oauth_token_url and (self.bearer_token_env or self.bearer_token_file):
+        oauth = (self.oauth_token_url, self.oauth_client_id, self.oauth_client_secret_env, self.oauth_private_key_file)
+        if any(oauth) and not (self.oauth_client_id and (self.oauth_client_secret_env or self.oauth_private_key_file)):
+            raise ValueError("OAuth client credentials need oauth_client_id and oauth_client_secret_env or"
+                             " oauth_private_key_file (oauth_token_url is discovered when unset)")
+        if self.oauth_client_id and (self.bearer_token_env or self.bearer_token_file):
             raise ValueError("set either OAuth client credentials or a static bearer token, not both")
         return self
 
@@ -224,14 +280,30 @@ class LimitsConfig(_Strict):
 
 
 class PolicyConfig(_Strict):
-    file: Path | None = None
-    preset: Literal["lockdown", "controlled", "open"] = "controlled"
+    """Which policy decides calls: a file (YAML or TOML, see docs/policy.md) or a shipped preset."""
+
+    file: Path | None = Field(
+        default=None, description="A policy file (YAML or TOML; policy/schema.json); reloaded when it changes."
+    )
+    preset: Literal["lockdown", "controlled", "open"] = Field(
+        default="controlled", description="The shipped preset used when no file is set."
+    )
 
 
 class StoreConfig(_Strict):
-    kind: Literal["sqlite", "memory", "redis"] = "sqlite"
-    path: Path = Path("triplock-state.sqlite")
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Where state lives: pending approvals, pins, first use, suspensions, session legs, sessions."""
+
+    kind: Literal["sqlite", "memory", "redis"] = Field(
+        default="sqlite",
+        description="sqlite (embedded file), redis (shared by several gateway processes), memory (tests).",
+    )
+    path: Path = Field(default=Path("triplock-state.sqlite"), description="The SQLite file (kind sqlite).")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis URL (kind redis; also the audit stream's default): redis://, rediss://, unix://, or"
+        " redis+sentinel://host:26379[,host:port...]/service[/db] for a Sentinel-managed primary. Redis Cluster"
+        " is refused (the store's scripts need every key on one node).",
+    )
     timeout: float = Field(
         default=2.0, gt=0, le=60,
         description="Seconds one store operation may take (Redis socket timeout, SQLite busy timeout) before the"
@@ -243,8 +315,25 @@ class StoreConfig(_Strict):
         " and holds are refused, even on sessions whose state is cached.",
     )
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str) -> str:
+        # The URL's details are checked where the pool is made (adapters/stores/redis_connect.py).
+        scheme = value.partition("://")[0].lower() if "://" in value else ""
+        if scheme in ("redis+cluster", "rediss+cluster", "redis-cluster"):
+            raise ValueError("Redis Cluster is not supported (the store's scripts need every key on one node):"
+                             " use one Redis server or a Sentinel-managed primary (redis+sentinel://host:26379/service)")
+        if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
+            raise ValueError(f"scheme {scheme or '(none)'!r} is not one of redis://, rediss://, unix://,"
+                             " redis+sentinel://, rediss+sentinel://")
+        if scheme.endswith("+sentinel") and not value.partition("://")[2].partition("/")[2].strip("/"):
+            raise ValueError("a Sentinel URL names its service: redis+sentinel://host:26379[,host:port...]/SERVICE[/db]")
+        return value
+
 
 class ApprovalsConfig(_Strict):
+    """Holding calls for a human: how long a call waits, where approvers decide, who may."""
+
     hold_wait: float = Field(default=40.0, ge=0, le=600, description="Seconds a held call waits in-band.")
     ttl: float = Field(default=3600.0, gt=0, description="Seconds until an undecided approval expires.")
     console_url: str | None = Field(default=None, description="Where approvers decide (default: public_url).")
@@ -288,19 +377,21 @@ class TelemetryConfig(_Strict):
         default=False, description="Put tool arguments and results on spans (they may hold secrets)."
     )
     prometheus: bool = Field(default=True, description="Serve Prometheus metrics at metrics_path.")
-    metrics_path: str = "/metrics"
+    metrics_path: str = Field(default="/metrics", description="Path of the Prometheus endpoint.")
     service_name: str = Field(default="triplock", description="service.name unless OTEL_SERVICE_NAME is set.")
 
 
 class AuditConfig(_Strict):
     """Where audit events go. An empty ``sinks`` turns the audit log off (not recommended)."""
 
-    sinks: tuple[Literal["file", "stdout", "redis"], ...] = ("file",)
+    sinks: tuple[Literal["file", "stdout", "redis"], ...] = Field(
+        default=("file",), description="Any of file, stdout, redis; [] turns the audit log off."
+    )
     path: Path = Field(default=Path("triplock-audit.jsonl"), description="Active JSONL file; {pid} is expanded.")
     max_bytes: int = Field(default=100 * 1024 * 1024, ge=4096, description="Rotate the file past this size.")
     fsync: bool = Field(default=False, description="fsync after every batch (durable against power loss).")
     redis_url: str | None = Field(default=None, description="Defaults to store.redis_url.")
-    redis_stream: str = "triplock:audit"
+    redis_stream: str = Field(default="triplock:audit", description="Redis stream of the redis sink.")
     backlog_alert: int = Field(default=100_000, ge=1, description="Undelivered records that make health fail.")
     durable: bool = Field(
         default=True,
@@ -326,24 +417,33 @@ class AuthConfig(_Strict):
     ``mode = "api_key"`` accepts API keys only; ``mode = "none"`` is local development.
     """
 
-    mode: Literal["none", "api_key", "jwt"] = "none"
+    mode: Literal["none", "api_key", "jwt"] = Field(
+        default="none", description="none (loopback only, local development), api_key, or jwt (also API keys)."
+    )
     resource: str | None = Field(
         default=None, description="Canonical resource URL (RFC 8707); default: server.public_url + server.path."
     )
-    issuer: str | None = None
-    jwks_url: str | None = None
+    issuer: str | None = Field(default=None, description="jwt: the required 'iss'.")
+    jwks_url: str | None = Field(default=None, description="jwt: where the IdP publishes its signing keys.")
     audience: str | None = Field(default=None, description="Required 'aud'; default: the canonical resource URL.")
-    algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
-    leeway_seconds: float = Field(default=30.0, ge=0, le=300)
-    required_scopes: tuple[str, ...] = ()
-    scopes_supported: tuple[str, ...] = ()
-    jwks_cache_seconds: float = Field(default=600.0, gt=0)
+    algorithms: tuple[str, ...] = Field(
+        default=("RS256", "PS256", "ES256", "EdDSA"), description="Accepted JWT algorithms (asymmetric only)."
+    )
+    leeway_seconds: float = Field(default=30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
+    required_scopes: tuple[str, ...] = Field(default=(), description="Scopes every access token must carry.")
+    scopes_supported: tuple[str, ...] = Field(
+        default=(), description="Scopes advertised in the protected-resource metadata (RFC 9728)."
+    )
+    jwks_cache_seconds: float = Field(default=600.0, gt=0, description="How long fetched signing keys are kept.")
     jwks_min_refresh_seconds: float = Field(default=30.0, ge=0, description="Rate limit of unknown-kid refetches.")
-    groups_claim: str = "groups"
-    agent_claim: str = "client_id"
-    user_claim: str = "sub"
+    groups_claim: str = Field(default="groups", description="Claim holding the principal's IdP groups.")
+    agent_claim: str = Field(default="client_id", description="Claim naming the agent (OAuth client).")
+    user_claim: str = Field(default="sub", description="Claim naming the user (the principal id).")
     api_keys: bool = Field(default=True, description="In jwt mode, also accept Triplock API keys.")
-    api_keys_file: Path = Path("triplock-keys.json")
+    api_keys_file: Path = Field(
+        default=Path("triplock-keys.json"),
+        description="The API key file (triplock keys create); a running gateway picks up changes within a second.",
+    )
     groups: dict[str, tuple[str, ...]] = Field(
         default_factory=dict, description="IdP group -> roles; a group named like a role always maps to it."
     )
@@ -372,8 +472,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRIPLOCK_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     server: ServerConfig = ServerConfig()
-    upstreams: tuple[UpstreamConfig, ...] = ()
-    demo_upstream: bool = Field(default=False, description="Run the bundled demo upstream in-process (stdio).")
+    upstreams: tuple[UpstreamConfig, ...] = Field(default=(), description="The MCP servers behind the gateway.")
+    demo_upstream: bool = Field(
+        default=False, description="Run the bundled demo server as upstream 'demo' (stdio); on with no config file."
+    )
     policy: PolicyConfig = PolicyConfig()
     store: StoreConfig = StoreConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
@@ -436,34 +538,103 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names each bad key and why."""
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """Render pydantic errors as ``key.path: reason`` lines a person can act on."""
+def _env_source(loc: tuple[int | str, ...], environ: Mapping[str, str]) -> str | None:
+    """The TRIPLOCK_* variable that set the value at ``loc`` (or one of its parents), if any."""
+    names = {k.upper(): k for k in environ}
+    for depth in range(len(loc), 0, -1):
+        parts = loc[:depth]
+        if any(isinstance(p, int) for p in parts):
+            continue  # list items cannot be set one by one from the environment
+        name = "TRIPLOCK_" + "__".join(str(p).upper() for p in parts)
+        if name in names:
+            return names[name]
+    return None
+
+
+def format_validation_error(err: ValidationError, environ: Mapping[str, str] | None = None) -> str:
+    """Render pydantic errors as ``key.path: reason`` lines a person can act on.
+
+    An unknown key says where it is and the closest known key; a value that came from a
+    ``TRIPLOCK_*`` environment variable names the variable.
+    """
+    from policy.suggest import unknown_key_message  # only on the error path: importing policy/ costs ~0.1 s
+
+    environ = os.environ if environ is None else environ
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}")
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            msg = unknown_key_message(Settings, loc)
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+        source = _env_source(loc, environ) if loc else None
+        lines.append(f"{key}: {msg}" + (f" (set by environment variable {source})" if source else ""))
     return "\n".join(lines)
+
+
+def _env_problems(environ: Mapping[str, str]) -> list[str]:
+    """``TRIPLOCK_SECTION__KEY`` variables whose section is no setting: a typo pydantic would ignore."""
+    problems: list[str] = []
+    sections = list(Settings.model_fields)
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("TRIPLOCK_") or "__" not in upper:
+            continue
+        section = upper.removeprefix("TRIPLOCK_").split("__", 1)[0].lower()
+        if section in Settings.model_fields:
+            continue
+        from policy.suggest import closest  # only on the error path
+
+        guess = closest(section, sections)
+        hint = (f"did you mean TRIPLOCK_{guess.upper()}__{upper.split('__', 1)[1]}?" if guess
+                else f"the sections are {', '.join(sections)}")
+        problems.append(f"environment variable {name}: names no setting ({section!r} is not a section): {hint}")
+    return problems
+
+
+def _env_not_json(exc: SettingsError, environ: Mapping[str, str]) -> str:
+    """Say which ``TRIPLOCK_<SECTION>`` variable is not JSON and what it should look like."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    field = match.group(1) if match else None
+    names = {k.upper(): k for k in environ}
+    var = names.get(f"TRIPLOCK_{field.upper()}", f"TRIPLOCK_{field.upper()}") if field else "a TRIPLOCK_* variable"
+    cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+    if field == "upstreams":
+        example = f"""{var}='[{{"name": "crm", "transport": "http", "url": "https://crm.example/mcp"}}]'"""
+    elif field is not None:
+        example = f"{var}__KEY=value for one key, or {var}='{{\"key\": value}}' for the whole section"
+    else:
+        example = "TRIPLOCK_SECTION__KEY=value"
+    return f"environment variable {var} is not valid JSON{cause}: a section set whole must be JSON; use {example}"
 
 
 def load_settings(path: Path | None, *, demo_default: bool = True) -> Settings:
     """Load and validate settings from a TOML file (or embedded defaults when ``path`` is None).
 
     With no file, the gateway runs the bundled demo upstream on loopback with no
-    authentication: the one-command quickstart.
+    authentication: the one-command quickstart. Every problem is a :class:`ConfigError`
+    naming the key (or environment variable) and the fix.
     """
     data: dict[str, Any] = {}
+    where = f"{path}: " if path else ""
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"{path}: file not found") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     elif demo_default:
         data = {"demo_upstream": True, "policy": {"file": QUICKSTART_POLICY}}
+    env_problems = _env_problems(os.environ)
+    if env_problems:
+        raise ConfigError(f"{where}invalid configuration\n" + "\n".join(env_problems))
     try:
         return Settings(**data)
     except ValidationError as exc:
-        where = f"{path}: " if path else ""
         raise ConfigError(f"{where}invalid configuration\n{format_validation_error(exc)}") from exc
+    except SettingsError as exc:
+        raise ConfigError(f"{where}invalid configuration\n{_env_not_json(exc, os.environ)}") from exc

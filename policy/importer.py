@@ -3,7 +3,8 @@ Triplock policy document.
 
 Mapping:
 - 6.2 `apps.<app>` -> `upstreams.<app>` (enabled, action_control, actions_allowed/denied,
-  new_actions_default); the catalog recognises the app by the upstream's name, and
+  new_actions_default), with `app: <app>` when the built-in catalog knows it (an upstream's name
+  alone never makes it a catalog app, so the pack's naming is stated explicitly), and
   `custom_mcp_servers` -> `default_upstream` (the settings for every upstream not listed).
 - 6.3 `approval_required_actions` entries marked "human_required" -> `approval_required_actions`
   (with `mcp_first_invocation_of_tool` also switching `first_use` on);
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from policy.catalog import lookup_app
 from policy.config import FIRST_USE_CATEGORY, PolicyFile
 
 _APP_KEYS = {"enabled", "action_control", "actions_allowed", "actions_denied", "new_actions_default"}
@@ -55,6 +57,9 @@ def pack_to_policy(packs: Iterable[Mapping[str, Any]], name: str = "imported") -
                 if app == _DEFAULT_UPSTREAM_APP:
                     doc["default_upstream"] = settings
                 else:
+                    known = lookup_app(app)
+                    if known is not None:
+                        settings["app"] = known.name
                     doc.setdefault("upstreams", {})[app] = settings
         if "approval_required_actions" in pack:
             recognised = True

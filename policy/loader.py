@@ -14,8 +14,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from policy.config import PolicyFile
+from policy.catalog import APPS
+from policy.config import FIRST_USE_CATEGORY, Conditions, PolicyFile, PromptEntry, ResourceEntry, ToolEntry
 from policy.engine import CompiledPolicy
+from policy.suggest import closest, unknown_key_message
+from policy.vocabulary import NOUN_FAMILIES
 
 PRESETS = ("lockdown", "controlled", "open")
 
@@ -90,7 +93,7 @@ def _validation_issues(exc: ValidationError, root: yaml.Node | None) -> list[Iss
         loc = tuple(err["loc"])
         message = err["msg"]
         if err["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = unknown_key_message(PolicyFile, loc)
         issues.append(Issue(_key_path(loc), message, _yaml_line(root, loc)))
     return issues
 
@@ -120,9 +123,70 @@ def parse_policy_text(text: str, source: str = "<policy>", fmt: str = "yaml") ->
     if not isinstance(data, dict):
         raise PolicyError(source, [Issue("", "a policy file must be a mapping at the top level", 1)])
     try:
-        return PolicyFile.model_validate(data)
+        model = PolicyFile.model_validate(data)
     except ValidationError as exc:
         raise PolicyError(source, _validation_issues(exc, root)) from None
+    unknown = category_issues(model, root)
+    if unknown:
+        raise PolicyError(source, unknown)
+    return model
+
+
+# Every category a classification can give a call without the policy file's help: the catalog
+# apps' write categories, the noun families' (policy.vocabulary), a payment (policy.classify, any
+# write that moves money) and a tool's first use. Nothing an upstream sends sets a category
+# (annotations say what a tool does, not its 6.3 category), so with the categories the policy
+# file itself assigns this is every category a call can ever have.
+BUILTIN_CATEGORIES = frozenset(
+    {c for app in APPS for c in (*app.categories.values(), app.default_write_category) if c}
+    | {c for family in NOUN_FAMILIES for c in family.categories.values()}
+    | {"financial_transaction_any", FIRST_USE_CATEGORY}
+)
+
+
+def _file_conditions(model: PolicyFile) -> list[Conditions]:
+    ups = [model.default_upstream, *model.upstreams.values()]
+    found = [model.conditions, *(u.conditions for u in ups)]
+    found += [t.conditions for u in ups for t in u.tools.values()]
+    return [c for c in found if c is not None]
+
+
+def known_categories(model: PolicyFile) -> frozenset[str]:
+    """Every category a call can have under ``model``: the built-in ones and those the file assigns."""
+    ups = [model.default_upstream, *model.upstreams.values()]
+    entries: list[ToolEntry | ResourceEntry | PromptEntry] = []
+    for u in ups:
+        entries += [*u.tools.values(), *u.resources.values(), *u.prompts.values()]
+    assigned = {e.category for e in entries}
+    for cond in _file_conditions(model):
+        assigned |= set(cond.internal_categories.values()) | {a.category for a in cond.amounts}
+    return BUILTIN_CATEGORIES | {c for c in assigned if c}
+
+
+def category_issues(model: PolicyFile, root: yaml.Node | None = None) -> list[Issue]:
+    """Categories named by rules and the 6.3 lists that no call can ever have: each a typo or a
+    category nothing classifies, so the rule (or the hold) would silently never apply.
+
+    Why an error and not a warning: :func:`known_categories` is every category a classification
+    can produce (the built-in vocabulary plus the file's own assignments), so such a name provably
+    never matches; a hold rule that never matches is a hole, and a policy with one fails closed.
+    The fix is to correct the name or to assign the category to a tool (``tools: {x: {category: ...}}``).
+    """
+    known = known_categories(model)
+    named: list[tuple[tuple[int | str, ...], str]] = [
+        (("approval_required_actions", i), c) for i, c in enumerate(model.approval_required_actions)
+    ]
+    named += [(("approval_logged_actions", i), c) for i, c in enumerate(model.approval_logged_actions)]
+    named += [(("rules", i, "categories", j), c) for i, r in enumerate(model.rules) for j, c in enumerate(r.categories)]
+    issues = []
+    for loc, category in named:
+        if category in known:
+            continue
+        suggestion = closest(category, known)
+        hint = (f"did you mean {suggestion!r}?" if suggestion is not None
+                else "assign it to a tool (upstreams.NAME.tools.TOOL.category) or remove it")
+        issues.append(Issue(_key_path(loc), f"no call can have category {category!r}: {hint}", _yaml_line(root, loc)))
+    return issues
 
 
 def _format_for(path: Path) -> str:

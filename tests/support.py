@@ -171,3 +171,15 @@ def create_api_key(keys_file: Path, principal: str, groups: str = "agents-run") 
         check=True,
     )
     return str(json.loads(created.stdout)["key"])
+
+
+def serve_upstream_main(build: Any, description: str | None, argv: list[str] | None = None) -> int:
+    """``python -m tests.x --port N``: run the module's SDK server (``build()``) over streamable HTTP on loopback."""
+    import argparse
+    import asyncio
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    asyncio.run(build().run_streamable_http_async(host="127.0.0.1", port=args.port))
+    return 0

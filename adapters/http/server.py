@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 import traceback
@@ -234,6 +235,10 @@ class Server:
                 self._server = await loop.create_server(
                     lambda: HttpProtocol(shared), self.host, self._port, reuse_address=True, backlog=2048
                 )
+            # Only now, with the socket bound (a taken port raised above): what the operator reads as "up".
+            host, port = self._server.sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            log.info("Triplock listening on http://%s:%d (process %d)", shown, port, os.getpid())
             if self.settle:
                 settle_heap()
             if started is not None:

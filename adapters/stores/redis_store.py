@@ -28,11 +28,12 @@ from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from adapters.stores.redis_approvals import RedisApprovals
+from adapters.stores.redis_connect import connection_pool, redact
 from adapters.stores.redis_scripts import ADD_LEGS
 from adapters.stores.redis_state import RedisStateMixin
 from gateway.ports.records import (
@@ -55,14 +56,15 @@ class RedisStore(RedisStateMixin, RedisApprovals, StoreContext):
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, socket_timeout: float = 2.0,
                  connect_timeout: float = 1.0, max_connections: int = 64, health_interval: float = 1.0) -> None:
-        self.url = url
+        self.url = redact(url)  # for messages: never the password
         self.prefix = prefix
         self.health = StoreHealth(health_interval)
         self._instance = os.urandom(8).hex()  # tells this instance's change notices from others'
         self._changes = 0  # other instances' change notices heard: part of state_stamp
         # A blocking pool: a burst of calls beyond `max_connections` queues for a connection (up to
         # socket_timeout) instead of failing with "Too many connections", which would fail closed.
-        pool = aredis.BlockingConnectionPool.from_url(
+        # One server's URL, or redis+sentinel:// for the primary Sentinel names (adapters.stores.redis_connect).
+        pool = connection_pool(
             url, max_connections=max_connections, timeout=socket_timeout, decode_responses=True,
             socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
             health_check_interval=30)

@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 from typing import Self
 
 import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from adapters.upstreams.oauth_discovery import Challenge, DiscoveryFailed, discover
 from gateway.config import UpstreamConfig
 
 log = logging.getLogger("triplock.upstream.oauth")
@@ -40,19 +45,26 @@ def header_safe(value: str) -> bool:
 class ClientCredentialsTokenSource:
     """An access token from an OAuth 2.1 ``client_credentials`` grant, refreshed before expiry.
 
-    Refresh starts ``refresh_margin`` seconds before the token expires (or at half its lifetime
-    for short-lived tokens), so calls never carry a token that expires in flight. Concurrent
-    callers share one refresh.
+    The token endpoint is configured, or discovered from the upstream's first 401 (RFC 9728, then
+    RFC 8414 / OpenID discovery; see oauth_discovery.py), which also gives the resource (RFC 8707)
+    and, unless configured, the scope. Refresh starts ``refresh_margin`` seconds before the token
+    expires (or at half its lifetime for short-lived tokens), so calls never carry a token that
+    expires in flight. Concurrent callers share one refresh. A refusal by the upstream gets one
+    fresh token and one retry (:meth:`refused`), never a loop.
     """
 
     def __init__(
         self,
-        token_url: str,
+        token_url: str | None,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
         *,
         scope: str | None = None,
         audience: str | None = None,
+        private_key: str | None = None,
+        auth_method: str = "auto",
+        server_url: str | None = None,
+        upstream: str = "upstream",
         refresh_margin: float = 60.0,
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -60,8 +72,14 @@ class ClientCredentialsTokenSource:
         self.token_url = token_url
         self.client_id = client_id
         self._secret = client_secret
+        self._private_key = private_key
+        self.configured_scope = scope
         self.scope = scope
         self.audience = audience
+        self.auth_method = auth_method
+        self.server_url = server_url
+        self.upstream = upstream
+        self.issuer: str | None = None
         self.refresh_margin = refresh_margin
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
         self._owns_http = http is None
@@ -69,19 +87,30 @@ class ClientCredentialsTokenSource:
         self._token: str | None = None
         self._refresh_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._methods: tuple[str, ...] = ("client_secret_basic",)
         self.fetches = 0
 
     @classmethod
     def from_config(cls, config: UpstreamConfig, *, http: httpx.AsyncClient | None = None,
                     clock: Callable[[], float] = time.monotonic) -> Self | None:
         """The token source an upstream's config asks for, or None when it uses none."""
-        if not (config.oauth_token_url and config.oauth_client_id and config.oauth_client_secret_env):
+        if not config.oauth_client_id:
             return None
-        secret = os.environ.get(config.oauth_client_secret_env)
-        if not secret:
-            raise ValueError(f"env var {config.oauth_client_secret_env} (upstream {config.name}) is empty or unset")
+        secret = key = None
+        if config.oauth_client_secret_env:
+            secret = os.environ.get(config.oauth_client_secret_env)
+            if not secret:
+                raise ValueError(f"env var {config.oauth_client_secret_env} (upstream {config.name}) is empty or unset")
+        if config.oauth_private_key_file:
+            key = config.oauth_private_key_file.read_text(encoding="utf-8")
         return cls(config.oauth_token_url, config.oauth_client_id, secret, scope=config.oauth_scope,
-                   audience=config.oauth_audience, http=http, clock=clock)
+                   audience=config.oauth_audience, private_key=key, auth_method=config.oauth_token_auth_method,
+                   server_url=config.url, upstream=config.name, http=http, clock=clock)
+
+    @property
+    def ready(self) -> bool:
+        """False while the token endpoint is still to be discovered (requests go without a token until a 401)."""
+        return self.token_url is not None
 
     async def token(self) -> str:
         """A token valid for at least ``refresh_margin`` more seconds (fetching one if needed)."""
@@ -97,12 +126,75 @@ class ClientCredentialsTokenSource:
         self._token = None
         self._refresh_at = float("-inf")
 
+    async def refused(self, status: int, www_authenticate: str | None) -> bool:
+        """The upstream refused a request (401, or 403 ``insufficient_scope``): prepare one retry.
+
+        Returns True when a retry with a fresh token can succeed: the token is dropped, the
+        challenge's ``scope`` adopted (step-up) and, for a discovered upstream, its metadata
+        followed again. The caller retries once and reports a second refusal.
+        """
+        challenge = Challenge.parse(www_authenticate)
+        if status == 403 and challenge.error != "insufficient_scope":
+            return False
+        async with self._lock:
+            if self.server_url is not None and (self.token_url is None or challenge.resource_metadata):
+                await self._discover(challenge)
+            if challenge.scope and not self.configured_scope:
+                self.scope = challenge.scope
+            self.invalidate()
+        return True
+
     async def headers(self) -> dict[str, str]:
-        """The Authorization header for the next upstream request."""
+        """The Authorization header for the next upstream request (none while discovery waits for a 401)."""
+        if self.token_url is None:
+            return {}
         return {"authorization": f"Bearer {await self.token()}"}
 
+    async def _discover(self, challenge: Challenge) -> None:
+        assert self.server_url is not None
+        try:
+            found = await discover(self._http, self.server_url, challenge)
+        except DiscoveryFailed as exc:
+            raise UpstreamAuthError(str(exc)) from None
+        self.token_url, self.issuer, self._methods = found.token_endpoint, found.issuer, found.auth_methods
+        self.audience = self.audience or found.resource
+        if not self.configured_scope:
+            self.scope = challenge.scope or (" ".join(found.scopes_supported) or None)
+
+    def _client_auth(self) -> tuple[dict[str, str], tuple[str, str] | None]:
+        """The form fields and Basic credentials that authenticate the gateway at the token endpoint."""
+        method = self.auth_method
+        if method == "auto":
+            have = ("private_key_jwt",) if self._private_key else ("client_secret_basic", "client_secret_post")
+            method = next((m for m in have if m in self._methods), have[0])
+        if method == "private_key_jwt":
+            if not self._private_key:
+                raise UpstreamAuthError("private_key_jwt needs oauth_private_key_file")
+            return {"client_id": self.client_id, "client_assertion": self._assertion(),
+                    "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, None
+        if self._secret is None:
+            raise UpstreamAuthError(f"{method} needs oauth_client_secret_env")
+        if method == "client_secret_post":
+            return {"client_id": self.client_id, "client_secret": self._secret}, None
+        return {}, (self.client_id, self._secret)  # client_secret_basic: the OAuth 2.1 default
+
+    def _assertion(self) -> str:
+        """An RFC 7523 client assertion: iss = sub = client id, aud = the issuer (else the token endpoint)."""
+        assert self._private_key is not None and self.token_url is not None
+        now = int(time.time())
+        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.issuer or self.token_url,
+                  "iat": now, "exp": now + 300, "jti": secrets.token_urlsafe(16)}
+        key = serialization.load_pem_private_key(self._private_key.encode(), password=None)
+        alg = "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
+        return jwt.encode(claims, self._private_key, algorithm=alg)
+
     async def _fetch(self) -> str:
-        form = {"grant_type": "client_credentials"}
+        if self.token_url is None:
+            raise UpstreamAuthError("no token endpoint yet: none configured and none discovered")
+        url = self.token_url
+        step = f"token request (client_credentials) to {url}"
+        form, basic = self._client_auth()
+        form["grant_type"] = "client_credentials"
         if self.scope:
             form["scope"] = self.scope
         if self.audience:
@@ -110,23 +202,22 @@ class ClientCredentialsTokenSource:
         self.fetches += 1
         started = self._clock()
         try:
-            # client_secret_basic: the OAuth 2.1 default client authentication.
-            resp = await self._http.post(self.token_url, data=form, auth=(self.client_id, self._secret),
+            resp = await self._http.post(url, data=form, auth=basic or httpx.USE_CLIENT_DEFAULT,
                                          headers={"accept": "application/json"})
         except httpx.HTTPError as exc:
-            raise UpstreamAuthError(f"token endpoint {self.token_url} unreachable: {type(exc).__name__}") from None
+            raise UpstreamAuthError(f"{step}: unreachable ({type(exc).__name__})") from None
         if resp.status_code != 200:
-            raise UpstreamAuthError(f"token endpoint {self.token_url} answered HTTP {resp.status_code}")
+            raise UpstreamAuthError(f"{step}: answered HTTP {resp.status_code}{_oauth_error(resp)}")
         try:
             doc = resp.json()
             token = doc["access_token"]
             lifetime = float(doc.get("expires_in") or _DEFAULT_LIFETIME)
         except (ValueError, KeyError, TypeError):
-            raise UpstreamAuthError(f"token endpoint {self.token_url} sent no usable access_token") from None
+            raise UpstreamAuthError(f"{step}: sent no usable access_token") from None
         if not isinstance(token, str) or not token:
-            raise UpstreamAuthError(f"token endpoint {self.token_url} sent an empty access_token")
+            raise UpstreamAuthError(f"{step}: sent an empty access_token")
         if not header_safe(token):
-            raise UpstreamAuthError(f"token endpoint {self.token_url} sent an access_token with CR, LF or NUL")
+            raise UpstreamAuthError(f"{step}: sent an access_token with CR, LF or NUL")
         margin = min(self.refresh_margin, lifetime / 2)
         self._token, self._refresh_at = token, started + lifetime - margin
         return token
@@ -134,6 +225,15 @@ class ClientCredentialsTokenSource:
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+
+
+def _oauth_error(resp: httpx.Response) -> str:
+    """The OAuth ``error`` code of a refusal (a short token, never the description, which may echo input)."""
+    try:
+        code = resp.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    return f" ({code})" if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) < 64 else ""
 
 
 def identity_headers(config: UpstreamConfig, principal: str | None) -> dict[str, str]:

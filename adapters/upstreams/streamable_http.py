@@ -1,9 +1,10 @@
-"""Upstream MCP servers over streamable HTTP (handshake era), on one keep-alive pool.
+"""Upstream MCP servers over streamable HTTP, on one keep-alive pool.
 
-Each :class:`HttpUpstreamSession` is one upstream MCP session (its own
+Each :class:`HttpUpstreamSession` is one handshake-era upstream MCP session (its own
 ``Mcp-Session-Id``) sharing the pooled connections of its :class:`HttpUpstream`.
 The session's GET stream is opened before the first call, because some servers
-send server-to-client requests only there.
+send server-to-client requests only there. Upstreams that speak 2026-07-28 get that
+wire where it fits (:mod:`adapters.upstreams.modern_wire`, which also says how the era is found).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 
 from adapters.http.client import Http1Pool, HttpError, Response, ResponseTooLarge
 from adapters.upstreams.deadlines import deadline
+from adapters.upstreams.modern_wire import EraMemory, open_in_era
 from adapters.upstreams.oauth import (
     ClientCredentialsTokenSource,
     UnsafeHeaderValue,
@@ -27,7 +29,10 @@ from adapters.upstreams.oauth import (
     identity_headers,
     strip_client_credentials,
 )
+from adapters.upstreams.sse_resume import MAX_IDLE_RESUMES, StreamCursor
+from adapters.upstreams.trace_headers import trace_headers
 from gateway.config import UpstreamConfig
+from gateway.ports import upstream as port
 from gateway.ports.sse import SseTooLarge, iter_sse
 from gateway.ports.upstream import UPSTREAM_PROTOCOL_VERSION, ClientIdentity, MessageHandler, UpstreamError
 
@@ -37,18 +42,6 @@ _ACCEPT = "application/json, text/event-stream"
 
 LimitHook = Callable[[str, str], None]
 """Told ``(limit, upstream)`` each time a limit refuses something (for the gateway's metrics)."""
-
-
-_TRACE_KEYS = ("traceparent", "tracestate", "baggage")
-
-
-def _trace_headers(message: dict[str, Any]) -> dict[str, str] | None:
-    """W3C trace context the gateway put in ``params._meta``, repeated as HTTP headers for HTTP-level tracing."""
-    params = message.get("params")
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    if not isinstance(meta, dict) or "traceparent" not in meta:
-        return None
-    return {k: v for k in _TRACE_KEYS if isinstance(v := meta.get(k), str) and v.isascii() and v.isprintable()}
 
 
 class HttpUpstream:
@@ -75,12 +68,20 @@ class HttpUpstream:
         self._base_headers = headers
         self._pool = Http1Pool(config.url, connect_timeout=config.connect_timeout)
         self.token_source = ClientCredentialsTokenSource.from_config(config)
+        self.era = EraMemory(config.protocol)
 
-    async def open_session(self, identity: ClientIdentity, on_server_message: MessageHandler) -> HttpUpstreamSession:
-        """Run the initialize handshake and open the session's GET stream."""
-        session = HttpUpstreamSession(self, on_server_message, self.named(identity.principal))
+    async def open_session(self, identity: ClientIdentity, on_server_message: MessageHandler) -> port.UpstreamSession:
+        """The handshake era where the upstream speaks it (initialize, GET stream), else 2026-07-28 (modern_wire)."""
+        return await open_in_era(self, identity, lambda named: self._handshake(identity, on_server_message, named))
+
+    async def _handshake(self, identity: ClientIdentity, handler: MessageHandler, named: dict[str, str]) -> Any:
+        session = HttpUpstreamSession(self, handler, named)
         await session.initialize(identity)
         return session
+
+    def wire(self, headers: dict[str, str]) -> HttpUpstreamSession:
+        """A bare exchange (``post``) with this upstream's pool and credentials: no handshake, no GET stream."""
+        return HttpUpstreamSession(self, self.era.nowhere, headers)
 
     def named(self, principal: str | None) -> dict[str, str]:
         """The identity header for ``principal``; a value that would inject headers refuses the request."""
@@ -133,7 +134,7 @@ class HttpUpstreamSession:
                 "clientInfo": identity.client_info,
             },
         }
-        response, headers = await self._post(init, None, cfg.connect_timeout)
+        response, headers = await self.post(init, None, cfg.connect_timeout)
         if "error" in response:
             raise UpstreamError(self.upstream, "protocol", f"initialize refused: {response['error']}")
         result = response.get("result")
@@ -144,8 +145,7 @@ class HttpUpstreamSession:
         version = str(result.get("protocolVersion", UPSTREAM_PROTOCOL_VERSION))
         if not (header_safe(version) and header_safe(sid or "")):  # both go back in our request headers
             self._connector.limit_hit("header_value")
-            raise UpstreamError(self.upstream, "protocol", "initialize answered a session id or protocol version"
-                                " with CR, LF or NUL")
+            raise UpstreamError(self.upstream, "protocol", "initialize answered a session id or version with CR/LF/NUL")
         if sid:
             self._headers["mcp-session-id"] = sid
         self._headers["mcp-protocol-version"] = version
@@ -167,18 +167,17 @@ class HttpUpstreamSession:
         """Forward one request; the answer comes back with the caller's id."""
         caller_id = message.get("id")
         outbound = {**message, "id": next(self._ids)}
-        extra = _trace_headers(message)
+        extra = trace_headers(message)
         if principal is not None and (named := self._connector.named(principal)):
             extra = {**extra, **named} if extra else named
-        response, _ = await self._post(outbound, on_message, timeout, extra)
+        response, _ = await self.post(outbound, on_message, timeout, extra)
         response["id"] = caller_id
         return response
 
     async def notify(self, message: dict[str, Any]) -> None:
         await self._fire(message)
 
-    async def send_response(self, message: dict[str, Any]) -> None:
-        await self._fire(message)
+    send_response = notify  # an answer to the upstream's request goes the same way: one POST, fire and forget
 
     async def aclose(self) -> None:
         if self._closed:
@@ -204,7 +203,7 @@ class HttpUpstreamSession:
         except (HttpError, TimeoutError, UpstreamAuthError) as exc:
             log.warning("upstream %s: could not deliver message: %s", self.upstream, exc)
 
-    async def _post(
+    async def post(
         self,
         message: dict[str, Any],
         on_message: MessageHandler | None,
@@ -222,16 +221,8 @@ class HttpUpstreamSession:
                 headers = {**base, **extra_headers} if extra_headers else base
                 body = orjson.dumps(message)
                 resp = await self._pool.request("POST", headers, body, limit)
-                source = self._connector.token_source
-                if resp.status == 401 and source is not None:
-                    # The upstream refused our token (revoked, rotated): one fresh token, one retry.
-                    # A 401 means the request was not acted on, so the retry cannot run it twice.
-                    await resp.read()
-                    source.invalidate()
-                    base = await self._request_headers()
-                    resp = await self._pool.request(
-                        "POST", {**base, **extra_headers} if extra_headers else base, body, limit
-                    )
+                if resp.status in (401, 403) and self._connector.token_source is not None:
+                    resp = await self._reauthorize(resp, body, limit, extra_headers)
                 if resp.status == 404 and "mcp-session-id" in self._headers:
                     self._closed = True
                     raise UpstreamError(self.upstream, "session_expired", "upstream no longer knows the session")
@@ -266,12 +257,33 @@ class HttpUpstreamSession:
             if resp is not None:
                 resp.abandon()
 
+    async def _reauthorize(
+        self, resp: Response, body: bytes, limit: int, extra_headers: dict[str, str] | None
+    ) -> Response:
+        """The upstream refused our token (missing, revoked, rotated, too narrow): one fresh token, one retry.
+
+        A 401 or 403 means the request was not acted on, so the retry cannot run it twice; a second
+        refusal is reported, never retried (no loop against a server that will not take the token).
+        """
+        source = self._connector.token_source
+        assert source is not None
+        await resp.read()
+        if not await source.refused(resp.status, resp.headers.get("www-authenticate")):
+            raise UpstreamError(self.upstream, "unreachable", f"refused the request (HTTP {resp.status})")
+        resp.abandon()
+        base = await self._request_headers()
+        again = await self._pool.request("POST", {**base, **extra_headers} if extra_headers else base, body, limit)
+        if again.status in (401, 403):
+            await again.read()
+            again.abandon()
+            raise UpstreamError(self.upstream, "unreachable", f"refused a fresh access token (HTTP {again.status})"
+                                f" from {source.token_url}: check the OAuth client's grants and scope there")
+        return again
+
     def _too_large(self, limit: str, what: str) -> UpstreamError:
         self._connector.limit_hit(limit)
-        return UpstreamError(
-            self.upstream, "protocol", f"{what} (limit {limit}, set by upstreams[].max_response_bytes);"
-            " the gateway stopped reading it"
-        )
+        why = f"{what} (limit {limit}, set by upstreams[].max_response_bytes); the gateway stopped reading it"
+        return UpstreamError(self.upstream, "protocol", why)
 
     async def _request_headers(self) -> dict[str, str]:
         source = self._connector.token_source
@@ -293,10 +305,40 @@ class HttpUpstreamSession:
         return reply
 
     async def _read_sse(self, resp: Response, want_id: Any, on_message: MessageHandler | None) -> dict[str, Any]:
+        """The response to ``want_id`` from its stream, resuming it when the server closes it early (SEP-1699:
+        after ``retry`` ms, a GET with ``Last-Event-ID``, while resumptions bring new events, within the deadline)."""
+        cursor = StreamCursor()
+        reply = await self._read_events(resp, want_id, on_message, cursor)
+        idle = 0
+        while reply is None:
+            if not cursor.resumable:
+                raise UpstreamError(self.upstream, "closed", "stream ended before the response")
+            if idle >= MAX_IDLE_RESUMES:
+                raise UpstreamError(self.upstream, "closed", f"stream ended before the response, and {idle}"
+                                    " resumptions with Last-Event-ID in a row brought no new event")
+            await asyncio.sleep(cursor.delay())  # the server's retry: is a MUST (SEP-1699)
+            seen = cursor.last_event_id
+            again = await self._pool.request("GET", {**await self._request_headers(), **cursor.resume_headers()})
+            try:
+                if again.status >= 400 or not again.headers.get("content-type", "").startswith("text/event-stream"):
+                    await again.read()
+                    raise UpstreamError(self.upstream, "closed", "stream ended before the response, and resuming"
+                                        f" it with Last-Event-ID was refused (HTTP {again.status})")
+                reply = await self._read_events(again, want_id, on_message, cursor)
+            finally:
+                again.abandon()
+            idle = 0 if cursor.last_event_id != seen else idle + 1
+        return reply
+
+    async def _read_events(
+        self, resp: Response, want_id: Any, on_message: MessageHandler | None, cursor: StreamCursor
+    ) -> dict[str, Any] | None:
+        """Read one SSE response until the response to ``want_id`` (None when the stream ends first)."""
         limit = self._connector.config.max_response_bytes
-        async for event in iter_sse(resp.iter_bytes(), max_line=limit, max_event=limit):
+        async for event in iter_sse(cursor.tap(resp.iter_bytes()), max_line=limit, max_event=limit):
+            cursor.saw(event.id)
             if event.event != "message" or not event.data:
-                continue
+                continue  # a priming event (an id and no data) or an event MCP does not use
             try:
                 msg = orjson.loads(event.data)
             except orjson.JSONDecodeError:
@@ -307,21 +349,28 @@ class HttpUpstreamSession:
                 return msg
             handler = on_message or self._on_server_message
             await handler(msg)
-        raise UpstreamError(self.upstream, "closed", "stream ended before the response")
+        return None
 
     async def _run_get_stream(self, ready: asyncio.Event) -> None:
-        """Listen for server-initiated messages; reconnect with backoff while the session lives."""
+        """Listen for server-initiated messages; reconnect while the session lives.
+
+        A reconnection resumes where the stream stopped (``Last-Event-ID``) after the server's
+        ``retry:`` when it sent one (SEP-1699), else after an exponential backoff.
+        """
         delay = 0.25
+        cursor = StreamCursor()
         while not self._closed:
             resp: Response | None = None
             try:
-                resp = await self._pool.request("GET", {**await self._request_headers(), "accept": "text/event-stream"})
+                resume = cursor.resume_headers() if cursor.resumable else {"accept": "text/event-stream"}
+                resp = await self._pool.request("GET", {**await self._request_headers(), **resume})
                 ready.set()
                 if resp.status >= 400:
                     return  # 405: the server offers no GET stream; nothing to listen to
                 delay = 0.25
                 limit = self._connector.config.max_response_bytes
-                async for event in iter_sse(resp.iter_bytes(), max_line=limit, max_event=limit):
+                async for event in iter_sse(cursor.tap(resp.iter_bytes()), max_line=limit, max_event=limit):
+                    cursor.saw(event.id)
                     if not event.data:
                         continue
                     try:
@@ -343,5 +392,5 @@ class HttpUpstreamSession:
             finally:
                 if resp is not None:
                     resp.abandon()
-            await asyncio.sleep(delay)
+            await asyncio.sleep(cursor.delay() if cursor.retry_ms is not None else delay)
             delay = min(delay * 2, 30.0)

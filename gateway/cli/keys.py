@@ -37,17 +37,21 @@ def _key_store(args: argparse.Namespace) -> KeyStore:
 def cmd_keys_create(args: argparse.Namespace) -> int:
     """Create a key and print it once; only its hash is stored."""
     groups = tuple(g.strip() for g in (args.groups or "").split(",") if g.strip())
+    store = _key_store(args)
     try:
-        token, record = _key_store(args).create(args.principal, groups, args.agent, args.description or "")
-    except ValueError as exc:
+        token, record = store.create(args.principal, groups, args.agent, args.description or "")
+    except (ValueError, OSError) as exc:
         print(f"triplock: {exc}", file=sys.stderr)
         return 2
+    # Say which file now holds the key's hash: the gateway must read that same file (auth.api_keys_file).
+    written = store.path.resolve()
     if args.json:
-        print(json.dumps({"key": token, **record.public()}))
+        print(json.dumps({"key": token, **record.public(), "key_file": str(written)}))
     else:
         print(token)
         print(f"key id {record.id} for principal {record.principal} (agent {record.agent}, "
-              f"groups {','.join(record.groups) or '-'}). Store it now: it is not shown again.", file=sys.stderr)
+              f"groups {','.join(record.groups) or '-'}) written to {written}. "
+              "Store the key now: it is not shown again.", file=sys.stderr)
     return 0
 
 

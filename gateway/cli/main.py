@@ -24,6 +24,14 @@ def _load(path: Path | None) -> Settings:
         raise SystemExit(2) from None
 
 
+def _refuse(where: Path | None, errors: list[str]) -> int:
+    """Print every configuration error (no traceback) and return the exit code for a bad config."""
+    print(f"triplock: {where or 'embedded defaults'}: invalid configuration", file=sys.stderr)
+    for line in errors:
+        print(f"  {line}", file=sys.stderr)
+    return 2
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway on Triplock's own HTTP/1.1 server (adapters.http.server) or on uvicorn (server.runtime)."""
     from adapters.http import server as http_server
@@ -31,6 +39,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from adapters.http.limits import Limits
     from adapters.http.uvicorn_runtime import run_uvicorn
     from gateway.app import build_gateway
+    from gateway.cli.config_checks import check_settings
+    from policy import PolicyError
 
     settings = _load(args.config)
     logging.basicConfig(
@@ -46,14 +56,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
             os.environ[settings.approvals.approver_tokens_env] = f"quickstart={token}"
             log.warning("approver console: http://%s:%d/console  (token for this run: %s)",
                         settings.server.host, settings.server.port, token)
+    # The same checks as `triplock config check`: a config error stops here, named, without a traceback.
+    findings = check_settings(settings)
+    if findings.errors:
+        return _refuse(args.config, findings.errors)
+    for warning in findings.warnings:
+        log.warning("%s", warning)
     srv = settings.server
-    log.info("Triplock listening on http://%s:%d%s (%s server)", srv.host, srv.port, srv.path, srv.runtime)
-    app = build_gateway(settings)
+    # "listening" is logged by the HTTP server once the socket is bound (adapters.http).
+    log.info("starting Triplock: MCP endpoint http://%s:%d%s (%s server)", srv.host, srv.port, srv.path, srv.runtime)
+    try:
+        # With several workers each one builds its own gateway; this process only supervises them.
+        app = build_gateway(settings) if srv.workers == 1 else None
+    except (ConfigError, PolicyError, ValueError, OSError) as exc:
+        return _refuse(args.config, [str(exc)])
     if srv.workers > 1:
-        if "{pid}" not in str(settings.audit.path) and "file" in settings.audit.sinks:
-            print("triplock: audit.path: with server.workers > 1 it must contain {pid} (one hash chain per process)",
-                  file=sys.stderr)
-            return 2
         # Each worker process builds its own gateway from the same file (see gateway.app.app_from_env).
         os.environ["TRIPLOCK_CONFIG_FILE"] = str(args.config) if args.config else ""
     limits = Limits(
@@ -70,20 +87,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         workers=srv.workers, limits=limits, graceful_timeout=_GRACEFUL_SECONDS,
                         log_level=srv.log_level)
         elif srv.workers > 1:
-            return http_workers.supervise(
-                "gateway.app:app_from_env",
-                host=srv.host,
-                port=srv.port,
-                workers=srv.workers,
-                factory=True,
-                log_level=srv.log_level,
-                limits=limits,
-                graceful_timeout=_GRACEFUL_SECONDS,
+            # The supervisor replaces this process (same pid, so signals and process managers still
+            # reach it) and starts with none of the gateway's modules: it stays small.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            argv = http_workers.supervisor_argv(
+                "gateway.app:app_from_env", host=srv.host, port=srv.port, workers=srv.workers, factory=True,
+                log_level=srv.log_level, limits=limits, graceful_timeout=_GRACEFUL_SECONDS,
             )
+            os.execv(argv[0], argv)
         else:
+            assert app is not None  # one process: built above
             http_server.run(app, host=srv.host, port=srv.port, limits=limits, graceful_timeout=_GRACEFUL_SECONDS)
     except http_server.LifespanFailure as exc:
-        log.error("startup failed: %s", exc)
+        # The app's startup reports a traceback as its message; the operator needs its last line
+        # (the exception), the traceback only at debug level.
+        lines = str(exc).strip().splitlines() or ["(no message)"]
+        log.error("startup failed: %s", lines[-1])
+        log.debug("startup failure in full:\n%s", exc)
         return 1
     except OSError as exc:
         log.error("cannot serve on %s:%d: %s", srv.host, srv.port, exc)
@@ -92,10 +113,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    """Validate a config file without starting anything."""
+    """Make every check ``serve`` makes (the file, the environment it names, the policy, the files it
+    writes) without starting anything: 0 when serve would start, 2 (and each problem) when not."""
+    from gateway.cli.config_checks import check_settings
+
     settings = _load(args.file)
+    findings = check_settings(settings)
+    for warning in findings.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if findings.errors:
+        return _refuse(args.file, findings.errors)
     names = ", ".join(u.name for u in settings.upstreams) or "(none)"
     print(f"{args.file}: OK (upstreams: {names})")
+    return 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    """Print the configuration reference (Markdown) generated from the settings models."""
+    from gateway.cli.config_reference import render_reference
+
+    sys.stdout.write(render_reference())
     return 0
 
 
@@ -118,12 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_config_check)
+    reference = config_sub.add_parser("reference", help="print the configuration reference (docs/config.md)")
+    reference.set_defaults(func=cmd_config_reference)
 
     # Its own options are parsed by the demo server (see main()).
     sub.add_parser("demo-upstream", help="run the bundled demo MCP server (--transport stdio|http)")
 
-    from gateway.cli import approvals, audit, codex_config, keys, pins, policy, state
+    from gateway.cli import approvals, audit, codex_config, keys, pins, policy, preflight, state
 
+    preflight.register(sub)
     policy.register(sub)
     approvals.register(sub)
     keys.register(sub)

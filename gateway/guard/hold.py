@@ -112,9 +112,14 @@ class Approvals:
             # A broader scope is not used up; `once` is, atomically (a racing repeat gets held anew).
             if approved is not None and (approved.scope != "once" or await store.consume(approved.id)):
                 record.approval, record.outcome = approved, "approved"
+                log.info("%s of principal %s runs under approval %s (scope %s)", record.exposed, call.principal,
+                         approved.id, approved.scope)
                 return None
             approval = record.approval = await self.request(call, record.exposed, decision, digest, now)
             record.outcome = "held"
+            # Who, what and why; never the arguments.
+            log.info("held %s of principal %s for approval %s (category %s, rules %s)", record.exposed,
+                     call.principal, approval.id, decision.category or "-", ",".join(decision.rule_ids) or "-")
             try:
                 decided = await self._ask_end_user(record, approval)
                 if decided is None:
@@ -135,8 +140,12 @@ class Approvals:
             return tool_error("Refused: the approval store became unavailable while holding this call (fail closed).")
         if decided is None:
             record.outcome = "pending"
+            log.info("approval %s still undecided after the hold wait: %s of principal %s answered as pending",
+                     approval.id, record.exposed, call.principal)
             return self.pending_result(approval)
         record.approval = decided
+        log.info("approval %s %s by %s: %s of principal %s", decided.id, decided.state, decided.decided_by or "-",
+                 record.exposed, call.principal)
         if decided.state == "approved" and suspended(call):
             record.outcome = "denied"
             return tool_error("Refused: the caller was suspended while this call waited for approval.")

@@ -22,6 +22,14 @@ description, the rug pull's injection vector, reaches no agent until an admin re
 A tool the policy's view hides (action control) is neither listed nor routable; it is kept in
 ``hidden_tools`` only so that a call naming it is audited with the policy's reason, while the
 caller gets the same "Unknown tool" as for a name nothing serves.
+
+The view may make a tool's annotation hints stricter, never weaker (:func:`no_weaker_hints`): an
+upstream's ``destructiveHint: true`` stays true whatever the policy classified, and a hint the
+upstream left out counts as the MCP default, which is always the strict value.
+
+A tool an upstream lists only to clients that declare some capabilities (sampling, elicitation,
+roots) carries the capability sets it is offered to (``UpstreamListing.offered``, measured by the
+upstream pool); :meth:`Catalog.visible` lists it only to a client that declared one of them.
 """
 
 from __future__ import annotations
@@ -30,13 +38,16 @@ import base64
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 ToolView = Callable[[str, dict[str, Any]], dict[str, Any] | None]
 """Shapes a tool for agents (policy annotations) or hides it (None)."""
 Withhold = Callable[[str, dict[str, Any]], bool]
 """True when a tool must not be listed although it stays routable (its pinned definition changed)."""
+CapabilitySet = frozenset[str]
+"""Which of the relayed client capabilities (sampling, elicitation, roots) a client declared."""
+NO_CAPABILITIES: CapabilitySet = frozenset()
 
 SEPARATOR = "__"
 MAX_NAME = 64
@@ -55,6 +66,35 @@ def exposed_name(prefix: str, name: str) -> str:
     return f"{cleaned[: MAX_NAME - 9]}_{digest}"
 
 
+# Each hint's strict value, which is also its MCP default: an absent hint is already the strict one.
+STRICT_HINTS: Mapping[str, bool] = {
+    "readOnlyHint": False,
+    "destructiveHint": True,
+    "idempotentHint": False,
+    "openWorldHint": True,
+}
+
+
+def no_weaker_hints(upstream: Any, shown: dict[str, Any]) -> dict[str, Any]:
+    """``shown`` (a tool as the view re-annotated it) with no hint weaker than ``upstream``'s annotations.
+
+    A hint keeps the view's lenient value (read-only, not destructive, idempotent, closed world)
+    only when the upstream stated that same value; otherwise it becomes the strict one. So
+    readOnlyHint is true only if both say so, destructiveHint true if either does (or the upstream
+    is silent), idempotentHint true only if both, openWorldHint true if either (or silent).
+    """
+    annotations = shown.get("annotations")
+    if not isinstance(annotations, dict):
+        return shown  # no annotations: every hint reads as its default, the strict value
+    stated = upstream if isinstance(upstream, dict) else {}
+    fixed = dict(annotations)
+    for hint, strict in STRICT_HINTS.items():
+        lenient = not strict
+        if hint in fixed and not (fixed[hint] is lenient and stated.get(hint) is lenient):
+            fixed[hint] = strict  # a non-boolean value is not a statement either
+    return shown if fixed == annotations else {**shown, "annotations": fixed}
+
+
 def _template_regex(template: str) -> re.Pattern[str]:
     # RFC 6570 level 1 is enough to route: each {var} matches one or more characters.
     parts = re.split(r"\{[^}]*\}", template)
@@ -71,6 +111,12 @@ class CatalogEntry:
     definition: dict[str, Any]  # as the upstream described it
     view: dict[str, Any]  # as agents see it (before renaming)
     listed: bool = True  # False: withheld from listings (a changed pinned definition), still routable
+    # The capability sets a client must have declared one of to see it; None: every client.
+    offered: frozenset[CapabilitySet] | None = None
+
+    def offered_to(self, capabilities: CapabilitySet) -> bool:
+        """Whether the upstream lists this to a client that declared ``capabilities``."""
+        return self.offered is None or capabilities in self.offered
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +140,8 @@ class UpstreamListing:
     prompts: list[dict[str, Any]] = field(default_factory=list)
     resources: list[dict[str, Any]] = field(default_factory=list)
     templates: list[dict[str, Any]] = field(default_factory=list)
+    # Tools listed only under some capability sets: name -> those sets (every other tool: under all).
+    offered: dict[str, frozenset[CapabilitySet]] = field(default_factory=dict)
 
 
 class Catalog:
@@ -127,6 +175,7 @@ class Catalog:
         self.template_owner: dict[str, str] = {}
         self._add("tool", self.tools, [(u, p, li.tools) for u, p, li in listings], tool_view, withhold,
                   self.hidden_tools)
+        self._gate({u: li.offered for u, _, li in listings if li.offered})
         self._add("prompt", self.prompts, [(u, p, li.prompts) for u, p, li in listings], None, None, {})
         for upstream, _prefix, listing in listings:
             for res in listing.resources:
@@ -143,7 +192,9 @@ class Catalog:
         self.upstreams = tuple(u for u, _, _ in listings)
         # Deterministic order: by exposed name, whatever order upstreams answered in.
         self._tool_list = [
-            self._expose(e) for e in sorted(self.tools.values(), key=lambda e: e.exposed) if e.listed
+            self._expose(e)
+            for e in sorted(self.tools.values(), key=lambda e: e.exposed)
+            if e.listed and e.offered_to(NO_CAPABILITIES)
         ]
         self._prompt_list = [self._expose(e) for e in sorted(self.prompts.values(), key=lambda e: e.exposed)]
         self._resources.sort(key=lambda r: r["uri"])
@@ -174,11 +225,22 @@ class Catalog:
                 continue
             upstream, name, item = claim[0]
             shown = view(upstream, item) if view is not None else item
+            if shown is not None and shown is not item:
+                shown = no_weaker_hints(item.get("annotations"), shown)
             if shown is not None:
                 listed = withhold is None or not withhold(upstream, item)
                 target[exposed] = CatalogEntry(upstream, name, exposed, item, shown, listed)
             else:
                 hidden[exposed] = CatalogEntry(upstream, name, exposed, item, item, listed=False)
+
+    def _gate(self, offered: Mapping[str, Mapping[str, frozenset[CapabilitySet]]]) -> None:
+        """Mark each tool its upstream lists only under some capability sets with those sets."""
+        if not offered:
+            return
+        for exposed, entry in self.tools.items():
+            sets = offered.get(entry.upstream, {}).get(entry.name)
+            if sets is not None:
+                self.tools[exposed] = replace(entry, offered=sets)
 
     def _collision(self, kind: str, exposed: str, upstreams: list[str]) -> Collision | None:
         """Why ``exposed`` may not be exposed from any of ``upstreams``, or None."""
@@ -212,7 +274,8 @@ class Catalog:
     ) -> dict[str, Any]:
         """One page of ``tools``, ``prompts``, ``resources`` or ``resourceTemplates``.
 
-        ``keep`` filters tools per caller (roles); offsets then count the filtered list.
+        ``keep`` filters tools per caller (roles); offsets then count the filtered list. Tools are
+        those offered to a client without capabilities (:meth:`visible` takes a client's).
         """
         if keep is not None and kind == "tools":
             return self._slice("tools", self.visible_tools(keep), cursor)
@@ -224,17 +287,30 @@ class Catalog:
         }[kind]
         return self._slice(kind, items, cursor)
 
-    def visible_tools(self, keep: Callable[[CatalogEntry], bool]) -> list[dict[str, Any]]:
+    def visible_tools(
+        self, keep: Callable[[CatalogEntry], bool], capabilities: CapabilitySet = NO_CAPABILITIES
+    ) -> list[dict[str, Any]]:
         """The tools ``keep`` lets one caller see, as listed (cache it per caller class)."""
         entries = sorted(self.tools.values(), key=lambda e: e.exposed)
-        return [self._expose(e) for e in entries if e.listed and keep(e)]
+        return [self._expose(e) for e in entries if e.listed and e.offered_to(capabilities) and keep(e)]
 
-    def visible(self, kind: str, keep: Callable[[str, str], bool]) -> list[dict[str, Any]]:
-        """The items of ``kind`` that ``keep(upstream, upstream's own name or URI)`` lets one caller see."""
+    def visible(
+        self, kind: str, keep: Callable[[str, str], bool], capabilities: CapabilitySet = NO_CAPABILITIES
+    ) -> list[dict[str, Any]]:
+        """The items of ``kind`` that ``keep(upstream, upstream's own name or URI)`` lets one caller see.
+
+        ``capabilities``: the relayed capabilities the caller declared
+        (``capability_catalog.client_capabilities``); a tool its upstream lists only to clients with
+        other capabilities is left out. Cache the result per (roles, capabilities).
+        """
         if kind in ("tools", "prompts"):
             table = self.tools if kind == "tools" else self.prompts
             entries = sorted(table.values(), key=lambda e: e.exposed)
-            return [self._expose(e) for e in entries if e.listed and keep(e.upstream, e.name)]
+            return [
+                self._expose(e)
+                for e in entries
+                if e.listed and e.offered_to(capabilities) and keep(e.upstream, e.name)
+            ]
         if kind == "resources":
             return [r for r in self._resources if keep(self.resource_owner[r["uri"]], r["uri"])]
         return [

@@ -16,126 +16,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, classify_inbound_request, find_duplicated_routing_header
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from gateway.config import ServerConfig
 from gateway.identity.origin import OriginPolicy
 from gateway.identity.principal import Authenticator, AuthFailure, Principal
 from gateway.mcp.context import RequestContext
+from gateway.mcp.http_io import (
+    SSE_HEADERS,
+    BodyTooLarge,
+    Receive,
+    ResponseChannel,
+    Scope,
+    Send,
+    accepts,
+    read_body,
+    send_empty,
+    send_error,
+    send_json,
+)
 from gateway.mcp.jsonrpc import INVALID_REQUEST, ProtocolError, decode_message, error_response
+from gateway.mcp.modern import ModernEndpoint, unsupported_version
 from gateway.mcp.rate_limit import LIMIT_EXCEEDED, RateLimiter, retry_after
+from gateway.mcp.resumable import FIRST_RESUMABLE_VERSION, EventsLost, ResumableStreams
 from gateway.mcp.router import Router
 from gateway.mcp.sessions import DownstreamSession, SessionLimitExceeded, SessionRegistry
 from gateway.ports.sse import format_sse
 
 log = logging.getLogger("triplock.transport")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-_JSON = [(b"content-type", b"application/json")]
-_SSE = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache, no-transform"),
-    (b"x-accel-buffering", b"no"),
-]
 _ALL_VERSIONS = frozenset((*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS))
 _KEEPALIVE_SECONDS = 15.0
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The request body, refusing (early) anything over ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionResetError
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def send_json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    payload = orjson.dumps(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*_JSON, (b"content-length", str(len(payload)).encode()), *(headers or [])],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
-
-
-async def send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send(
-        {"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0"), *(headers or [])]}
-    )
-    await send({"type": "http.response.body", "body": b""})
-
-
-async def send_error(send: Send, status: int, code: int, message: str, request_id: Any = None) -> None:
-    await send_json(send, status, error_response(request_id, code, message))
-
-
-class ResponseChannel:
-    """One POST's reply: JSON if the answer comes first, SSE once anything else must be sent."""
-
-    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]], sse_ok: bool) -> None:
-        self._send = send
-        self._headers = headers
-        self.sse_ok = sse_ok
-        self.streaming = False
-        self._lock = asyncio.Lock()
-
-    async def emit(self, message: dict[str, Any]) -> None:
-        """Send an intermediate message (commits the reply to SSE)."""
-        async with self._lock:
-            if not self.streaming:
-                self.streaming = True
-                await self._send({"type": "http.response.start", "status": 200, "headers": [*_SSE, *self._headers]})
-            await self._send(
-                {"type": "http.response.body", "body": format_sse(orjson.dumps(message)), "more_body": True}
-            )
-
-    async def finish(self, message: dict[str, Any] | None, status: int = 200) -> None:
-        """Send the final answer (None: end the stream without one, e.g. after cancellation)."""
-        async with self._lock:
-            if self.streaming:
-                body = format_sse(orjson.dumps(message)) if message is not None else b""
-                await self._send({"type": "http.response.body", "body": body})
-            elif message is not None:
-                await send_json(self._send, status, message, self._headers)
-            else:
-                await send_empty(self._send, 204, self._headers)
 
 
 async def _until_disconnect(receive: Receive) -> None:
     # The first message of a GET is the (empty) request itself; only http.disconnect means gone.
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-def _accepts(headers: dict[str, str], *types: str) -> bool:
-    accept = headers.get("accept", "")
-    if not accept or "*/*" in accept:
-        return True
-    return all(t in accept for t in types)
 
 
 class McpEndpoint:
@@ -156,6 +77,8 @@ class McpEndpoint:
         self.authenticator = authenticator
         # Host and Origin (DNS rebinding, other sites' pages): the same policy as every other route.
         self.origins = OriginPolicy.from_config(config)
+        self.modern = ModernEndpoint(router)  # the stateless era's POSTs
+        self.streams = ResumableStreams()  # the handshake era's resumable SSE responses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -192,7 +115,7 @@ class McpEndpoint:
                 send, 415, INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json"
             )
             return
-        if not _accepts(headers, "application/json", "text/event-stream"):
+        if not accepts(headers, "application/json", "text/event-stream"):
             await send_error(
                 send, 406, INVALID_REQUEST, "Not Acceptable: Accept must include application/json and text/event-stream"
             )
@@ -212,17 +135,16 @@ class McpEndpoint:
         sid = headers.get("mcp-session-id")
         version = headers.get("mcp-protocol-version")
         if version is not None and version not in _ALL_VERSIONS:
-            await send_error(
-                send, 400, INVALID_REQUEST, f"Bad Request: unsupported MCP-Protocol-Version {version!r}", msg.id
-            )
+            # UnsupportedProtocolVersionError: what each era's clients read to pick another version.
+            await send_json(send, 400, unsupported_version(msg.id, version))
             return
         if (
             sid is None
             and msg.kind == "request"
-            and msg.method != "initialize"
             and (msg.method == "server/discover" or version in MODERN_PROTOCOL_VERSIONS)
         ):
-            await self._post_modern(scope, send, headers, principal, msg.raw)
+            # 2026-07-28 (initialize included: a removed method there, answered 404 / -32601).
+            await self.modern.post(scope, receive, send, headers, principal, msg.raw)
             return
         if msg.kind == "request" and msg.method == "initialize":
             await self._initialize(send, principal, msg.raw, sid)
@@ -249,7 +171,11 @@ class McpEndpoint:
                 session.answer(msg.raw)
             await send_empty(send, 202)
             return
-        channel = ResponseChannel(send, [], _accepts(headers, "text/event-stream"))
+        resumable = None
+        if session.protocol_version >= FIRST_RESUMABLE_VERSION:  # ISO dates compare as strings
+            streams, sid_ = self.streams, session.id
+            resumable = lambda: streams.open(sid_)  # noqa: E731 (made only if the reply turns to SSE)
+        channel = ResponseChannel(send, [], accepts(headers, "text/event-stream"), resumable)
         ctx = RequestContext(
             principal.id,
             session.protocol_version,
@@ -278,8 +204,15 @@ class McpEndpoint:
     ) -> dict[str, Any] | None:
         task = asyncio.current_task()
         rid = raw.get("id")
+        reused = False
         if session is not None and task is not None:
-            session.in_flight[rid] = task
+            if rid in session.in_flight:
+                # The spec says a client MUST NOT reuse an id within a session; one that does is served, and
+                # its requests with that id are cancelled together (it cannot tell us which one it meant).
+                session.in_flight_more.setdefault(rid, []).append(task)
+                reused = True
+            else:
+                session.in_flight[rid] = task
         try:
             reply = await self.router.handle(ctx, raw)
         except asyncio.CancelledError:
@@ -294,7 +227,10 @@ class McpEndpoint:
             reply = error_response(rid, -32603, "Internal error")
         finally:
             if session is not None:
-                session.in_flight.pop(rid, None)
+                if reused and task is not None:
+                    session.forget_reused(rid, task)
+                elif session.in_flight.get(rid) is task:
+                    del session.in_flight[rid]
         status = 200
         if ctx.modern and "error" in reply:
             status = ERROR_CODE_HTTP_STATUS.get(reply["error"].get("code"), 200)
@@ -335,39 +271,13 @@ class McpEndpoint:
         if method == "notifications/initialized":
             session.initialized = True
         elif method == "notifications/cancelled":
-            task = session.in_flight.get(params.get("requestId"))
-            if task is not None:
-                task.cancel()  # the upstream adapter forwards the cancellation as it unwinds
+            rid = params.get("requestId")
+            for task in (session.in_flight.get(rid), *session.in_flight_more.get(rid, ())):
+                if task is not None:
+                    task.cancel()  # the upstream adapter forwards the cancellation as it unwinds
         elif method == "notifications/roots/list_changed":
             for up in list(session.upstreams.values()):
                 await up.notify(raw)
-
-    async def _post_modern(
-        self, scope: Scope, send: Send, headers: dict[str, str], principal: Principal, raw: dict[str, Any]
-    ) -> None:
-        dup = find_duplicated_routing_header((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
-        rid = raw.get("id")
-        if dup is not None:
-            await send_error(send, 400, -32020, f"Header {dup} appears more than once", rid)
-            return
-        route = classify_inbound_request(raw, headers=headers)
-        if not hasattr(route, "protocol_version"):
-            status = ERROR_CODE_HTTP_STATUS.get(route.code, 400)
-            await send_json(send, status, error_response(rid, route.code, route.message, route.data))
-            return
-        caps = route.client_capabilities if isinstance(route.client_capabilities, dict) else {}  # type: ignore[union-attr]
-        channel = ResponseChannel(send, [], _accepts(headers, "text/event-stream"))
-        ctx = RequestContext(
-            principal.id,
-            route.protocol_version,
-            None,
-            channel.emit if channel.sse_ok else None,
-            caps,
-            principal.agent,
-            principal.groups,
-            principal.roles,
-        )
-        await self._run(ctx, raw, channel, None, scope)
 
     async def _get(self, send: Send, receive: Receive, headers: dict[str, str], principal: Principal) -> None:
         if "text/event-stream" not in headers.get("accept", ""):
@@ -382,12 +292,16 @@ class McpEndpoint:
         if session is None:
             await send_error(send, 404, INVALID_REQUEST, "Session not found")
             return
+        last_event_id = headers.get("last-event-id")
+        if last_event_id is not None:
+            await self._resume(send, receive, session, last_event_id)
+            return
         if session.get_stream_open:
             await send_error(send, 409, INVALID_REQUEST, "Conflict: this session already has a GET stream open")
             return
         session.get_stream_open = True
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
             disconnected = asyncio.create_task(_until_disconnect(receive))
             while not session.closed:
@@ -410,6 +324,37 @@ class McpEndpoint:
             return
         finally:
             session.get_stream_open = False
+
+    async def _resume(self, send: Send, receive: Receive, session: DownstreamSession, last_event_id: str) -> None:
+        """A reconnection with ``Last-Event-ID``: the rest of that stream (gateway.mcp.resumable)."""
+        found = self.streams.find(session.id, last_event_id)
+        if found is None:
+            await send_error(send, 404, INVALID_REQUEST, "Unknown Last-Event-ID: no such stream in this session")
+            return
+        log, after = found
+        events = log.follow(after)
+        try:
+            first = await anext(events, None)
+        except EventsLost:
+            await send_error(send, 404, INVALID_REQUEST, "Last-Event-ID is older than the events kept for this stream")
+            return
+        disconnected = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            frame = first
+            while frame is not None and not disconnected.done():
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                nxt = asyncio.ensure_future(anext(events, None))
+                await asyncio.wait({nxt, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():
+                    nxt.cancel()
+                    return
+                frame = nxt.result()
+            await send({"type": "http.response.body", "body": b""})
+        except OSError:
+            return
+        finally:
+            disconnected.cancel()
 
     async def _delete(self, send: Send, headers: dict[str, str], principal: Principal) -> None:
         sid = headers.get("mcp-session-id")

@@ -15,13 +15,32 @@ from typing import Any
 
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
+from gateway.mcp import input_required
 from gateway.mcp.context import RequestContext
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, ProtocolError
+from gateway.mcp.server_requests import is_server_request
 from gateway.mcp.upstream_pool import UpstreamPool
 from gateway.ports.upstream import UpstreamError, UpstreamSession
 from gateway.telemetry.tracing import Telemetry
 
+MODERN = "2026-07-28"  # the era attribute of an upstream session on the stateless wire
 _ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
+
+
+def with_client_capabilities(msg: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+    """``msg`` carrying a 2026-07-28 client's own capabilities toward a 2026-07-28 upstream.
+
+    What the upstream may ask (input-required) depends on what the client declared; the wire's
+    envelope keeps this key and stamps the rest (session-era clients: their session's capabilities).
+    """
+    if not ctx.modern or ctx.session is not None:
+        return msg
+    params = msg.get("params")
+    params = params if isinstance(params, dict) else {}
+    meta = params.get("_meta")
+    meta = {**meta} if isinstance(meta, dict) else {}
+    meta[CLIENT_CAPABILITIES_META_KEY] = ctx.client_capabilities
+    return {**msg, "params": {**params, "_meta": meta}}
 
 
 def strip_envelope(params: dict[str, Any]) -> dict[str, Any]:
@@ -81,10 +100,13 @@ class UpstreamForwarder:
                 for attempt in (1, 2):
                     session = await self.upstream_session(ctx, upstream)
                     on_message = self._relay_to(ctx, session, upstream)
+                    sent = with_client_capabilities(msg, ctx) if getattr(session, "era", None) == MODERN else msg
                     try:
                         reply = await session.request(
-                            msg, on_message=on_message, timeout=config.call_timeout, principal=caller
+                            sent, on_message=on_message, timeout=config.call_timeout, principal=caller
                         )
+                        if input_required.asked_of(reply) is not None:  # only a 2026-07-28 upstream answers so
+                            reply = await self._input_rounds(ctx, upstream, session, sent, reply, caller)
                         return span.reply(reply)
                     except UpstreamError as exc:
                         # The upstream forgot the session, so it never saw this request: safe to retry once.
@@ -96,6 +118,45 @@ class UpstreamForwarder:
             if downstream is not None:
                 downstream.calls_to[upstream] -= 1
         raise AssertionError("unreachable")
+
+    async def _input_rounds(self, ctx: RequestContext, upstream: str, session: UpstreamSession,
+                            msg: dict[str, Any], reply: dict[str, Any], caller: str | None) -> dict[str, Any]:
+        """Get the client's answers to a 2026-07-28 upstream's ``input_required`` and retry, until it finishes."""
+        exchange = input_required.CURRENT.get() if ctx.session is None else None
+        ask = self._asker(ctx, session)
+        timeout = self.pool.config(upstream).call_timeout
+        for _ in range(input_required.MAX_UPSTREAM_ROUNDS):
+            asked = input_required.asked_of(reply)
+            if asked is None:
+                return reply
+            got = await input_required.answers_for(asked, exchange, ask)
+            if isinstance(got, str):
+                return input_required.cannot_answer(msg, upstream, asked, got)
+            msg = input_required.retry_message(msg, asked, got)
+            reply = await session.request(msg, on_message=self._relay_to(ctx, session, upstream), timeout=timeout,
+                                          principal=caller)
+        asked = input_required.asked_of(reply)
+        if asked is None:
+            return reply
+        why = f"it still asked after {input_required.MAX_UPSTREAM_ROUNDS} rounds of answers"
+        return input_required.cannot_answer(msg, upstream, asked, why)
+
+    def _asker(self, ctx: RequestContext, upstream_session: UpstreamSession) -> input_required.AskClient | None:
+        """How to ask a session-era client for input on its call's stream (screened as upstream requests are)."""
+        downstream, emit, pool = ctx.session, ctx.emit, self.pool
+        if downstream is None or emit is None:
+            return None
+        timeout = pool.config(upstream_session.upstream).call_timeout
+
+        async def ask(method: str, params: dict[str, Any]) -> dict[str, Any] | None:
+            probe = {"jsonrpc": "2.0", "id": "input", "method": method, "params": params}
+            # A refusal is "answered" to the 2026-07-28 session, which drops it: the call says why instead.
+            if not await pool.screen(upstream_session, probe, capabilities=downstream.capabilities, in_flight=True,
+                                     principal=ctx.principal, session=downstream.id):
+                return None
+            return await downstream.ask(method, params, emit, timeout)
+
+        return ask
 
     def _relay_to(
         self, ctx: RequestContext, upstream_session: UpstreamSession, upstream: str
@@ -109,10 +170,24 @@ class UpstreamForwarder:
         """
         emit, downstream, pool = ctx.emit, ctx.session, self.pool
         session_id = downstream.id if downstream is not None else None
+        # A 2026-07-28 request whose answer may be input-required (gateway.mcp.input_required):
+        # the upstream's requests become the result's inputRequests instead of SSE messages.
+        exchange = input_required.CURRENT.get() if downstream is None else None
 
         async def relay(message: dict[str, Any]) -> None:
             if str(message.get("method", "")).endswith("/list_changed"):
                 pool.schedule_refresh(upstream)
+            elif exchange is not None:
+                if not is_server_request(message):
+                    await exchange.relay(message)
+                elif await pool.screen(
+                    upstream_session,
+                    message,
+                    capabilities=ctx.client_capabilities,
+                    in_flight=True,
+                    principal=ctx.principal,
+                ):
+                    await exchange.ask(upstream_session, message)
             elif downstream is not None and emit is not None:
                 await pool.relay(downstream, upstream_session, message, emit)
             elif await pool.screen(

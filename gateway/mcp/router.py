@@ -20,6 +20,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 
 from gateway.guard.answers import tool_error
 from gateway.guard.target import Target, TargetKind
+from gateway.mcp.capability_catalog import client_capabilities
 from gateway.mcp.catalog import BadCursor, Catalog, exposed_name
 from gateway.mcp.context import RequestContext
 from gateway.mcp.forward import UpstreamForwarder
@@ -90,6 +91,18 @@ def negotiate_version(requested: Any) -> str:
     return requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
 
 
+def cacheable(result: dict[str, Any]) -> dict[str, Any]:
+    """``cacheScope`` and ``ttlMs`` for a ``resources/read`` result (2026-07-28 requires both).
+
+    Never more cacheable than the upstream said: ``private`` (what the gateway reads is read for
+    one principal, through its policy) and the upstream's ``ttlMs`` when it gave a valid one,
+    else 0 (immediately stale, the spec's default when a server says nothing).
+    """
+    ttl = result.get("ttlMs")
+    valid = isinstance(ttl, int) and not isinstance(ttl, bool) and ttl >= 0
+    return {"cacheScope": "private", "ttlMs": ttl if valid else 0}
+
+
 class Router:
     """Maps MCP methods to answers: the catalog's, the gateway's own, or the guarded path's."""
 
@@ -100,7 +113,7 @@ class Router:
         self.guard: Guard = _NoGuard()  # the app installs the guarded path once built
         # What the guard's listing answer depends on (the caller's roles): listings are cached per key.
         self.visibility_key: Callable[[RequestContext], Hashable] | None = None
-        self._visible: dict[tuple[str, Hashable], list[dict[str, Any]]] = {}
+        self._visible: dict[tuple[str, Hashable, frozenset[str]], list[dict[str, Any]]] = {}
         self._visible_for: Catalog | None = None
         self.tasks = TaskRegistry()
 
@@ -129,10 +142,15 @@ class Router:
         }
 
     def discover_result(self) -> dict[str, Any]:
+        # 2026-07-28 has no resources/subscribe (subscriptions/listen honours list changes only:
+        # gateway.mcp.subscriptions) and its tasks are an extension the gateway does not offer.
+        caps = self.capabilities()
+        caps.pop("tasks", None)
+        caps["resources"].pop("subscribe", None)
         return {
             "resultType": "complete",
             "supportedVersions": [*MODERN_PROTOCOL_VERSIONS, *reversed(HANDSHAKE_PROTOCOL_VERSIONS)],
-            "capabilities": self.capabilities(),
+            "capabilities": caps,
             "serverInfo": SERVER_INFO,
             "instructions": INSTRUCTIONS,
             "cacheScope": "private",
@@ -154,6 +172,8 @@ class Router:
             return result  # an upstream's JSON-RPC error, passed through
         if ctx.modern:
             result.setdefault("resultType", "complete")
+            if msg["method"] == "resources/read":
+                result.update(cacheable(result))
         return result_response(rid, result)
 
     async def _route(self, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +182,7 @@ class Router:
         if method == "tools/call":
             if "task" in params and ctx.session is not None and client_wants_tasks(ctx.client_capabilities):
                 return self._start_task(ctx, msg)
-            target = self._tool_target(params)
+            target = self._tool_target(params, ctx)
             if isinstance(target, dict):
                 return target  # its upstream is down: a tool error that says so
             return await self.guard(ctx, msg, target)
@@ -204,12 +224,16 @@ class Router:
         return error.to_message()
 
     # -- what a request reaches -----------------------------------------------------------------
-    def _tool_target(self, params: dict[str, Any]) -> Target | dict[str, Any]:
+    def _tool_target(self, params: dict[str, Any], ctx: RequestContext) -> Target | dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
             raise ProtocolError(INVALID_PARAMS, "Invalid params: tool 'name' must be a string")
         catalog = self.pool.catalog
         entry = catalog.tools.get(name)
+        if entry is not None and entry.offered is not None and not entry.offered_to(
+            client_capabilities(ctx.client_capabilities)
+        ):
+            entry = None  # listed only to clients with capabilities this one did not declare: unknown here
         if entry is None:
             unknown = ProtocolError(INVALID_PARAMS, f"Unknown tool: {name}")
             hidden = catalog.hidden_tools.get(name)
@@ -276,11 +300,14 @@ class Router:
         catalog = self.pool.catalog
         if self._visible_for is not catalog:
             self._visible, self._visible_for = {}, catalog
-        key = (kind, self.visibility_key(ctx)) if self.visibility_key is not None else None
+        capabilities = client_capabilities(ctx.client_capabilities)  # tools some upstreams list only to some
+        key = (kind, self.visibility_key(ctx), capabilities) if self.visibility_key is not None else None
         cached = self._visible.get(key) if key is not None else None
         if cached is None:
             guard = self.guard
-            cached = catalog.visible(kind, lambda upstream, name: guard.may_reach(ctx, target_kind, upstream, name))
+            cached = catalog.visible(
+                kind, lambda upstream, name: guard.may_reach(ctx, target_kind, upstream, name), capabilities
+            )
             if key is not None:
                 self._visible[key] = cached
         return cached
@@ -290,7 +317,7 @@ class Router:
         params = dict(msg.get("params") or {})
         task_meta = params.pop("task")
         ttl = task_meta.get("ttl") if isinstance(task_meta, dict) else None
-        target = self._tool_target(params)
+        target = self._tool_target(params, ctx)
         if isinstance(target, dict):
             return target
         # The POST that started it is answered now; the call runs without a response stream.

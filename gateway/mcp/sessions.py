@@ -1,5 +1,8 @@
 """Downstream sessions: one per agent connection (handshake era), expired when idle.
 
+A session ends only when its client DELETEs it or it idles out; a graceful shutdown keeps its
+record in the store, so it continues on the next process (see :meth:`SessionRegistry.aclose`).
+
 A session owns its upstream sessions (opened lazily, one per upstream) and the
 queue of server-initiated messages waiting for its GET stream. Requests an
 upstream sends toward the client are screened first (:func:`screen_request`: only
@@ -84,6 +87,8 @@ class DownstreamSession:
     get_stream_open: bool = False
     relayed: dict[str, tuple[UpstreamSession, Any]] = field(default_factory=dict)
     in_flight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
+    # Requests that reused an id already in flight (clients must not; served, and cancelled together).
+    in_flight_more: dict[Any, list[asyncio.Task[Any]]] = field(default_factory=dict)
     calls_to: dict[str, int] = field(default_factory=dict)  # forwarded calls in flight, per upstream
     asked: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     initialized: bool = False
@@ -171,10 +176,18 @@ class DownstreamSession:
             return None
         return self.relayed.pop(gateway_id, None)
 
+    def forget_reused(self, rid: Any, task: asyncio.Task[Any]) -> None:
+        """A request that reused an in-flight id has ended."""
+        tasks = self.in_flight_more.get(rid)
+        if tasks is not None and task in tasks:
+            tasks.remove(task)
+            if not tasks:
+                del self.in_flight_more[rid]
+
     async def aclose(self) -> None:
         """Close every upstream session this session opened."""
         self.closed = True
-        for task in list(self.in_flight.values()):
+        for task in [*self.in_flight.values(), *(t for ts in self.in_flight_more.values() for t in ts)]:
             task.cancel()
         sessions, self.upstreams = list(self.upstreams.values()), {}
         for up in sessions:
@@ -318,15 +331,25 @@ class SessionRegistry:
         self._sweeper = asyncio.create_task(self._sweep(), name="session-sweeper")
 
     async def aclose(self) -> None:
+        """Graceful shutdown: let go of every session here, but keep their records and their legs.
+
+        Only the client's DELETE (:meth:`close`) or idle expiry ends a session. After a restart or a
+        rolling deploy, the client goes on with the same ``Mcp-Session-Id`` on the new process (or
+        another replica on the same store): :meth:`get` restores it, and what the guard remembers
+        of it (its legs) was never forgotten. The upstream sessions it had are closed here and
+        reopened there on first use.
+        """
         if self._sweeper:
             self._sweeper.cancel()
-        for sid in list(self._sessions):
-            await self.close(sid)
+        sessions, self._sessions, self._by_principal = list(self._sessions.values()), {}, {}
+        for session in sessions:
+            await self._close(session)
 
     async def expire_idle(self, now: float | None = None) -> int:
         """Close sessions idle longer than the limit; returns how many."""
         now = time.monotonic() if now is None else now
-        stale = [s for s in self._sessions.values() if now - s.last_seen > self._idle and not s.in_flight]
+        stale = [s for s in self._sessions.values()
+                 if now - s.last_seen > self._idle and not s.in_flight and not s.in_flight_more]
         for s in stale:
             self._sessions.pop(s.id, None)
             log.info("session %s expired after %.0fs idle", s.id[:8], now - s.last_seen)

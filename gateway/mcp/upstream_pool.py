@@ -8,6 +8,10 @@ upstream sends to its client reach the right agent (when they should: see
 client and is refused). A dead upstream drops out of the catalog and is retried
 with backoff until it comes back.
 
+The catalog session declares the capabilities the gateway relays, so an upstream lists all its tools
+(which need which capabilities: :mod:`gateway.mcp.capability_catalog`); a shared (stdio) session
+serves every client and declares none, so its tools that need a capability stay unlisted.
+
 "Down", precisely: the catalog session is closed (a stdio process exited, an HTTP
 upstream forgot the session), or the health check failed: every ``health_interval``
 seconds (2 s) the pool pings each live upstream on its catalog session, and any failure
@@ -23,11 +27,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import UpstreamConfig
-from gateway.mcp.catalog import Catalog, Collision, ToolView, UpstreamListing, Withhold
+from gateway.mcp.capability_catalog import RELAYED, declaration, list_pages, tools_by_capabilities
+from gateway.mcp.catalog import CapabilitySet, Catalog, Collision, ToolView, UpstreamListing, Withhold
 from gateway.mcp.server_requests import is_server_request
 from gateway.mcp.sessions import DownstreamSession, Emit, OnServerRequest, screen_request
 from gateway.ports.upstream import (
@@ -46,7 +51,6 @@ _LIST_METHODS = (
     ("resources/list", "resources", "resources"),
     ("resources/templates/list", "resources", "resourceTemplates"),
 )
-_MAX_PAGES = 100
 HEALTH_INTERVAL = 2.0  # seconds between pings of a live upstream
 _HEALTH_TIMEOUT = 5.0  # at most this long for a ping's answer (less when connect_timeout is shorter)
 _MAX_BACKOFF = 30.0
@@ -61,6 +65,7 @@ class UpstreamState:
     error: str | None = "not connected yet"
     shared_sessions: bool = False  # stdio: one process serves every downstream session
     last_tools: frozenset[str] = frozenset()  # what it published when last up: names a call may still use
+    connecting: asyncio.Lock = field(default_factory=asyncio.Lock)  # one connect (with its probes) at a time
 
     @property
     def up(self) -> bool:
@@ -77,15 +82,9 @@ CollisionHook = Callable[[Collision], object]
 class UpstreamPool:
     """Owns upstream connectors, their catalog sessions, and the merged :class:`Catalog`."""
 
-    def __init__(
-        self,
-        configs: Sequence[UpstreamConfig],
-        connectors: Mapping[str, UpstreamConnector],
-        *,
-        shared: frozenset[str] = frozenset(),
-        on_server_request: OnServerRequest | None = None,
-        health_interval: float = HEALTH_INTERVAL,
-    ) -> None:
+    def __init__(self, configs: Sequence[UpstreamConfig], connectors: Mapping[str, UpstreamConnector], *,
+                 shared: frozenset[str] = frozenset(), on_server_request: OnServerRequest | None = None,
+                 health_interval: float = HEALTH_INTERVAL) -> None:
         self._states = {c.name: UpstreamState(c, connectors[c.name], shared_sessions=c.name in shared) for c in configs}
         # Told of every request an upstream sends toward a client, relayed or refused (the app audits them).
         self.on_server_request = on_server_request
@@ -136,12 +135,18 @@ class UpstreamPool:
                 await state.connector.aclose()
 
     async def _connect_once(self, name: str) -> None:
+        async with self._states[name].connecting:  # the watcher's retry must not open a second session meanwhile
+            await self._connect(name)
+
+    async def _connect(self, name: str) -> None:
         state = self._states[name]
         if state.up:
             return
         opened: asyncio.Future[UpstreamSession] = asyncio.get_running_loop().create_future()
+        # A shared session serves every client, capable or not: it promises nothing on their behalf.
+        identity = ClientIdentity() if state.shared_sessions else ClientIdentity(capabilities=declaration(RELAYED))
         try:
-            session = await state.connector.open_session(ClientIdentity(), self._catalog_handler(name, opened))
+            session = await state.connector.open_session(identity, self._catalog_handler(name, opened))
             opened.set_result(session)
             state.session = session
             await self._refresh(name)
@@ -191,15 +196,16 @@ class UpstreamPool:
             state.listing = None
             await self._rebuild()
 
-    def _catalog_handler(self, name: str, opened: asyncio.Future[UpstreamSession]) -> MessageHandler:
+    def _catalog_handler(self, name: str, opened: asyncio.Future[UpstreamSession],
+                         probe: bool = False) -> MessageHandler:
         """Messages to the gateway's own session outside any call (``opened`` resolves to that session).
 
         A request there (sampling...) has no client behind it: it is refused, answered and reported.
-        A stdio upstream's request reaches it when no caller is waiting.
+        A stdio upstream's request reaches it when no caller is waiting. A probe's list_changed is ignored.
         """
 
         async def handle(msg: dict[str, Any]) -> None:
-            if str(msg.get("method", "")).endswith("/list_changed"):
+            if str(msg.get("method", "")).endswith("/list_changed") and not probe:
                 self.schedule_refresh(name)
             elif is_server_request(msg):
 
@@ -289,30 +295,30 @@ class UpstreamPool:
         caps = session.initialize_result.get("capabilities") or {}
         listing = UpstreamListing()
         for method, capability, key in _LIST_METHODS:
-            if capability not in caps:
-                continue
-            items: list[dict[str, Any]] = []
-            cursor: str | None = None
-            for _ in range(_MAX_PAGES):
-                params = {"cursor": cursor} if cursor else {}
-                reply = await session.request(
-                    {"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
-                    on_message=None,
-                    timeout=state.config.call_timeout,
-                )
-                result = reply.get("result")
-                if not isinstance(result, dict):
-                    break  # a method the server declares but refuses: list nothing rather than fail
-                items.extend(i for i in result.get(key, []) if isinstance(i, dict))
-                cursor = result.get("nextCursor")
-                if not cursor:
-                    break
-            setattr(listing, {"resourceTemplates": "templates"}.get(key, key), items)
+            if capability in caps:
+                items = await list_pages(session, method, key, state.config.call_timeout)
+                setattr(listing, {"resourceTemplates": "templates"}.get(key, key), items)
+        if "tools" in caps and not state.shared_sessions:
+            listing.tools, listing.offered = await tools_by_capabilities(
+                listing.tools, lambda capabilities: self._probe_tools(name, capabilities)
+            )
         if self.on_listing is not None:
             await self.on_listing(name, listing)
         state.listing = listing
         state.last_tools = frozenset(str(t.get("name")) for t in listing.tools)
         await self._rebuild()
+
+    async def _probe_tools(self, name: str, capabilities: CapabilitySet) -> list[dict[str, Any]]:
+        """``name``'s tools as listed to a client that declares exactly ``capabilities`` (a probe session)."""
+        state, opened = self._states[name], asyncio.get_running_loop().create_future()
+        identity = ClientIdentity(capabilities=declaration(capabilities))
+        session = await state.connector.open_session(identity, self._catalog_handler(name, opened, probe=True))
+        opened.set_result(session)
+        try:
+            return await list_pages(session, "tools/list", "tools", state.config.call_timeout)
+        finally:
+            with contextlib.suppress(Exception):
+                await session.aclose()
 
     async def rebuild(self) -> None:
         """Recompute the catalog (after a listing change or a policy reload) and tell listeners."""
@@ -380,9 +386,8 @@ class UpstreamPool:
             await self._once_open(future, lambda session: self.relay(downstream, session, msg))
 
         try:
-            identity = ClientIdentity(
-                client_info=downstream.client_info, capabilities=downstream.capabilities, principal=downstream.principal
-            )
+            identity = ClientIdentity(client_info=downstream.client_info, capabilities=downstream.capabilities,
+                                      principal=downstream.principal)
             session = await state.connector.open_session(identity, on_server_message)
             downstream.upstreams[name] = session
             future.set_result(session)

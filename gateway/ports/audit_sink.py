@@ -15,7 +15,9 @@ class AuditSink(Protocol):
     write_now: Callable[[list[bytes]], None] | None
 
     async def tail_hash(self) -> str | None:
-        """The ``hash`` of the last record this sink holds, to continue the chain (None: none/unknown)."""
+        """The ``hash`` of the last record this sink holds, to continue the chain (None: none/unknown).
+        A sink that can also sets ``tail_event_id`` (the record's ``event_id``), so the ids of the records
+        that follow come after it even when the previous process wrote in the same millisecond."""
         ...
 
     async def write(self, lines: list[bytes]) -> None:

@@ -152,6 +152,10 @@ class AuditLog:
                 tail = None
             if tail:
                 self._prev = tail
+                last_id = getattr(w.sink, "tail_event_id", None)
+                if isinstance(last_id, str):
+                    # ids of this process come after the tail's, even within the previous process's last millisecond
+                    self._ids.start_after(last_id)
                 break
         self._started = True
         self._unsealed.extend(self._early)

@@ -25,6 +25,20 @@ class EventIds:
         self._prefix = ""  # "evt_", the milliseconds and _high, in hex
         self._random = random.Random(os.urandom(16))
 
+    def start_after(self, event_id: str) -> None:
+        """Make every later id greater than ``event_id`` (the last record of the chain this process
+        continues): a restart within the previous process's last millisecond stays ordered."""
+        try:
+            ms, high, low = int(event_id[4:16], 16), int(event_id[16:34], 16), int(event_id[34:36], 16)
+        except ValueError:
+            return  # not one of ours: the verifier will say so; nothing to continue from
+        if len(event_id) != 36 or not event_id.startswith("evt_") or (ms, high, low) <= (self._ms, self._high,
+                                                                                          self._low):
+            return
+        self._ms, self._high, self._low = ms, high, low
+        self._prefix = f"evt_{ms:012x}{high:018x}"
+        # the next id in this millisecond increments from here; a later millisecond starts afresh (greater)
+
     def next(self, ms: int) -> str:
         """The next id for a record stamped at ``ms`` (milliseconds since the epoch)."""
         if ms > self._ms:

@@ -42,16 +42,26 @@ INSTRUMENTS: tuple[Instrument, ...] = (
                "Duration of one request the gateway sent to an upstream MCP server, until its response.",
                ("mcp.method.name", "gen_ai.tool.name", "error.type", "triplock.upstream"), MCP_DURATION_BUCKETS),
     Instrument("triplock.decisions", "triplock_decisions", "counter", "{decision}",
-               "Policy decisions on tools/call, by effect, action category and mode.",
+               "Policy decisions on guarded requests (tools/call, resources/read, prompts/get, and refusals of"
+               " names outside the caller's catalog), by the policy's effect, action category and mode (in monitor"
+               " mode the effect is what enforce mode would have done).",
                ("triplock.decision", "triplock.category", "triplock.mode")),
-    Instrument("triplock.holds", "triplock_holds", "counter", "{call}",
-               "tools/call held for a human's approval, by exposed tool.",
-               ("gen_ai.tool.name", "triplock.category")),
+    Instrument("triplock.holds", "triplock_holds", "counter", "{approval}",
+               "Approvals requested: each call held anew for a human, counted once by the process that held it"
+               " whatever happens next (a repeat of a call already held or approved is not a new hold), by"
+               " exposed tool, category and the rule ids that held it.",
+               ("gen_ai.tool.name", "triplock.category", "triplock.rule.id")),
+    Instrument("triplock.holds.waiting", "triplock_holds_waiting", "gauge", "{call}",
+               "Held calls this process is answering now: waiting in-band for a human's decision (or running once"
+               " approved); the sum over processes is every held call in flight."),
     Instrument("triplock.approvals.pending", "triplock_approvals_pending", "gauge", "{approval}",
-               "Approvals this gateway saw requested and not yet decided."),
+               "Approvals waiting for a human in the state store this process uses, read at collection time;"
+               " processes sharing a store report the same number (aggregate with max), absent while the store"
+               " cannot be read."),
     Instrument("triplock.approval.duration", "triplock_approval_duration_seconds", "histogram", "s",
-               "Time from a hold to the human's decision (or expiry).", ("triplock.approval.state",),
-               APPROVAL_BUCKETS),
+               "Time from a hold to its approval's decision (approved, denied) or expiry, recorded once per"
+               " approval by the process that decided or expired it; _count is decisions by state and rule ids.",
+               ("triplock.approval.state", "triplock.rule.id"), APPROVAL_BUCKETS),
     Instrument("triplock.upstream.errors", "triplock_upstream_errors", "counter", "{error}",
                "Upstream calls that failed, by upstream and error.type (timeout, unreachable, protocol, ...).",
                ("triplock.upstream", "error.type")),
@@ -68,7 +78,8 @@ INSTRUMENTS: tuple[Instrument, ...] = (
                " body_timeout (408), header_too_large (431), bad_request (400, 501), too_many_connections (503).",
                ("error.type",)),
     Instrument("triplock.sessions.trifecta", "triplock_sessions_trifecta", "counter", "{session}",
-               "Sessions (or principals) whose legs reached P+U+E."),
+               "Sessions (or principals) whose legs reached P+U+E, counted by the first call of each this process"
+               " saw reach it (a session served by several processes may count once on each)."),
     Instrument("triplock.store.write.failures", "triplock_store_write_failures", "counter", "{write}",
                "Writes of what a guarded call taught (legs, first use, pin) that the state store refused; each"
                " counts the store as down (writes, E legs and holds refused) until a write or probe succeeds."),

@@ -16,14 +16,15 @@ OTLP side and the usual Prometheus translation (dots to underscores, unit and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -42,6 +43,9 @@ _BY_OTEL = {i.otel: i for i in INSTRUMENTS}
 _HOT = frozenset({"mcp.server.operation.duration", "mcp.client.operation.duration", "triplock.decisions"})
 # Counted by another component (the HTTP server) and read from it at collection time.
 _POLLED = frozenset({"triplock.http.server.refusals"})
+# Read from the state store by the /metrics handler (and the OTLP pusher's refresher) before collection.
+_READ = frozenset({"triplock.approvals.pending"})
+READ_TIMEOUT = 2.0  # seconds a scrape waits for the store's count before reporting none
 
 
 class PolledCounter(Collector):
@@ -56,6 +60,20 @@ class PolledCounter(Collector):
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for value, count in self.source().items():
             family.add_metric([value], count, created=self.created)
+        yield family
+
+
+class ReadGauge(Collector):
+    """A gauge whose value is read elsewhere (the state store) before collection; absent while unknown."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name, self.documentation = name, documentation
+        self.value: float | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.name, self.documentation)
+        if self.value is not None:
+            family.add_metric([], self.value)
         yield family
 
 
@@ -85,6 +103,10 @@ class Metrics:
                 self.collectors[spec.otel] = polled = PolledCounter(spec.prom, spec.help, spec.prom_labels)
                 self.registry.register(polled)
                 continue
+            if spec.otel in _READ:
+                self.collectors[spec.otel] = read = ReadGauge(spec.prom, spec.help)
+                self.registry.register(read)
+                continue
             cls = {"counter": Counter, "histogram": Histogram, "gauge": Gauge}[spec.kind]
             kwargs: dict[str, Any] = {"registry": self.registry}
             if spec.buckets:
@@ -97,10 +119,11 @@ class Metrics:
         self._server_children: dict[tuple[str, ...], Any] = {}
         self._client_children: dict[tuple[str, ...], Any] = {}
         self._decision_children: dict[tuple[str, ...], Any] = {}
-        self._pending: dict[str, float] = {}
         self._resolved: dict[str, None] = {}  # insertion-ordered, bounded: approvals already timed
         self._trifecta: dict[str, None] = {}
-        self.collectors["triplock.approvals.pending"].set_function(lambda: len(self._pending))
+        self.waiting: set[int] = set()  # ids of the held calls being answered (see TelemetryObserver)
+        self.collectors["triplock.holds.waiting"].set_function(lambda: len(self.waiting))
+        self._read_pending: Callable[[], Awaitable[int]] | None = None
 
     def _child(self, otel: str, values: tuple[str, ...]) -> Any:
         key = (otel, values)
@@ -174,28 +197,22 @@ class Metrics:
         if self.enabled:
             self._child("triplock.limit.exceeded", (limit, upstream)).inc()
 
-    def hold(self, tool: str, category: str, approval_id: str) -> None:
-        """A call was held; ``approval_id`` counts as pending until :meth:`approval_resolved`."""
-        if not self.enabled:
-            return
-        self._child("triplock.holds", (tool, category)).inc()
-        if approval_id and approval_id not in self._resolved:
-            self._pending.setdefault(approval_id, time.time())
+    def hold(self, tool: str, category: str, rule: str = "") -> None:
+        """A call was held anew (an approval requested), by exposed tool, category and rule ids."""
+        if self.enabled:
+            self._child("triplock.holds", (tool, category, rule)).inc()
 
     def approval_resolved(
-        self, approval_id: str, state: str, created_at: float | None, decided_at: float | None
+        self, approval_id: str, state: str, created_at: float, decided_at: float, rule: str = ""
     ) -> None:
-        """An approval was decided or expired: no longer pending; its latency observed once."""
+        """An approval was decided or expired: its latency observed once per process (callers see to once
+        overall: see :mod:`gateway.telemetry.approval_metrics`)."""
         if not self.enabled or approval_id in self._resolved:
             return
         self._resolved[approval_id] = None
         if len(self._resolved) > 100_000:
             self._resolved.pop(next(iter(self._resolved)))
-        started = self._pending.pop(approval_id, None)
-        start = created_at if created_at is not None else started
-        if start is not None:
-            end = decided_at if decided_at is not None else time.time()
-            self._child("triplock.approval.duration", (state,)).observe(max(0.0, end - start))
+        self._child("triplock.approval.duration", (state, rule)).observe(max(0.0, decided_at - created_at))
 
     def trifecta_reached(self, session_key: str) -> None:
         """Count each session (or principal) the first time its legs cover P+U+E."""
@@ -207,6 +224,22 @@ class Metrics:
         self.collectors["triplock.sessions.trifecta"].inc()
 
     # -- off the hot path ---------------------------------------------------------------------------
+
+    def observe_approvals_pending(self, read: Callable[[], Awaitable[int]]) -> None:
+        """Report approvals pending from ``await read()``, called by :meth:`refresh` (each scrape)."""
+        self._read_pending = read
+
+    async def refresh(self) -> None:
+        """Read the store-backed gauges now; one that cannot be read in time is absent until the next."""
+        read = self._read_pending
+        if read is None or not self.enabled:
+            return
+        gauge = self.collectors["triplock.approvals.pending"]
+        try:
+            gauge.value = float(await asyncio.wait_for(read(), READ_TIMEOUT))
+        except Exception as exc:  # a down or slow store: say nothing rather than a stale number
+            gauge.value = None
+            log.debug("approvals pending not read: %s", exc)
 
     def observe_sessions(self, count: Callable[[], int]) -> None:
         """Report live sessions from ``count()`` at collection time (nothing per request)."""
@@ -220,6 +253,9 @@ class Metrics:
     def audit_sink(self, sink: str, backlog: Callable[[], int], up: Callable[[], bool]) -> None:
         self.collectors["triplock.audit.backlog"].labels(sink).set_function(backlog)
         self.collectors["triplock.audit.sink.up"].labels(sink).set_function(lambda: 1.0 if up() else 0.0)
+        # Counted from 0, so "no errors" is a series at 0 (rate() has data), not an absent one.
+        self.collectors["triplock.audit.sink.errors"].labels(sink)
+        self.collectors["triplock.audit.records"].labels(sink)
 
     def audit_delivered(self, sink: str, n: int) -> None:
         self.collectors["triplock.audit.records"].labels(sink).inc(n)
@@ -232,7 +268,8 @@ class Metrics:
         return generate_latest(self.registry)
 
     async def endpoint(self, request: Request) -> Response:
-        """Starlette handler for ``GET /metrics``."""
+        """Starlette handler for ``GET /metrics``: the store-backed gauges read first."""
+        await self.refresh()
         return Response(self.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     def to_otlp(self, resource: Any, scope: Any) -> Any:

@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING, Any
 from gateway.config import Settings
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, ProtocolError
 from gateway.ports.records import args_hash
+from gateway.ports.store import Store
+from gateway.telemetry.approval_metrics import DECISION_EVENTS, ApprovalMetrics, rule_label
 from gateway.telemetry.audit import STAMP_KEYS, AuditLog, AuditSink, EventType
 from gateway.telemetry.tracing import Telemetry, setup_telemetry
 from policy import Decision, Leg, Legs
 
 if TYPE_CHECKING:
     from gateway.guard.record import CallRecord
+    from gateway.ports.store import PendingApproval
 
 _ALL = frozenset(Leg)
 _LEGS_TEXT: dict[frozenset[Leg], str] = {}
@@ -51,15 +54,19 @@ def _duration_ms(record: CallRecord) -> float:
 class TelemetryObserver:
     """Decision attributes on the request's SERVER span, plus decision, hold and trifecta metrics."""
 
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Telemetry, approvals: ApprovalMetrics | None = None) -> None:
         self.telemetry = telemetry
         self.metrics = telemetry.metrics
+        self.approvals = approvals or ApprovalMetrics(telemetry.metrics)
+        self.waiting = telemetry.metrics.waiting  # the held calls being answered: the holds.waiting gauge
 
     def decided(self, record: CallRecord) -> None:
         d = record.decision
         if d is None:
             return
         self.metrics.decision(d.effect, d.category or "", d.mode)
+        if d.enforced_effect == "hold":  # the one check allowed calls pay
+            self.waiting.add(id(record))
         if not self.telemetry.tracing:
             return
         span = self.telemetry.current()
@@ -85,10 +92,10 @@ class TelemetryObserver:
     def finished(self, record: CallRecord) -> None:
         d = record.decision
         approval = record.approval
-        if record.outcome in ("held", "pending") and approval is not None:
-            self.metrics.hold(record.exposed, (d.category if d else None) or "", approval.id)
-        if approval is not None and approval.state in _RESOLVED:
-            self.metrics.approval_resolved(approval.id, approval.state, approval.created_at, approval.decided_at)
+        if self.waiting and id(record) in self.waiting:
+            self.waiting.discard(id(record))
+            if approval is not None:
+                self._held(record, approval)
         legs = record.legs_after or (d.legs_after if d is not None else frozenset())
         if legs >= _ALL:
             self.metrics.trifecta_reached(record.ctx.session_key)
@@ -106,6 +113,15 @@ class TelemetryObserver:
                 a["triplock.hold.wait_s"] = round(record.hold_waited, 3)
             if record.args_hash:
                 a["triplock.args.sha256"] = record.args_hash
+
+    def _held(self, record: CallRecord, approval: PendingApproval) -> None:
+        """A held call answered, whatever its outcome: count its hold if it created the approval, and the
+        decision it saw if nobody else records that (see :mod:`gateway.telemetry.approval_metrics`)."""
+        if AuditObserver._new(approval.created_at, record):
+            self.metrics.hold(record.exposed, approval.category or "", rule_label(approval.rule_ids))
+        if approval.state in _RESOLVED and approval.decided_at is not None and self.approvals.records_in_band(
+                approval):
+            self.approvals.resolved(approval)
 
 
 class AuditObserver:
@@ -269,25 +285,6 @@ class _Written:
 _NOTHING_TO_WAIT_FOR = _Written()
 
 
-APPROVAL_OUTCOMES = {EventType.APPROVAL_GRANTED: "approved", EventType.APPROVAL_DENIED: "denied",
-                     EventType.APPROVAL_EXPIRED: "expired"}
-
-
-def approval_metrics_listener(telemetry: Telemetry) -> Any:
-    """An :meth:`AuditLog.listen` hook: approvals decided elsewhere (console, API, expiry) leave the gauge."""
-    states = APPROVAL_OUTCOMES
-    metrics = telemetry.metrics
-
-    def listen(record: dict[str, Any]) -> None:
-        state = states.get(record.get("type", ""))
-        if state is not None and isinstance(record.get("approval_id"), str):
-            metrics.approval_resolved(record["approval_id"], state, None, None)
-
-    return listen
-
-
-
-
 @dataclass
 class Observability:
     """Telemetry, metrics and the audit log of one gateway, built from settings (see app.py wiring)."""
@@ -297,11 +294,19 @@ class Observability:
 
     def __post_init__(self) -> None:
         self.audit_observer = AuditObserver(self.audit)
+        self.approval_metrics = ApprovalMetrics(self.telemetry.metrics)
+        if self.telemetry.metrics.enabled:
+            self.audit.listen(self.approval_metrics.listen, DECISION_EVENTS)
+
+    def watch_approvals(self, store: Store) -> None:
+        """Hold metrics from the state store calls are held in: the pending gauge (read at each scrape) and
+        every decision's latency, whichever process waited (see :mod:`gateway.telemetry.approval_metrics`)."""
+        self.approval_metrics.watch(store)
 
     @property
     def observers(self) -> list[Any]:
         """The pipeline's CallObservers."""
-        return [TelemetryObserver(self.telemetry), self.audit_observer]
+        return [TelemetryObserver(self.telemetry, self.approval_metrics), self.audit_observer]
 
     @property
     def after_record(self) -> Callable[[CallRecord], Awaitable[object]] | None:
@@ -312,8 +317,11 @@ class Observability:
     async def startup(self) -> None:
         self.telemetry.start()
         await self.audit.start()
+        pusher = self.telemetry.pusher  # an OTLP push reads the gauges a scrape would have refreshed
+        self.approval_metrics.start(pusher.interval if pusher is not None else None)
 
     async def shutdown(self) -> None:
+        await self.approval_metrics.stop()
         await self.audit.aclose()
         self.telemetry.shutdown()
 
@@ -324,10 +332,7 @@ def build_observability(settings: Settings, sinks: Iterable[AuditSink]) -> Obser
     cfg = settings.audit
     audit = AuditLog(sinks, metrics=telemetry.metrics, backlog_alert=cfg.backlog_alert, durable=cfg.durable,
                      durable_timeout=cfg.durable_timeout, max_backlog=cfg.max_backlog)
-    if telemetry.metrics.enabled:
-        audit.listen(approval_metrics_listener(telemetry), APPROVAL_OUTCOMES)
     return Observability(telemetry, audit)
 
 
-__all__ = ["AuditObserver", "Observability", "TelemetryObserver", "approval_metrics_listener",
-           "build_observability"]
+__all__ = ["AuditObserver", "Observability", "TelemetryObserver", "build_observability"]

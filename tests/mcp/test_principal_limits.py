@@ -45,7 +45,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
         auth={"mode": "api_key", "api_keys_file": str(tmp / "keys.json")},
         limits={"sessions_per_principal": 3, "requests_per_second": 0.01, "request_burst": BURST},
     )
-    with running(gateway_cmd(cfg), base + "/readyz"):
+    with running(gateway_cmd(cfg), base + "/healthz"):  # no upstream: alive, though never ready
         yield Gw(base + "/mcp", base, keys)
 
 

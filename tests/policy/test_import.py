@@ -102,6 +102,9 @@ def test_63_logged_categories_are_allowed_and_logged(upstream: str, name: str) -
 def test_both_packs_merge() -> None:
     doc = pack_to_policy([PACK_62, PACK_63], name="hth")
     assert doc["name"] == "hth" and "slack" in doc["upstreams"] and "email_send" in doc["approval_required_actions"]
+    # the pack names catalog apps; the import says so explicitly, since a name alone never makes an app
+    assert (doc["upstreams"]["slack"]["app"], doc["upstreams"]["gmail"]["app"]) == ("slack", "gmail")
+    assert "app" not in doc.get("default_upstream", {})
     policy = CompiledPolicy.from_dict(enabled(doc))
     assert decide(policy, "gmail", "read_message", legs="E").legs_after == {Leg.P, Leg.U, Leg.E}
 

@@ -57,7 +57,8 @@ def test_error_names_line_and_key(tmp_path: Path) -> None:
 def test_unknown_key_and_bad_leg(tmp_path: Path) -> None:
     bad = YAML_OK.replace("get_x: {legs: [P], effect: read}", "get_x: {legs: [X], effect: read, colour: red}")
     issues = {i.key: i for i in check_policy_file(write(tmp_path, "p.yaml", bad))}
-    assert issues["upstreams.svc.tools.get_x.colour"].message == "unknown key"
+    assert issues["upstreams.svc.tools.get_x.colour"].message == (
+        "unknown key 'colour' in [upstreams.svc.tools.get_x]; known keys: legs, effect, category, conditions")
     assert issues["upstreams.svc.tools.get_x.colour"].line == 6
     assert issues["upstreams.svc.tools.get_x.legs[0]"].line == 6
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -30,6 +31,12 @@ def test_dashboard_and_alerts_use_metrics_the_gateway_exports() -> None:
     m.upstream_error("u", "timeout")
     m.trifecta_reached("s")
     m.observe_sessions(lambda: 1)
+
+    async def pending_in_store() -> int:
+        return 1
+
+    m.observe_approvals_pending(pending_in_store)  # the gauge reads the store at each scrape
+    asyncio.run(m.refresh())
     m.audit_sink("file", lambda: 0, lambda: True)
     m.audit_delivered("file", 1)
     m.audit_failed("file")

@@ -179,7 +179,9 @@ def test_workers_serve_requests_through_the_cli(tmp_path: Path) -> None:
         assert len(children) == 2 and all(b"adapters.http.workers" in c for c in commands), commands
         for _ in range(10):  # a new connection each time: the kernel spreads them over the workers
             r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=DEADLINE)
-            assert r.status_code == 200 and r.json()["status"] == "ready"
+            # every worker answers; with no upstream configured none of them is ready (and says why)
+            assert r.status_code == 503 and r.json()["status"] == "not ready"
+            assert any("no upstreams" in p for p in r.json()["problems"]), r.json()
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     assert proc.returncode == 0, out[-3000:]  # SIGTERM to the group: every worker stopped gracefully
 

@@ -88,7 +88,8 @@ async def test_oauth_token_with_a_line_break_is_refused(token_endpoint: str) -> 
     source = ClientCredentialsTokenSource(token_endpoint, "agent", "s3cret")
     with pytest.raises(UpstreamAuthError) as err:
         await source.token()
-    assert str(err.value) == f"token endpoint {token_endpoint} sent an access_token with CR, LF or NUL"
+    assert str(err.value) == (
+        f"token request (client_credentials) to {token_endpoint}: sent an access_token with CR, LF or NUL")
     await source.aclose()
 
 

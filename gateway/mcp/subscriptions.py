@@ -1,0 +1,79 @@
+"""``subscriptions/listen`` (2026-07-28): the stateless era's stream of change notifications.
+
+A client opts in to ``toolsListChanged``, ``promptsListChanged`` and ``resourcesListChanged``;
+the gateway acknowledges the subset it honours (the first message on the stream), then sends
+``notifications/<kind>/list_changed`` whenever the aggregated catalog's list of that kind
+changes, each tagged with the subscription's id. ``resourceSubscriptions`` (per-resource
+updates) is left out of the acknowledgment, as the spec prescribes for a type a server does
+not support: the gateway's upstream sessions for stateless clients are shared, so it has no
+per-client upstream subscription to relay from, and it does not advertise
+``resources.subscribe`` to 2026-07-28 clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.mcp.catalog import Catalog
+
+SUBSCRIPTION_ID_KEY = "io.modelcontextprotocol/subscriptionId"
+# filter field -> (catalog kinds whose change it reports, notification method)
+LIST_FILTERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "toolsListChanged": (("tools",), "notifications/tools/list_changed"),
+    "promptsListChanged": (("prompts",), "notifications/prompts/list_changed"),
+    "resourcesListChanged": (("resources", "resourceTemplates"), "notifications/resources/list_changed"),
+}
+# Notifications waiting for a slow listener; past this the oldest are dropped (a list_changed
+# only says "re-list", so losing a duplicate loses nothing).
+QUEUE_LIMIT = 64
+
+
+def accepted_filter(requested: Any) -> dict[str, Any]:
+    """The part of the client's ``notifications`` filter the gateway honours."""
+    if not isinstance(requested, dict):
+        return {}
+    return {name: True for name in LIST_FILTERS if requested.get(name) is True}
+
+
+def changed_kinds(old: Catalog, new: Catalog) -> set[str]:
+    """The filter fields whose lists differ between two catalogs."""
+    changed: set[str] = set()
+    for name, (kinds, _method) in LIST_FILTERS.items():
+        if any(old.page(kind, None) != new.page(kind, None) for kind in kinds):
+            changed.add(name)
+    return changed
+
+
+class Listener:
+    """One open ``subscriptions/listen`` stream."""
+
+    def __init__(self, subscription_id: Any, accepted: dict[str, Any]) -> None:
+        self.subscription_id = subscription_id
+        self.accepted = accepted
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+
+    def tagged(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A notification for this stream, carrying its subscription id."""
+        body = {**(params or {}), "_meta": {SUBSCRIPTION_ID_KEY: self.subscription_id}}
+        return {"jsonrpc": "2.0", "method": method, "params": body}
+
+    def offer(self, message: dict[str, Any]) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(message)
+
+
+class SubscriptionHub:
+    """The open listen streams, told of every catalog change (registered on the upstream pool)."""
+
+    def __init__(self) -> None:
+        self.listeners: set[Listener] = set()
+
+    async def on_catalog_change(self, old: Catalog, new: Catalog) -> None:
+        if not self.listeners:
+            return
+        changed = changed_kinds(old, new)
+        for listener in list(self.listeners):
+            for name in changed & listener.accepted.keys():
+                listener.offer(listener.tagged(LIST_FILTERS[name][1]))

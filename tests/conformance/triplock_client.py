@@ -1,0 +1,146 @@
+"""The client under test for the conformance suite's *client* scenarios: Triplock's upstream side.
+
+The suite starts a scenario server and runs ``python triplock_client.py SERVER_URL`` with the
+scenario's name in ``MCP_CONFORMANCE_SCENARIO`` and, for the auth scenarios, credentials in
+``MCP_CONFORMANCE_CONTEXT``. This runner makes Triplock the client: it starts ``triplock serve``
+with the scenario server as its one upstream (empty prefix, the passthrough policy, the context's
+OAuth client as the upstream's credentials), waits until Triplock has a session with it, and then
+drives the scenario's calls *through Triplock* with the official Python SDK client. What the
+scenario server sees is Triplock's upstream adapter at work.
+
+Exit status: 0 when every call the scenario expects succeeded through Triplock, else 1 (with
+Triplock's own output on stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script by the suite
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import httpx
+from mcp import Client
+from mcp.client.context import ClientRequestContext
+from mcp_types import ElicitRequestParams, ElicitResult
+
+from tests.conformance.run_conformance import free_port, require_loopback_url
+from tests.support import PASSTHROUGH, PY, REPO, toml_value
+
+READY_SECONDS = 8.0  # how long Triplock may take to open its session with the scenario server
+
+# The calls each scenario expects of a client (tool name and arguments); the rest list tools and
+# call the first one with no arguments, which is what every auth scenario checks for.
+CALLS: dict[str, tuple[str, dict[str, Any]] | None] = {
+    "initialize": None,
+    "tools_call": ("add_numbers", {"a": 5, "b": 3}),
+    "sse-retry": ("test_reconnection", {}),
+    "elicitation-sep1034-client-defaults": ("test_client_elicitation_defaults", {}),
+}
+
+
+def upstream_settings(url: str, context: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``[[upstreams]]`` entry for the scenario server and the environment it needs."""
+    upstream: dict[str, Any] = {"name": "scenario", "prefix": "", "transport": "http", "url": url,
+                                "connect_timeout": 10, "call_timeout": 20}
+    # The suite names the revision the scenario is about; its servers also take initialize, so `auto`
+    # would pick the handshake era: the operator's setting for an upstream known to speak 2026-07-28.
+    if os.environ.get("MCP_CONFORMANCE_PROTOCOL_VERSION") == "2026-07-28":
+        upstream["protocol"] = "2026-07-28"
+    env: dict[str, str] = {}
+    if client_id := context.get("client_id"):
+        upstream["oauth_client_id"] = client_id
+        if secret := context.get("client_secret"):
+            env["SCENARIO_CLIENT_SECRET"] = secret
+            upstream["oauth_client_secret_env"] = "SCENARIO_CLIENT_SECRET"
+        if pem := context.get("private_key_pem"):
+            key = workdir / "client-key.pem"
+            key.write_text(pem, encoding="utf-8")
+            upstream["oauth_private_key_file"] = str(key)
+    return upstream, env
+
+
+def write_config(workdir: Path, port: int, upstream: dict[str, Any]) -> Path:
+    lines = ["[server]", 'host = "127.0.0.1"', f"port = {port}", "[policy]", f"file = {toml_value(str(PASSTHROUGH))}",
+             "[store]", 'kind = "memory"', "[audit]", "sinks = []", "[limits]", "requests_per_second = 0",
+             "[[upstreams]]"]
+    lines.extend(f"{k} = {toml_value(v)}" for k, v in upstream.items())
+    path = workdir / "triplock.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
+    """Poll /readyz until Triplock has its upstream (or fail when it exits or the deadline passes)."""
+    end = time.monotonic() + READY_SECONDS
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"triplock exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)  # polling interval; readiness is checked each round
+    raise TimeoutError(f"triplock was not ready within {READY_SECONDS:g}s")
+
+
+async def accept_with_defaults(_ctx: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+    """Accept an elicitation, filling every field from its schema's ``default`` (SEP-1034)."""
+    schema = getattr(params, "requested_schema", None) or {}
+    props = schema.get("properties", {}) if isinstance(schema, dict) else {}
+    content = {name: p["default"] for name, p in props.items() if isinstance(p, dict) and "default" in p}
+    return ElicitResult(action="accept", content=content)
+
+
+async def drive(mcp_url: str, scenario: str) -> None:
+    """The scenario's calls, through Triplock, with the SDK's client."""
+    async with Client(mcp_url, mode="legacy", elicitation_callback=accept_with_defaults) as client:
+        tools = (await client.list_tools()).tools
+        call = CALLS.get(scenario, (tools[0].name, {}) if tools else None)
+        if call is None:
+            return
+        result = await client.call_tool(call[0], call[1])
+        if result.is_error:
+            raise RuntimeError(f"{call[0]} answered an error: {result.content}")
+
+
+def main() -> int:
+    url = sys.argv[-1]
+    require_loopback_url(url)
+    scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
+    context = json.loads(os.environ.get("MCP_CONFORMANCE_CONTEXT") or "{}")
+    with tempfile.TemporaryDirectory(prefix="triplock-client-") as tmp, tempfile.TemporaryFile() as log:
+        workdir = Path(tmp)
+        port = free_port()
+        upstream, env = upstream_settings(url, context, workdir)
+        config = write_config(workdir, port, upstream)
+        proc = subprocess.Popen([PY, "-m", "gateway.cli", "serve", "--config", str(config)], cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", proc)
+            asyncio.run(drive(f"http://127.0.0.1:{port}/mcp", scenario))
+            return 0
+        except Exception as exc:
+            log.seek(0)
+            print(f"through Triplock, {scenario}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(log.read().decode(errors="replace")[-4000:], file=sys.stderr)
+            return 1
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
