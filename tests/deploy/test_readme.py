@@ -45,8 +45,9 @@ def test_the_python_snippet_runs_as_a_script_against_a_real_gateway(tmp_path: Pa
 
 def test_the_apt_line_leaves_npm_to_where_there_is_none() -> None:
     installs = re.findall(r"`(apt-get install [^`]*)`", README.split("## ", 1)[0])
-    assert installs == ["apt-get install redis-server chromium wrk"]  # no npm beside NodeSource's nodejs
+    # no npm beside NodeSource's nodejs
+    assert installs == ["apt-get install redis-server redis-sentinel chromium wrk prometheus haproxy"]
     assert "`command -v npm || apt-get install npm`" in README
     ci = (REPO / ".ci" / "run").read_text()
-    assert "apt-get install -y -qq redis-server chromium wrk" in ci
+    assert "apt-get install -y -qq redis-server redis-sentinel chromium wrk prometheus haproxy" in ci
     assert "if ! command -v npm >/dev/null; then\n  apt-get install -y -qq npm" in ci
