@@ -170,17 +170,16 @@ class RedisStreamSink:
     """``XADD`` each record to a Redis stream (field ``event``); consumers dedupe on ``event_id``."""
 
     def __init__(self, url: str, stream: str = "triplock:audit") -> None:
-        import redis.asyncio as redis
 
-        from adapters.stores.redis_connect import connection_pool
+        from adapters.stores.redis_connect import redis_client
 
         self.name = "redis"
         self.write_now: Callable[[list[bytes]], None] | None = None
         self.stream = stream
         self.tail_event_id: str | None = None  # the last record's event_id, once tail_hash read it
-        # the store's pool builder: a Sentinel URL works here as it does for the store
-        self._pool = connection_pool(url, max_connections=8, timeout=5, socket_timeout=5, socket_connect_timeout=5)
-        self._redis = redis.Redis(connection_pool=self._pool)
+        # the store's client builder: a Sentinel or Cluster URL works here as it does for the store
+        self._redis = redis_client(
+            url, max_connections=8, timeout=5, socket_timeout=5, socket_connect_timeout=5)
 
     async def tail_hash(self) -> str | None:
         last = await self._redis.xrevrange(self.stream, count=1)
@@ -198,8 +197,7 @@ class RedisStreamSink:
         await pipe.execute()
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
-        await self._pool.aclose()  # a pool passed to the client is not closed by it
+        await self._redis.aclose()  # closes its pool too
 
 
 def build_sinks(config: AuditConfig, store_redis_url: str | None = None) -> list[AuditSink]:

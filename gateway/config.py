@@ -300,9 +300,11 @@ class StoreConfig(_Strict):
     path: Path = Field(default=Path("triplock-state.sqlite"), description="The SQLite file (kind sqlite).")
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Redis URL (kind redis; also the audit stream's default): redis://, rediss://, unix://, or"
-        " redis+sentinel://host:26379[,host:port...]/service[/db] for a Sentinel-managed primary. Redis Cluster"
-        " is refused (the store's scripts need every key on one node).",
+        description="Redis URL (kind redis; also the audit stream's default): redis://, rediss://, unix://,"
+        " redis+sentinel://host:26379[,host:port...]/service[/db] for a Sentinel-managed primary, or"
+        " redis+cluster://host:6379[,host:port...] (rediss+cluster:// for TLS) for Redis Cluster, where every key"
+        " of the store shares one hash tag ({triplock}:): one slot, for the availability of its primary and"
+        " replicas, not sharding (the redis audit sink needs one server or a Sentinel service).",
     )
     timeout: float = Field(
         default=2.0, gt=0, le=60,
@@ -320,14 +322,14 @@ class StoreConfig(_Strict):
     def _redis_url_scheme(cls, value: str) -> str:
         # The URL's details are checked where the pool is made (adapters/stores/redis_connect.py).
         scheme = value.partition("://")[0].lower() if "://" in value else ""
-        if scheme in ("redis+cluster", "rediss+cluster", "redis-cluster"):
-            raise ValueError("Redis Cluster is not supported (the store's scripts need every key on one node):"
-                             " use one Redis server or a Sentinel-managed primary (redis+sentinel://host:26379/service)")
-        if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
+        if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
+                          "rediss+cluster"):
             raise ValueError(f"scheme {scheme or '(none)'!r} is not one of redis://, rediss://, unix://,"
-                             " redis+sentinel://, rediss+sentinel://")
+                             " redis+sentinel://, rediss+sentinel://, redis+cluster://, rediss+cluster://")
         if scheme.endswith("+sentinel") and not value.partition("://")[2].partition("/")[2].strip("/"):
             raise ValueError("a Sentinel URL names its service: redis+sentinel://host:26379[,host:port...]/SERVICE[/db]")
+        if scheme.endswith("+cluster") and not value.partition("://")[2].partition("/")[0].rpartition("@")[2]:
+            raise ValueError("a Cluster URL names at least one node: redis+cluster://host:6379[,host:port...]")
         return value
 
 

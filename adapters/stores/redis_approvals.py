@@ -155,7 +155,9 @@ class RedisApprovals:
         expired: list[str] = []
         while True:
             with self._errors():
-                ids = await self._expire(keys=[], args=[self.prefix, repr(float(now)), batch])
+                # The script reads ap:due from its prefix; declaring it routes the script to that key's
+                # node on a cluster (with no key, redis-py would send it to a random one).
+                ids = await self._expire(keys=[self._k("ap:due")], args=[self.prefix, repr(float(now)), batch])
             expired.extend(ids)
             if len(ids) < batch:
                 break

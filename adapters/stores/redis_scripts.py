@@ -4,7 +4,8 @@ Every state change of an approval is one script, so it is atomic (the compare-an
 `decide`, single use of `consume`, exactly-once expiry) and publishes its wake-up in the same
 step. The key layout they and the store share:
 
-Keys (all under `prefix`, default "triplock:"):
+Keys (all under `prefix`, default "triplock:"; "{triplock}:" on Redis Cluster, so that every key and
+the channel are in the one hash slot the scripts need: see `adapters.stores.redis_connect`):
 
     legs:<legs_key>        hash  leg -> expiry (unix s, or "inf"); the key expires with its last leg
     used:<first_use_key>   string "1"
@@ -102,7 +103,8 @@ move(ARGV[2], KEYS[1], 'approved', 'executed')
 return 1
 """
 
-# ARGV prefix, now, batch size. Returns the ids this call expired (each id to exactly one caller).
+# KEYS[1] the ap:due index (declared so a cluster routes the script to it; the script derives it from
+# the prefix); ARGV prefix, now, batch size. Returns the ids this call expired (each id to exactly one caller).
 EXPIRE = PRELUDE + """
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'ap:due', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))) do
@@ -153,5 +155,22 @@ elseif latest > 0 then redis.call('PEXPIREAT', key, string.format('%.0f', math.c
 return 1
 """
 
+# Writes that other processes must hear of, with their notice in the same atomic step (a script, not
+# MULTI: redis-py refuses PUBLISH in a cluster pipeline).
+# KEYS pins, pins:meta; ARGV field, definition hash, meta JSON, events channel, message.
+SET_PIN = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
 
-__all__ = ["ABANDON", "ADD_LEGS", "CALL_STATE", "CONSUME", "CREATE", "DECIDE", "EXPIRE"]
+# KEYS[1] susp; ARGV target id, record JSON ('' resumes: the record is deleted), events channel, message.
+SUSPENSION = """
+if ARGV[2] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
+
+__all__ = ["ABANDON", "ADD_LEGS", "CALL_STATE", "CONSUME", "CREATE", "DECIDE", "EXPIRE", "SET_PIN", "SUSPENSION"]

@@ -5,8 +5,9 @@ The key layout is documented with the Lua scripts that use it (`adapters.stores.
 `call_state` is one script call over legs/used/pins, none of which grows with the
 number of approvals. Every state change of an approval is one Lua script, so it is atomic (the
 compare-and-set of `decide`, single use of `consume`, exactly-once expiry) and publishes its
-wake-up in the same step. Scripts derive index keys from the prefix, so this targets a single
-Redis (or a Sentinel-managed primary), not Redis Cluster. The scripts: `adapters.stores.redis_scripts`.
+wake-up in the same step. Scripts derive index keys from the prefix, so all of one store's keys
+must be on one node: one Redis, a Sentinel-managed primary, or, on Redis Cluster, one hash slot
+(the prefix carries a hash tag there: "{triplock}:"). The scripts: `adapters.stores.redis_scripts`.
 
 Commands are never retried: a retried script could report a decision it had already taken as
 a conflict. A failed command raises StoreUnavailable, and the gateway fails closed.
@@ -27,14 +28,13 @@ import time
 from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
-import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from adapters.stores.redis_approvals import RedisApprovals
-from adapters.stores.redis_connect import connection_pool, redact
-from adapters.stores.redis_scripts import ADD_LEGS
+from adapters.stores.redis_connect import hash_tagged, is_cluster_url, redact, redis_client
+from adapters.stores.redis_scripts import ADD_LEGS, SET_PIN, SUSPENSION
 from adapters.stores.redis_state import RedisStateMixin
 from gateway.ports.records import (
     PinRecord,
@@ -57,22 +57,24 @@ class RedisStore(RedisStateMixin, RedisApprovals, StoreContext):
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, socket_timeout: float = 2.0,
                  connect_timeout: float = 1.0, max_connections: int = 64, health_interval: float = 1.0) -> None:
         self.url = redact(url)  # for messages: never the password
-        self.prefix = prefix
+        # On a cluster every key shares the prefix's hash tag: one slot, so each script's keys are on one node.
+        self.prefix = hash_tagged(prefix) if is_cluster_url(url) else prefix
         self.health = StoreHealth(health_interval)
         self._instance = os.urandom(8).hex()  # tells this instance's change notices from others'
         self._changes = 0  # other instances' change notices heard: part of state_stamp
         # A blocking pool: a burst of calls beyond `max_connections` queues for a connection (up to
         # socket_timeout) instead of failing with "Too many connections", which would fail closed.
-        # One server's URL, or redis+sentinel:// for the primary Sentinel names (adapters.stores.redis_connect).
-        pool = connection_pool(
+        # One server's URL, redis+sentinel:// for the primary Sentinel names, or redis+cluster:// (whose
+        # client queues the same way): adapters.stores.redis_connect.
+        self._client = redis_client(
             url, max_connections=max_connections, timeout=socket_timeout, decode_responses=True,
             socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
             health_check_interval=30)
-        self._pool = pool
-        self._client = aredis.Redis(connection_pool=pool)
         self._register_approval_scripts()
         self._add_legs = self._client.register_script(ADD_LEGS)
-        self._channel = prefix + "events"
+        self._set_pin = self._client.register_script(SET_PIN)
+        self._suspend = self._client.register_script(SUSPENSION)
+        self._channel = self.prefix + "events"
         self._suspended: frozenset[str] = frozenset()
         self._waiters = DecisionWaiters()
         self._listener: asyncio.Task[None] | None = None
@@ -101,8 +103,8 @@ class RedisStore(RedisStateMixin, RedisApprovals, StoreContext):
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="triplock-redis-store-listener")
         self.health.start_watch(self.ping)
-        with self._errors():
-            await self._client.ping()
+        with self._errors():  # the probe's SET, not PING: on a cluster PING asks every node, not our slot's
+            await self._probe()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.listening.wait(), 5.0)
         if not self.listening.is_set():
@@ -117,8 +119,7 @@ class RedisStore(RedisStateMixin, RedisApprovals, StoreContext):
             self._listener = None
         self.listening.clear()
         self._waiters.notify_all()
-        await self._client.aclose()
-        await self._pool.aclose()  # a pool we passed in is ours to close
+        await self._client.aclose()  # and its pool, or a cluster client's connections to every node
 
     async def _listen(self) -> None:
         backoff = 0.05
@@ -162,7 +163,7 @@ class RedisStore(RedisStateMixin, RedisApprovals, StoreContext):
         self.health.last_probe = time.monotonic()
         try:
             with self._errors():
-                await self._client.set(self._k("health"), repr(time.time()), px=60_000)
+                await self._probe()
         except StoreUnavailable:
             return False
         if self.listening.is_set():
@@ -170,6 +171,9 @@ class RedisStore(RedisStateMixin, RedisApprovals, StoreContext):
         else:
             self.health.failed(f"Redis store {self.url!r}: not subscribed to {self._channel!r} (yet)")
         return self.listening.is_set()
+
+    async def _probe(self) -> None:
+        await self._client.set(self._k("health"), repr(time.time()), px=60_000)
 
     def state_stamp(self) -> Hashable:
         return (self.health.generation, self._changes)
@@ -218,11 +222,9 @@ class RedisStore(RedisStateMixin, RedisApprovals, StoreContext):
     async def set_pin(self, upstream: str, tool: str, definition_hash: str, by: str) -> None:
         field = json.dumps([upstream, tool])
         with self._errors():
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(self._k("pins"), field, definition_hash)
-                pipe.hset(self._k("pins:meta"), field, json.dumps({"by": by, "at": time.time()}))
-                pipe.publish(self._channel, "c:" + self._instance)
-                await pipe.execute()
+            await self._set_pin(keys=[self._k("pins"), self._k("pins:meta")],
+                                args=[field, definition_hash, json.dumps({"by": by, "at": time.time()}),
+                                      self._channel, "c:" + self._instance])
         self.health.recovered()
 
     async def get_pins(self) -> dict[tuple[str, str], str]:
@@ -265,15 +267,9 @@ class RedisStore(RedisStateMixin, RedisApprovals, StoreContext):
         await self._suspension("r:", target_id, None)
 
     async def _suspension(self, kind: str, target_id: str, record: str | None) -> None:
-        """Write (or delete) a suspension and announce it, in one MULTI; then update our own cache."""
+        """Write (or delete) a suspension and announce it, in one script; then update our own cache."""
         with self._errors():
-            async with self._client.pipeline(transaction=True) as pipe:
-                if record is None:
-                    pipe.hdel(self._k("susp"), target_id)
-                else:
-                    pipe.hset(self._k("susp"), target_id, record)
-                pipe.publish(self._channel, kind + target_id)
-                await pipe.execute()
+            await self._suspend(keys=[self._k("susp")], args=[target_id, record or "", self._channel, kind + target_id])
         self._on_message(kind + target_id)
 
     # -- approvals: RedisApprovals (adapters/stores/redis_approvals.py) ----------------------------

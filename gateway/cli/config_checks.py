@@ -169,6 +169,21 @@ def _files(settings: Settings, found: Findings) -> None:
             found.errors.append(f"store.path: {problem}: choose a directory this user can write")
 
 
+def _store_url(settings: Settings, found: Findings) -> None:
+    """A Sentinel or Cluster URL parsed as the store will parse it (the redis audit sink builds its client alike)."""
+    from adapters.stores.redis_connect import is_cluster_url, is_sentinel_url, parse_cluster_url, parse_sentinel_url
+
+    url = settings.store.redis_url
+    if settings.store.kind == "redis":
+        try:
+            if is_sentinel_url(url):
+                parse_sentinel_url(url)
+            elif is_cluster_url(url):
+                parse_cluster_url(url)
+        except ValueError as exc:  # the messages never quote the password
+            found.errors.append(f"store.redis_url: {exc}")
+
+
 def check_settings(settings: Settings) -> Findings:
     """Run every start-up check on validated settings (files and environment; no network)."""
     found = Findings()
@@ -176,6 +191,7 @@ def check_settings(settings: Settings) -> Findings:
     _policy(settings, found)
     access = _identity(settings, found)
     _files(settings, found)
+    _store_url(settings, found)
     if not found.errors and approvers_reachable(settings, access) is None:
         found.warnings.append(
             f"no approver can log in: held calls will wait for nobody. Set {settings.approvals.approver_tokens_env}"

@@ -1,8 +1,9 @@
-"""Fixtures for the store tests: one session-wide redis-server, and stores of every kind.
+"""Fixtures for the store tests: one session-wide redis-server and Redis Cluster, and stores of every kind.
 
 `store` is parametrised over the adapters, so every test that takes it is a contract test run
 against each. `make_store` builds more instances on the *same* backend (the same SQLite file,
-the same Redis and prefix): a second gateway process, as far as the store can tell.
+the same Redis and prefix): a second gateway process, as far as the store can tell. "redis-cluster"
+is the Redis store on a real three-primary cluster (`tests.redis_server.redis_cluster`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import pytest
 from adapters.stores.memory_store import MemoryStore
 from adapters.stores.redis_store import RedisStore
 from adapters.stores.sqlite_store import SqliteStore
-from tests.redis_server import redis_server
+from tests.redis_server import Cluster, redis_cluster, redis_server
 
-ADAPTERS = ["memory", "sqlite", "redis"]
+ADAPTERS = ["memory", "sqlite", "redis", "redis-cluster"]
 AnyStore = MemoryStore | SqliteStore | RedisStore
 
 
@@ -27,6 +28,12 @@ AnyStore = MemoryStore | SqliteStore | RedisStore
 def redis_url() -> Iterator[str]:
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    with redis_cluster() as running:
+        yield running
 
 
 @pytest.fixture(params=ADAPTERS)
@@ -38,7 +45,8 @@ def kind(request: pytest.FixtureRequest) -> str:
 async def make_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Any]]:
     made: list[AnyStore] = []
     prefix = f"t{uuid.uuid4().hex[:10]}:"  # each test its own keyspace on the shared server
-    url = request.getfixturevalue("redis_url") if kind == "redis" else ""
+    url = (request.getfixturevalue("redis_url") if kind == "redis" else
+           request.getfixturevalue("cluster").url if kind == "redis-cluster" else "")
 
     def make(**kwargs: Any) -> AnyStore:
         s: AnyStore

@@ -22,9 +22,8 @@ import pytest
 import redis
 from mcp import Client
 
-from adapters.stores.redis_connect import CLUSTER_REFUSED, parse_sentinel_url, redact
+from adapters.stores.redis_connect import parse_sentinel_url, redact
 from adapters.stores.redis_store import RedisStore
-from gateway.config import ConfigError, load_settings
 from tests.guard.test_approval_flow import APPROVER, OUTSIDE, approve, e2e_policy, sent_count
 from tests.support import demo_http_cmd, free_port, gateway_cmd, running, write_config
 
@@ -200,18 +199,6 @@ def test_bad_sentinel_urls_are_refused_with_the_reason(url: str, message: str) -
     with pytest.raises(ValueError) as caught:
         RedisStore(url)
     assert str(caught.value) == message
-
-
-def test_cluster_url_is_refused_by_the_store_and_by_the_config(tmp_path: Path) -> None:
-    with pytest.raises(ValueError) as caught:
-        RedisStore("redis+cluster://127.0.0.1:7000/0")
-    assert str(caught.value) == CLUSTER_REFUSED
-    path = tmp_path / "gw.toml"
-    path.write_text('[store]\nkind = "redis"\nredis_url = "redis+cluster://:secret@127.0.0.1:7000"\n')
-    with pytest.raises(ConfigError) as refused:
-        load_settings(path)
-    assert "store.redis_url: Redis Cluster is not supported" in str(refused.value)
-    assert "secret" not in str(refused.value)
 
 
 def test_passwords_are_kept_out_of_messages() -> None:
