@@ -47,6 +47,27 @@ MAX_OPEN_PER_PRINCIPAL = 32
 # The methods whose results may be input-required (the spec's list).
 INTERACTIVE_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 _NOT_HASHED = frozenset({"_meta", "inputResponses", "requestState"})
+# 2026-07-28 log delivery is a per-request opt-in: a request whose _meta names no level gets no
+# notifications/message (SEP-2575), whatever a session-era upstream sends during the call.
+LOG_LEVEL_META_KEY = "io.modelcontextprotocol/logLevel"
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+def requested_log_level(params: dict[str, Any]) -> int | None:
+    """The rank in :data:`LOG_LEVELS` of the level a request's ``_meta`` asks logs at, or None (no logs)."""
+    meta = params.get("_meta")
+    level = meta.get(LOG_LEVEL_META_KEY) if isinstance(meta, dict) else None
+    return LOG_LEVELS.index(level) if level in LOG_LEVELS else None
+
+
+def wanted(message: dict[str, Any], log_level: int | None) -> bool:
+    """Whether a notification goes to a client that asked for logs at ``log_level`` (None: none)."""
+    if message.get("method") != "notifications/message":
+        return True
+    params = message.get("params")
+    level = params.get("level") if isinstance(params, dict) else None
+    return log_level is not None and level in LOG_LEVELS and LOG_LEVELS.index(level) >= log_level
+
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -80,6 +101,7 @@ class InputExchange:
         self._count = 0
         self._timer: asyncio.TimerHandle | None = None
         self._passed: asyncio.Future[dict[str, Any]] | None = None  # a 2026-07-28 upstream waiting for answers
+        self.log_level: int | None = None  # what the current round's request asked logs at (None: no logs)
 
     async def ask(self, upstream: UpstreamSession, message: dict[str, Any]) -> None:
         """An upstream request (already screened) for the client: it goes out in the next result."""
@@ -91,8 +113,11 @@ class InputExchange:
         self._changed.set()
 
     async def relay(self, message: dict[str, Any]) -> None:
-        """A notification during the call (progress, log): to the current round's stream, if any."""
-        if self.emit is not None:
+        """A notification during the call (progress, log): to the current round's stream, if any.
+
+        A log message goes only to a round whose request asked for logs at its level or below.
+        """
+        if self.emit is not None and wanted(message, self.log_level):
             await self.emit(message)
 
     async def answer(self, responses: Any) -> None:
@@ -172,7 +197,9 @@ class InputExchanges:
                 f"Too many requests waiting for input: {self.per_principal} are open for this principal;"
                 " answer or abandon them first",
             )
-        return InputExchange(principal, request_digest(method, params))
+        exchange = InputExchange(principal, request_digest(method, params))
+        exchange.log_level = requested_log_level(params)
+        return exchange
 
     def park(self, exchange: InputExchange) -> str:
         """Keep ``exchange`` for the client's retry; returns the new single-use ``requestState``."""
@@ -190,6 +217,7 @@ class InputExchanges:
                 "Invalid params: requestState is unknown, expired, already used, or not for this request",
             )
         del self._waiting[token]
+        exchange.log_level = requested_log_level(params)  # each round's request says what it wants
         if exchange._timer is not None:
             exchange._timer.cancel()
         return exchange

@@ -22,7 +22,14 @@ import logging
 from typing import Any
 
 import orjson
-from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, classify_inbound_request, find_duplicated_routing_header
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    MCP_PROTOCOL_VERSION_HEADER,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+)
 from mcp_types.jsonrpc import UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
@@ -68,6 +75,20 @@ def removed_method(request_id: Any, method: str) -> dict[str, Any]:
     return error_response(request_id, METHOD_NOT_FOUND, f"Method not found: {method} is not part of 2026-07-28")
 
 
+_ROUTING_HEADERS = (MCP_PROTOCOL_VERSION_HEADER, MCP_METHOD_HEADER, MCP_NAME_HEADER)
+
+
+def routing_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The headers the version ladder compares with the body, without optional whitespace.
+
+    RFC 9110 section 5.5: a field value does not include leading or trailing whitespace (SP,
+    HTAB), and the 2026-07-28 revision (SEP-2243) makes servers accept ``Mcp-Name:  tool ``.
+    The gateway's HTTP parser keeps the bytes as sent, so these three are trimmed here (three
+    lookups: the modern POST path stays O(1) in the number of headers).
+    """
+    return {name: value.strip(" \t") for name in _ROUTING_HEADERS if (value := headers.get(name)) is not None}
+
+
 class ModernEndpoint:
     """Answers 2026-07-28 POSTs (the endpoint hands them over after authentication)."""
 
@@ -91,7 +112,7 @@ class ModernEndpoint:
         if dup is not None:
             await send_json(send, 400, error_response(rid, -32020, f"Header {dup} appears more than once"))
             return
-        route = classify_inbound_request(raw, headers=headers)
+        route = classify_inbound_request(raw, headers=routing_headers(headers))
         if not hasattr(route, "protocol_version"):
             status = ERROR_CODE_HTTP_STATUS.get(route.code, 400)
             await send_json(send, status, error_response(rid, route.code, route.message, route.data))

@@ -3,7 +3,9 @@
 Written with the official SDK's `MCPServer` from the scenario definitions shipped in
 `@modelcontextprotocol/conformance` 0.1.16 (`conformance server --url ...`): the `test_*` tools,
 the `test_*` prompts, the `test://` resources, completion, logging, resource subscriptions,
-SSE resumability (`test_reconnection`) and DNS-rebinding protection.
+SSE resumability (`test_reconnection`) and DNS-rebinding protection; and, for the 0.2 suite's
+2026-07-28 requirement set, the input-gathering tools of `fixture_input_required.py`, which serve
+both eras (input-required results to 2026-07-28 clients, mid-call requests to session clients).
 
 Triplock's conformance tests run the suite against this server directly (to prove the fixture)
 and through the gateway (to prove the gateway relays every feature faithfully), so everything
@@ -20,6 +22,7 @@ import itertools
 import sys
 import warnings
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -41,13 +44,17 @@ from mcp_types import (
     JSONRPCMessage,
     PromptReference,
     ResourceTemplateReference,
-    SamplingMessage,
     SetLevelRequestParams,
     SubscribeRequestParams,
     TextContent,
     TextResourceContents,
     UnsubscribeRequestParams,
 )
+
+if __package__ in (None, ""):  # run as a script (how the tests start it)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.conformance.fixture_asks_client import add_asking_tools
+from tests.conformance.fixture_input_required import add_input_required_tools
 
 # The suite exercises the handshake-era protocol (2025-06-18 / 2025-11-25), where logging and
 # sampling are current features; the SDK flags them as deprecated for 2026-07-28 only.
@@ -196,94 +203,7 @@ def build_fixture_server() -> MCPServer:
             await ctx.report_progress(value, 100, f"{value}% done")
         return "Tool with progress executed successfully"
 
-    @server.tool(description="Asks the client's LLM to answer `prompt` (sampling/createMessage)")
-    async def test_sampling(prompt: str, ctx: Context) -> str:
-        caps = ctx.client_capabilities
-        if caps is None or caps.sampling is None:
-            raise ToolError("the client does not support sampling")
-        result = await ctx.session.create_message(
-            messages=[SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
-            max_tokens=100,
-            related_request_id=ctx.request_id,
-        )
-        text = result.content.text if isinstance(result.content, TextContent) else str(result.content)
-        return f"LLM response: {text}"
-
-    @server.tool(description="Asks the user for a username and email (elicitation/create)")
-    async def test_elicitation(message: str, ctx: Context) -> str:
-        schema = {
-            "type": "object",
-            "properties": {
-                "username": {"type": "string", "description": "User's response"},
-                "email": {"type": "string", "description": "User's email address"},
-            },
-            "required": ["username", "email"],
-        }
-        result = await _elicit(ctx, message, schema)
-        return f"User response: action={result.action}, content={result.content}"
-
-    @server.tool(description="Elicitation whose schema has defaults for every primitive type (SEP-1034)")
-    async def test_elicitation_sep1034_defaults(ctx: Context) -> str:
-        schema = {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string", "description": "Name", "default": "John Doe"},
-                "age": {"type": "integer", "description": "Age", "default": 30},
-                "score": {"type": "number", "description": "Score", "default": 95.5},
-                "status": {
-                    "type": "string",
-                    "description": "Status",
-                    "enum": ["active", "inactive", "pending"],
-                    "default": "active",
-                },
-                "verified": {"type": "boolean", "description": "Verified", "default": True},
-            },
-        }
-        result = await _elicit(ctx, "Please review and update the form fields with defaults", schema)
-        return f"Elicitation completed: action={result.action}, content={result.content}"
-
-    @server.tool(description="Elicitation with all five enum schema variants (SEP-1330)")
-    async def test_elicitation_sep1330_enums(ctx: Context) -> str:
-        options = ["option1", "option2", "option3"]
-        schema = {
-            "type": "object",
-            "properties": {
-                "untitledSingle": {"type": "string", "description": "Untitled single-select", "enum": options},
-                "titledSingle": {
-                    "type": "string",
-                    "description": "Titled single-select",
-                    "oneOf": [
-                        {"const": "value1", "title": "First Option"},
-                        {"const": "value2", "title": "Second Option"},
-                        {"const": "value3", "title": "Third Option"},
-                    ],
-                },
-                "legacyEnum": {
-                    "type": "string",
-                    "description": "Legacy titled enum",
-                    "enum": ["opt1", "opt2", "opt3"],
-                    "enumNames": ["Option One", "Option Two", "Option Three"],
-                },
-                "untitledMulti": {
-                    "type": "array",
-                    "description": "Untitled multi-select",
-                    "items": {"type": "string", "enum": options},
-                },
-                "titledMulti": {
-                    "type": "array",
-                    "description": "Titled multi-select",
-                    "items": {
-                        "anyOf": [
-                            {"const": "value1", "title": "First Choice"},
-                            {"const": "value2", "title": "Second Choice"},
-                            {"const": "value3", "title": "Third Choice"},
-                        ]
-                    },
-                },
-            },
-        }
-        result = await _elicit(ctx, "Please select from the enum options", schema)
-        return f"Elicitation completed: action={result.action}, content={result.content}"
+    add_asking_tools(server)  # sampling and elicitation (both eras): fixture_asks_client.py
 
     @server.tool(description="Closes its SSE stream mid-call; the result arrives after reconnection (SEP-1699)")
     async def test_reconnection(ctx: Context) -> str:
@@ -388,16 +308,8 @@ def build_fixture_server() -> MCPServer:
     lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
     lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+    add_input_required_tools(server)  # the 2026-07-28 set's SEP-2322 tools and SEP-2575 diagnostics
     return server
-
-
-async def _elicit(ctx: Context, message: str, schema: dict[str, Any]) -> Any:
-    """Send a form elicitation with a raw JSON schema (the SEP-1034/1330 scenarios check keywords
-    such as `default`, `oneOf` and `enumNames` that `ctx.elicit`'s pydantic models cannot express)."""
-    caps = ctx.client_capabilities
-    if caps is None or caps.elicitation is None:
-        raise ToolError("the client does not support elicitation")
-    return await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
 
 
 def main(argv: list[str] | None = None) -> int:

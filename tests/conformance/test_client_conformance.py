@@ -4,8 +4,11 @@ Each scenario starts the suite's scenario server and runs triplock_client.py, wh
 real `triplock serve` with that server as its upstream and drives the scenario's calls through
 it with the SDK client. The full sweep (every scenario of both pinned suites) is
 ``python tests/conformance/run_client.py``; expected_failures_client.txt explains each failure.
-Here, to keep CI short, the scenarios this work made pass: SEP-1699 resumption, and OAuth client
-credentials found by discovery (client_secret_basic and private_key_jwt).
+Here, to keep CI short, a representative subset: SEP-1699 resumption, OAuth client credentials
+found by discovery (client_secret_basic and private_key_jwt), and the 2026-07-28 scenarios that
+need more than "call the first tool" (``Mcp-Param-*`` headers from ``x-mcp-header``, schemas kept
+verbatim, a ``$ref`` never fetched, input-required results answered and retried with the
+upstream's ``requestState``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import pytest
 
 from tests.conformance import run_client
 from tests.conformance import run_conformance as rc
+from tests.conformance import run_requirements as rr
 from tests.conformance.test_conformance import skip_or_fail
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -26,15 +30,21 @@ def _suite_installed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("suite", "scenario", "checks"),
+    ("suite", "scenario", "checks", "revision"),
     [
-        ("0.1", "sse-retry", 3),  # reconnects with Last-Event-ID after the server's retry:
-        ("0.1", "auth/client-credentials-basic", 14),  # PRM + AS discovery, client_secret_basic, a token used
-        ("0.2", "auth/client-credentials-jwt", 14),  # the same with an RFC 7523 client assertion
+        ("0.1", "sse-retry", 3, None),  # reconnects with Last-Event-ID after the server's retry:
+        ("0.1", "auth/client-credentials-basic", 14, None),  # PRM + AS discovery, client_secret_basic, a token used
+        ("0.2", "auth/client-credentials-jwt", 14, None),  # the same with an RFC 7523 client assertion
+        ("0.2", "http-custom-headers", 18, "2026-07-28"),  # Mcp-Param-* mirrored and encoded, null omitted
+        ("0.2", "json-schema-2020-12-preservation", 9, "2026-07-28"),  # the listed inputSchema echoed verbatim
+        ("0.2", "json-schema-ref-no-deref", 1, "2026-07-28"),  # a network $ref in a schema is never fetched
+        ("0.2", "sep-2322-client-request-state", 5, "2026-07-28"),  # input_required answered, state echoed
     ],
 )
-def test_client_scenario_passes_with_triplock_as_the_client(suite: str, scenario: str, checks: int) -> None:
-    result = run_client.run_client_scenario(suite, scenario)
+def test_client_scenario_passes_with_triplock_as_the_client(
+    suite: str, scenario: str, checks: int, revision: str | None
+) -> None:
+    result = run_client.run_client_scenario(suite, scenario, revision)
     assert result.failures == ()
     assert result.warnings == ()
     assert result.successes == checks
@@ -44,3 +54,15 @@ def test_every_expected_failure_is_explained() -> None:
     expected = run_client.load_expected()
     assert expected, "expected_failures_client.txt lists nothing"
     assert all(why for why in expected.values()), [k for k, why in expected.items() if not why]
+
+
+def test_expected_failures_name_scenarios_the_pinned_suites_list() -> None:
+    """Every entry is `SUITE@REVISION/scenario` for a client scenario that suite lists (no stale names)."""
+    listed = {suite: run_client.client_scenarios(suite) for suite in run_client.CLIS}
+    unknown = []
+    for key in run_client.load_expected():
+        suite, _, rest = key.partition("@")
+        revision, _, scenario = rest.partition("/")
+        if suite not in listed or scenario not in listed[suite] or revision not in ("default", *rr.REVISIONS):
+            unknown.append(key)
+    assert unknown == []

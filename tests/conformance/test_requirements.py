@@ -2,9 +2,19 @@
 through Triplock in front of the conformance fixture, against the explained baseline in
 ``expected_failures_requirements.txt``.
 
-Runtime: each requirement set takes 5 to 12 seconds per target, so about 35 seconds for the four
-runs (the project has no slow marker; the 0.1.16 suite's tests in test_conformance.py stay as they
-are). Skips (fails in CI) without `npm ci` in tests/conformance, like the 0.1.16 tests.
+The fixture serves both eras (``fixture_input_required.py``), so Triplock is run in front of it
+twice (the ``WHERE`` of the baseline):
+
+* ``triplock``: ``protocol = "auto"``; the fixture takes ``initialize``, so Triplock speaks
+  2025-11-25 to it and turns its mid-call elicitation/sampling/roots requests into input-required
+  results for 2026-07-28 clients;
+* ``triplock-stateless``: ``protocol = "2026-07-28"``; Triplock passes the fixture's
+  input-required results through to 2026-07-28 clients, and asks session clients the fixture's
+  questions mid-call.
+
+Runtime: a requirement set takes 2 to 7 seconds per target, so about 30 seconds for the six runs
+(the project has no slow marker). Skips (fails in CI) without `npm ci` in tests/conformance, like
+the 0.1.16 tests.
 """
 
 from __future__ import annotations
@@ -38,15 +48,25 @@ def fixture_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def triplock_url(fixture_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+# WHERE -> the fixture's `protocol` setting in Triplock's config.
+TRIPLOCK_ERAS = {"triplock": "auto", "triplock-stateless": "2026-07-28"}
+# Not scored for a revision, but Triplock must pass them wherever the fixture does.
+MUST_PASS_UNSCORED = {"2026-07-28": {"http-header-validation"}, "2025-11-25": set()}
+
+
+@pytest.fixture(scope="module", params=sorted(TRIPLOCK_ERAS))
+def triplock_url(
+    request: pytest.FixtureRequest, fixture_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
     if _GATEWAY_MISSING is not None:
         skip_or_fail(f"gateway.cli.main does not import ({_GATEWAY_MISSING})")
+    where: str = request.param
     port = rc.free_port()
     config = tmp_path_factory.mktemp("requirements") / "triplock.toml"
-    config.write_text(gateway_config_toml(port, "fx", fixture_url), encoding="utf-8")
+    toml = gateway_config_toml(port, "fx", fixture_url) + f'protocol = "{TRIPLOCK_ERAS[where]}"\n'
+    config.write_text(toml, encoding="utf-8")
     with triplock_serve(config, port) as url:
-        yield url
+        yield where, url
 
 
 def expected(revision: str, where: str) -> set[str]:
@@ -61,6 +81,8 @@ def check(run: rr.RequirementsRun, where: str) -> None:
         f"{run.revision} {where}: newly failing {sorted(run.failed - want)}, now passing {sorted(want - run.failed)}"
         f"\n{run.describe()}"
     )
+    unscored_failing = {n for n in MUST_PASS_UNSCORED[run.revision] if not run.results[n].passed}
+    assert not unscored_failing, f"{run.revision} {where}: {sorted(unscored_failing)} fail\n{run.describe()}"
 
 
 @pytest.mark.parametrize("revision", rr.REVISIONS)
@@ -69,14 +91,15 @@ def test_fixture_directly(fixture_url: str, revision: str) -> None:
 
 
 @pytest.mark.parametrize("revision", rr.REVISIONS)
-def test_through_triplock(triplock_url: str, revision: str) -> None:
-    check(rr.run_requirements(triplock_url, revision), "triplock")
+def test_through_triplock(triplock_url: tuple[str, str], revision: str) -> None:
+    where, url = triplock_url
+    check(rr.run_requirements(url, revision), where)
 
 
 def test_every_expected_failure_is_explained() -> None:
     entries = rr.load_expected()
     assert entries and all(why for why in entries.values())
-    assert {where for (_, where, _) in entries} <= {"direct", "triplock"}
+    assert {where for (_, where, _) in entries} <= {"direct", *TRIPLOCK_ERAS}
     assert {rev for (rev, _, _) in entries} <= set(rr.REVISIONS)
 
 

@@ -37,14 +37,27 @@ from tests.support import PASSTHROUGH, PY, REPO, toml_value
 
 READY_SECONDS = 8.0  # how long Triplock may take to open its session with the scenario server
 
-# The calls each scenario expects of a client (tool name and arguments); the rest list tools and
-# call the first one with no arguments, which is what every auth scenario checks for.
-CALLS: dict[str, tuple[str, dict[str, Any]] | None] = {
-    "initialize": None,
-    "tools_call": ("add_numbers", {"a": 5, "b": 3}),
-    "sse-retry": ("test_reconnection", {}),
-    "elicitation-sep1034-client-defaults": ("test_client_elicitation_defaults", {}),
+Call = tuple[str, dict[str, Any]]
+# The calls each scenario expects of a client (tool name and arguments), in order; an empty list
+# only lists the tools. A scenario that hands its calls over in MCP_CONFORMANCE_CONTEXT's
+# `toolCalls` (http-custom-headers) gets those; the rest list tools and call the first one with no
+# arguments, which is what every auth scenario checks for.
+CALLS: dict[str, list[Call]] = {
+    "initialize": [],
+    "tools_call": [("add_numbers", {"a": 5, "b": 3})],
+    "sse-retry": [("test_reconnection", {})],
+    "elicitation-sep1034-client-defaults": [("test_client_elicitation_defaults", {})],
+    # The scenario server answers only tools/list; the point is that the $ref's URI is never fetched.
+    "json-schema-ref-no-deref": [],
+    # SEP-2322 through Triplock: the first and third tools answer input_required (Triplock asks this
+    # client mid-call and retries the upstream); the unrelated call must carry none of that state.
+    "sep-2322-client-request-state": [
+        ("test_mrtr_echo_state", {}), ("test_mrtr_unrelated", {}), ("test_mrtr_no_state", {}),
+        ("test_mrtr_no_result_type", {}),
+    ],
 }
+# json-schema-2020-12-preservation: echo the inputSchema of this tool, as listed, to that one.
+ECHOED_SCHEMA_TOOL, ECHO_TOOL = "json_schema_2020_12_tool", "json_schema_echo"
 
 
 def upstream_settings(url: str, context: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -94,23 +107,37 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def accept_with_defaults(_ctx: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
-    """Accept an elicitation, filling every field from its schema's ``default`` (SEP-1034)."""
+    """Accept an elicitation, filling every field from its schema's ``default`` (SEP-1034); a
+    boolean without one is confirmed (``true``)."""
     schema = getattr(params, "requested_schema", None) or {}
     props = schema.get("properties", {}) if isinstance(schema, dict) else {}
     content = {name: p["default"] for name, p in props.items() if isinstance(p, dict) and "default" in p}
+    content |= {name: True for name, p in props.items()
+                if isinstance(p, dict) and p.get("type") == "boolean" and name not in content}
     return ElicitResult(action="accept", content=content)
 
 
-async def drive(mcp_url: str, scenario: str) -> None:
+def calls_for(scenario: str, context: dict[str, Any], tools: list[Any]) -> list[Call]:
+    """The calls ``scenario`` expects, given what the scenario server listed (through Triplock)."""
+    handed = context.get("toolCalls")
+    if isinstance(handed, list) and handed:
+        return [(str(c["name"]), dict(c.get("arguments") or {})) for c in handed]
+    if scenario == "json-schema-2020-12-preservation":
+        (schema,) = [t.input_schema for t in tools if t.name == ECHOED_SCHEMA_TOOL]
+        return [(ECHO_TOOL, {"schema": schema})]
+    if scenario in CALLS:
+        return CALLS[scenario]
+    return [(tools[0].name, {})] if tools else []
+
+
+async def drive(mcp_url: str, scenario: str, context: dict[str, Any]) -> None:
     """The scenario's calls, through Triplock, with the SDK's client."""
     async with Client(mcp_url, mode="legacy", elicitation_callback=accept_with_defaults) as client:
         tools = (await client.list_tools()).tools
-        call = CALLS.get(scenario, (tools[0].name, {}) if tools else None)
-        if call is None:
-            return
-        result = await client.call_tool(call[0], call[1])
-        if result.is_error:
-            raise RuntimeError(f"{call[0]} answered an error: {result.content}")
+        for name, arguments in calls_for(scenario, context, tools):
+            result = await client.call_tool(name, arguments)
+            if result.is_error:
+                raise RuntimeError(f"{name} answered an error: {result.content}")
 
 
 def main() -> int:
@@ -127,7 +154,7 @@ def main() -> int:
                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
         try:
             wait_ready(f"http://127.0.0.1:{port}", proc)
-            asyncio.run(drive(f"http://127.0.0.1:{port}/mcp", scenario))
+            asyncio.run(drive(f"http://127.0.0.1:{port}/mcp", scenario, context))
             return 0
         except Exception as exc:
             log.seek(0)
