@@ -61,7 +61,15 @@ def redis_server(appendonly: bool = False, deadline: float = 10.0) -> Iterator[s
             time.sleep(0.02)  # readiness polling interval; the loop checks the server each round
         yield f"redis://127.0.0.1:{port}/0"
     finally:
+        stop_processes([proc])
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]] | tuple[subprocess.Popen[bytes], ...]) -> None:
+    """SIGTERM every process, then wait for each (SIGKILL after 10 s) and close its output pipe."""
+    for proc in procs:
         proc.terminate()
+    for proc in procs:
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -69,7 +77,6 @@ def redis_server(appendonly: bool = False, deadline: float = 10.0) -> Iterator[s
             proc.wait()
         if proc.stdout:
             proc.stdout.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _ask(port: int, command: bytes) -> bytes:
@@ -142,14 +149,5 @@ def redis_cluster(nodes: int = 3, deadline: float = 20.0) -> Iterator[Cluster]:
                 time.sleep(0.05)  # polling interval while the nodes agree on the slot map
         yield Cluster(ports, tuple(procs))
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
+        stop_processes(procs)
         shutil.rmtree(workdir, ignore_errors=True)

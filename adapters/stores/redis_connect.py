@@ -102,6 +102,20 @@ def hash_tagged(prefix: str) -> str:
     return "{" + name + "}" + prefix[len(name):]
 
 
+def _credentials_and_hosts(
+    netloc: str, default_port: int, kind: str
+) -> tuple[str | None, str | None, tuple[tuple[str, int], ...]]:
+    """``user:password@host[:port],host[:port]...`` of a Sentinel or Cluster URL: user, password, hosts."""
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    found = tuple(_host_port(h, default_port, kind) for h in hosts.split(",")) if hosts else ()
+    return username, password, found
+
+
 def parse_cluster_url(url: str) -> ClusterTarget:
     """Parse a cluster URL; ``ValueError`` says what is wrong with it (the password is never quoted)."""
     scheme, _, rest = url.partition("://")
@@ -110,13 +124,7 @@ def parse_cluster_url(url: str) -> ClusterTarget:
         raise ValueError(f"not a Redis Cluster URL (scheme {scheme!r}; expected redis+cluster or rediss+cluster)")
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    nodes = tuple(_host_port(h, DEFAULT_CLUSTER_PORT, "Cluster") for h in hosts.split(",")) if hosts else ()
+    username, password, nodes = _credentials_and_hosts(netloc, DEFAULT_CLUSTER_PORT, "Cluster")
     if not nodes:
         raise ValueError("Cluster URL names no node (redis+cluster://host:6379[,host:port...])")
     if path.strip("/") not in ("", "0"):
@@ -139,13 +147,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         raise ValueError(f"not a Sentinel URL (scheme {scheme!r}; expected redis+sentinel or rediss+sentinel)")
     netloc, _, path_query = rest.partition("/")
     path, _, query = path_query.partition("?")
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    sentinels = tuple(_host_port(h, DEFAULT_SENTINEL_PORT, "Sentinel") for h in hosts.split(",")) if hosts else ()
+    username, password, sentinels = _credentials_and_hosts(netloc, DEFAULT_SENTINEL_PORT, "Sentinel")
     if not sentinels:
         raise ValueError("Sentinel URL names no Sentinel (redis+sentinel://host:26379/service)")
     parts = [unquote(p) for p in path.split("/") if p]

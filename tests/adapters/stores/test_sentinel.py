@@ -25,6 +25,7 @@ from mcp import Client
 from adapters.stores.redis_connect import parse_sentinel_url, redact
 from adapters.stores.redis_store import RedisStore
 from tests.guard.test_approval_flow import APPROVER, OUTSIDE, approve, e2e_policy, sent_count
+from tests.redis_server import stop_processes
 from tests.support import demo_http_cmd, free_port, gateway_cmd, running, write_config
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -105,14 +106,7 @@ def sentinel_topology() -> Iterator[Topology]:
             for r in topo.sentinel().sentinel_slaves(SERVICE)) else None)
         yield topo
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
