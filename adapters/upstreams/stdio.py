@@ -28,7 +28,13 @@ import orjson
 
 from adapters.upstreams.deadlines import deadline
 from gateway.config import UpstreamConfig
-from gateway.ports.upstream import UPSTREAM_PROTOCOL_VERSION, ClientIdentity, MessageHandler, UpstreamError
+from gateway.ports.upstream import (
+    HANDSHAKE_ERA,
+    UPSTREAM_PROTOCOL_VERSION,
+    ClientIdentity,
+    MessageHandler,
+    UpstreamError,
+)
 
 log = logging.getLogger("triplock.upstream.stdio")
 
@@ -62,6 +68,8 @@ class StdioUpstream:
 
 class StdioUpstreamSession:
     """The MCP session with one child process."""
+
+    era = HANDSHAKE_ERA  # stdio has no 2026-07-28 wire here: initialize, then one session per process
 
     def __init__(
         self,

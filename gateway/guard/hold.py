@@ -16,13 +16,17 @@ through carries its id in the audit record (``approval_id``) with outcome ``appr
 
 A client that cancels a held call (``notifications/cancelled``, or ``tasks/cancel``) cancels the
 request's task while it waits here: the approval is then stamped ``abandoned_at`` and audited as
-``triplock.approval.abandoned``, on a task of its own so the cancellation is never delayed. It
-stays decidable, since approving and repeating the call is the documented flow.
+``triplock.approval.abandoned``, on a task of its own so the cancellation is never delayed. A client
+whose connection drops while its call is held is treated the same (``reason`` ``disconnected`` in
+the audit record), unless its reply is a resumable SSE stream it may reconnect to
+(:class:`gateway.mcp.http_io.ClientLink`). An abandoned approval stays decidable, since approving
+and repeating the call is the documented flow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -32,6 +36,7 @@ from typing import Any
 
 from gateway.guard.answers import tool_error
 from gateway.guard.record import CallRecord
+from gateway.mcp.http_io import CLIENT
 from gateway.ports.store import PendingApproval, Store, StoreUnavailable, args_hash
 from policy import Decision, ToolCall
 
@@ -120,13 +125,17 @@ class Approvals:
             # Who, what and why; never the arguments.
             log.info("held %s of principal %s for approval %s (category %s, rules %s)", record.exposed,
                      call.principal, approval.id, decision.category or "-", ",".join(decision.rule_ids) or "-")
+            watch = self._watch_client(record)
             try:
                 decided = await self._ask_end_user(record, approval)
                 if decided is None:
                     decided = await self._wait(record, approval)
             except asyncio.CancelledError:
-                self._abandoned(approval)
+                self._abandoned(approval, "disconnected" if watch is not None and watch.done() else "cancelled")
                 raise
+            finally:
+                if watch is not None:
+                    watch.cancel()
             if decided is not None and decided.state == "approved" and not decided.covers(
                 call.principal, call.session_id, call.upstream, call.tool, digest
             ):
@@ -155,17 +164,41 @@ class Approvals:
         record.outcome = "denied"
         return self.denied_result(decided)
 
-    def _abandoned(self, approval: PendingApproval) -> None:
+    @staticmethod
+    def _watch_client(record: CallRecord) -> asyncio.Task[None] | None:
+        """While this call is held, cancel it if its client disconnects for good (HTTP only).
+
+        The transport's :class:`~gateway.mcp.http_io.ClientLink` says when the client is gone; a
+        dropped connection is then treated like ``notifications/cancelled`` (the stateless era's
+        client has no other way to give up). Not for a call run as an MCP task: its POST was
+        answered at once and the client polls. Started only here, so allowed calls pay nothing.
+        """
+        link = CLIENT.get()
+        holder = asyncio.current_task()
+        if link is None or holder is None or record.ctx.in_task:
+            return None
+
+        async def cancel_when_gone() -> None:
+            with contextlib.suppress(Exception):  # an odd receive() must not end the hold; it just is not watched
+                await link.gone()
+                holder.cancel()
+
+        return asyncio.get_running_loop().create_task(cancel_when_gone(), name="triplock-hold-client")
+
+    def _abandoned(self, approval: PendingApproval, reason: str) -> None:
         """The waiting client went away: stamp and audit the approval on a task of its own.
 
         Called while the request's task is being cancelled, so nothing here may await: the stamp
         runs shielded from that cancellation, best effort (a store that is down just logs).
+        ``reason`` is ``cancelled`` (the client cancelled the request) or ``disconnected``.
         """
-        task = asyncio.get_running_loop().create_task(self._stamp_abandoned(approval), name="triplock-abandon")
+        task = asyncio.get_running_loop().create_task(
+            self._stamp_abandoned(approval, reason), name="triplock-abandon"
+        )
         self._stamping.add(task)
         task.add_done_callback(self._stamping.discard)
 
-    async def _stamp_abandoned(self, approval: PendingApproval) -> None:
+    async def _stamp_abandoned(self, approval: PendingApproval, reason: str) -> None:
         try:
             stamped = await asyncio.wait_for(self.store.mark_abandoned(approval.id, time.time()), ABANDON_TIMEOUT)
         except (StoreUnavailable, TimeoutError) as exc:
@@ -180,7 +213,7 @@ class Approvals:
             result = self.audit(
                 APPROVAL_ABANDONED, approval_id=stamped.id, principal=stamped.principal, session=stamped.session_id,
                 upstream=stamped.upstream, tool=stamped.tool, args_hash=stamped.args_hash,
-                policy_revision=stamped.policy_revision, abandoned_at=stamped.abandoned_at,
+                policy_revision=stamped.policy_revision, abandoned_at=stamped.abandoned_at, reason=reason,
             )
             if inspect.isawaitable(result):
                 await result

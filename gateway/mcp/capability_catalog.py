@@ -14,6 +14,17 @@ capabilities is measured by listing again on short-lived probe sessions that dec
 
 A client then sees a gated tool only if the capabilities it declared (:func:`client_capabilities`)
 are one of those sets. Probing happens at refresh time (startup, ``list_changed``), never per call.
+
+Stdio upstreams are not probed, on purpose. Their one process is one session shared by every client
+(:mod:`gateway.mcp.upstream_pool`), and it declares no capabilities, so it cannot run a gated tool
+whoever calls it: knowing the tool exists (a short-lived probe process per capability set would tell)
+does not make it callable. Declaring the capabilities on the shared session would not be sound
+either: a sampling, elicitation or roots request on stdio carries nothing that ties it to the call
+it belongs to, so with calls of two principals in flight the gateway could not tell whose client
+should see it (one principal's data shown to another's model or user). Sound ways cost a process per
+capable client session (its calls to gated tools run there) or serialise the gated calls on the
+shared process; until one of those is chosen, a stdio upstream's gated tools stay unlisted, as the
+upstream would list them to a client without those capabilities.
 """
 
 from __future__ import annotations

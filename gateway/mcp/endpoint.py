@@ -27,8 +27,10 @@ from gateway.identity.origin import OriginPolicy
 from gateway.identity.principal import Authenticator, AuthFailure, Principal
 from gateway.mcp.context import RequestContext
 from gateway.mcp.http_io import (
+    CLIENT,
     SSE_HEADERS,
     BodyTooLarge,
+    ClientLink,
     Receive,
     ResponseChannel,
     Scope,
@@ -51,6 +53,24 @@ log = logging.getLogger("triplock.transport")
 
 _ALL_VERSIONS = frozenset((*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS))
 _KEEPALIVE_SECONDS = 15.0
+
+
+# The MCP transport's own fields this endpoint reads (Mcp-Method and Mcp-Name: gateway.mcp.modern).
+_TRIMMED_FIELDS = ("mcp-session-id", "mcp-protocol-version", "last-event-id")
+
+
+def trim_fields(headers: dict[str, str]) -> None:
+    """Drop optional whitespace around the transport's fields, in place (RFC 9110 section 5.5).
+
+    A field value excludes leading and trailing SP/HTAB; the HTTP parsers (httptools, under
+    both servers) drop the leading ones only, so ``MCP-Protocol-Version: 2025-11-25 `` would
+    otherwise be an unsupported version and a padded session id an unknown session. Three
+    lookups, whatever the number of headers.
+    """
+    for name in _TRIMMED_FIELDS:
+        value = headers.get(name)
+        if value is not None:
+            headers[name] = value.strip(" \t")
 
 
 async def _until_disconnect(receive: Receive) -> None:
@@ -82,6 +102,7 @@ class McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        trim_fields(headers)
         refused = self.origins.check(headers)
         if refused is not None:
             await send_error(send, refused.status, INVALID_REQUEST, refused.message)
@@ -132,6 +153,8 @@ class McpEndpoint:
         except ProtocolError as exc:
             await send_json(send, 400, exc.to_message())
             return
+        link = ClientLink(receive)  # a held call watches it for a dropped connection (gateway.guard.hold)
+        CLIENT.set(link)
         sid = headers.get("mcp-session-id")
         version = headers.get("mcp-protocol-version")
         if version is not None and version not in _ALL_VERSIONS:
@@ -175,7 +198,7 @@ class McpEndpoint:
         if session.protocol_version >= FIRST_RESUMABLE_VERSION:  # ISO dates compare as strings
             streams, sid_ = self.streams, session.id
             resumable = lambda: streams.open(sid_)  # noqa: E731 (made only if the reply turns to SSE)
-        channel = ResponseChannel(send, [], accepts(headers, "text/event-stream"), resumable)
+        channel = link.channel = ResponseChannel(send, [], accepts(headers, "text/event-stream"), resumable)
         ctx = RequestContext(
             principal.id,
             session.protocol_version,

@@ -100,7 +100,7 @@ class UpstreamForwarder:
                 for attempt in (1, 2):
                     session = await self.upstream_session(ctx, upstream)
                     on_message = self._relay_to(ctx, session, upstream)
-                    sent = with_client_capabilities(msg, ctx) if getattr(session, "era", None) == MODERN else msg
+                    sent = with_client_capabilities(msg, ctx) if session.era == MODERN else msg
                     try:
                         reply = await session.request(
                             sent, on_message=on_message, timeout=config.call_timeout, principal=caller

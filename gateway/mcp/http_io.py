@@ -7,6 +7,7 @@ stateless era's (:mod:`gateway.mcp.modern`). Raw ASGI: this is on the hot path.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -81,6 +82,39 @@ def accepts(headers: dict[str, str], *types: str) -> bool:
     if not accept or "*/*" in accept:
         return True
     return all(t in accept for t in types)
+
+
+class ClientLink:
+    """The client of one POST, as a held call sees it: :meth:`gone` returns once it left for good.
+
+    The endpoint makes one per POST (an object and a context variable: O(1), nothing started);
+    only a call that is held watches it (:mod:`gateway.guard.hold`), so the allowed path never
+    reads the connection. After the body, the next ASGI ``receive()`` returns only
+    ``http.disconnect``, on both servers (own and uvicorn), when the connection goes away.
+    """
+
+    __slots__ = ("channel", "receive")
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.channel: ResponseChannel | None = None  # the handshake era's reply (None: not resumable)
+
+    async def gone(self) -> None:
+        """Return when the client has disconnected and cannot come back for this request's answer.
+
+        A reply that already became a resumable SSE stream (event ids sent, its events logged) is
+        not gone: the client may reconnect with ``Last-Event-ID`` and read the answer, so the call
+        keeps waiting (this then never returns; the hold cancels it when it ends).
+        """
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        channel = self.channel
+        if channel is not None and channel.events is not None:
+            await asyncio.get_running_loop().create_future()  # resumable: the client may come back
+
+
+# The current POST's client, set by the endpoint for the request's task (and the tasks it starts).
+CLIENT: contextvars.ContextVar[ClientLink | None] = contextvars.ContextVar("triplock_client_link", default=None)
 
 
 class ResponseChannel:

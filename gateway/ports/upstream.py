@@ -15,6 +15,10 @@ MessageHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 # The protocol revision the gateway speaks to upstreams: the handshake era every SDK serves.
 UPSTREAM_PROTOCOL_VERSION = "2025-11-25"
+# An upstream session's `era`: the handshake era (initialize, a session; any of its revisions) or the
+# stateless 2026-07-28 wire, where every request carries its own envelope.
+HANDSHAKE_ERA = UPSTREAM_PROTOCOL_VERSION
+MODERN_ERA = "2026-07-28"
 
 
 class UpstreamError(Exception):
@@ -46,6 +50,9 @@ class UpstreamSession(Protocol):
 
     upstream: str
     initialize_result: dict[str, Any]
+    era: str
+    """:data:`HANDSHAKE_ERA` or :data:`MODERN_ERA`: which wire this session speaks, so the gateway knows
+    what a request needs (the stateless era's envelope: client capabilities in ``params._meta``)."""
 
     @property
     def closed(self) -> bool: ...

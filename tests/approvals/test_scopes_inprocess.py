@@ -172,7 +172,7 @@ async def test_a_cancelled_hold_is_marked_abandoned_once_and_can_still_be_approv
     assert waiting.audited == [(APPROVAL_ABANDONED, {
         "approval_id": pending.id, "principal": "agent:a", "session": "session-A", "upstream": "ws", "tool": "send",
         "args_hash": args_hash(TO_EVE), "policy_revision": pending.policy_revision,
-        "abandoned_at": stamped.abandoned_at})]
+        "abandoned_at": stamped.abandoned_at, "reason": "cancelled"})]
     # a second waiter on the same approval that is cancelled too: stamped and audited once only
     again = asyncio.create_task(waiting.call("session-B", "send", TO_EVE, rid=2))
     while len(waiting.store._waiters) < 1:
