@@ -24,6 +24,8 @@ from starlette.routing import Route
 
 from adapters.audit_sinks import build_sinks
 from adapters.notifiers import notifier_from_env
+from adapters.upstreams.oauth_authorization_code import AuthorizationCodeTokenSource
+from adapters.upstreams.oauth_signin import AuthorizationCodeSignIn
 from adapters.upstreams.stdio import StdioUpstream
 from adapters.upstreams.streamable_http import HttpUpstream
 from gateway.approvals.api import ApprovalsUISettings
@@ -34,7 +36,7 @@ from gateway.guard.hold import Approvals, HoldSettings
 from gateway.guard.pin_book import PinBook
 from gateway.guard.pipeline import GuardedPath
 from gateway.guard.policy_runtime import PolicyRuntime
-from gateway.identity import oauth_metadata, state_api, suspension_api
+from gateway.identity import oauth_metadata, state_api, suspension_api, upstream_signin_api
 from gateway.identity.authenticators import build_authenticator
 from gateway.identity.origin import OriginGuard, OriginPolicy
 from gateway.identity.roles import AccessPolicy
@@ -44,6 +46,7 @@ from gateway.mcp.rate_limit import RateLimiter
 from gateway.mcp.router import Router
 from gateway.mcp.sessions import SessionRegistry
 from gateway.mcp.upstream_pool import UpstreamPool
+from gateway.ports.grants import GrantStore, UpstreamSignIn
 from gateway.ports.store import PendingApproval, Store, StoreUnavailable
 from gateway.ports.upstream import UpstreamConnector
 from gateway.telemetry.audit import EventType
@@ -86,11 +89,21 @@ def build_store(cfg: StoreConfig) -> Store:
     return SqliteStore(cfg.path, busy_timeout=cfg.timeout, health_interval=cfg.health_interval)
 
 
-def build_connector(config: UpstreamConfig, on_limit: Callable[[str, str], None] | None = None) -> UpstreamConnector:
-    """The upstream's transport; ``on_limit(limit, upstream)`` hears of every answer a size limit refused."""
+def build_connector(config: UpstreamConfig, on_limit: Callable[[str, str], None] | None = None,
+                    grants: GrantStore | None = None) -> UpstreamConnector:
+    """The upstream's transport; ``on_limit(limit, upstream)`` hears of every answer a size limit refused;
+    ``grants`` is where an authorization code upstream's grant lives (the store)."""
     if config.transport == "http":
-        return HttpUpstream(config, on_limit)
+        return HttpUpstream(config, on_limit, grants)
     return StdioUpstream(config, on_limit)
+
+
+def build_signins(connectors: dict[str, UpstreamConnector], store: Store, base_url: str) -> dict[str, UpstreamSignIn]:
+    """The sign-in of every upstream with ``oauth_grant = 'authorization_code'``, sharing its token source."""
+    served = base_url + upstream_signin_api.METADATA_PATH if base_url.startswith("https://") else None
+    return {name: AuthorizationCodeSignIn(c.config, store, c.token_source, metadata_url=served)
+            for name, c in connectors.items()
+            if isinstance(c, HttpUpstream) and isinstance(c.token_source, AuthorizationCodeTokenSource)}
 
 
 @dataclass
@@ -201,12 +214,15 @@ def build_gateway(settings: Settings) -> Gateway:
     """Wire a gateway from validated settings (no I/O until startup)."""
     configs = upstream_configs(settings)
     # Size limits are counted in the metrics built below (called only once serving).
-    connectors = {c.name: build_connector(c, lambda lim, up: obs.telemetry.metrics.limit_exceeded(lim, up))
+    store = build_store(settings.store)
+    connectors = {c.name: build_connector(c, lambda lim, up: obs.telemetry.metrics.limit_exceeded(lim, up), store)
                   for c in configs}
     pool = UpstreamPool(configs, connectors, shared=frozenset(c.name for c in configs if c.transport == "stdio"))
+    srv = settings.server
+    base_url = upstream_signin_api.gateway_base_url(srv.public_url, srv.host, srv.port, srv.path)
+    signins = build_signins(connectors, store, base_url)
     policy = PolicyRuntime(settings.policy)
     pool.tool_view = policy.tool_view
-    store = build_store(settings.store)
     sessions = SessionRegistry(
         settings.server.session_idle_seconds, owns_upstream_sessions=lambda n: not pool.is_shared(n), store=store,
         max_per_principal=settings.limits.sessions_per_principal,
@@ -295,6 +311,15 @@ def build_gateway(settings: Settings) -> Gateway:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    reconnecting: set[asyncio.Task[None]] = set()
+
+    def reconnect_now(name: str) -> None:
+        """An upstream was just signed in for: connect it now instead of at its next backoff retry."""
+        # UpstreamPool has no public "connect now"; _connect_once is its serialised connect (no second session).
+        task = asyncio.get_running_loop().create_task(pool._connect_once(name))
+        reconnecting.add(task)
+        task.add_done_callback(reconnecting.discard)
+
     gateway: Gateway
 
     @contextlib.asynccontextmanager
@@ -315,6 +340,8 @@ def build_gateway(settings: Settings) -> Gateway:
         *oauth_metadata.routes(settings),
         *suspension_api.routes(store, authenticator, access, audit=obs.audit.emit),
         *state_api.routes(guard.memory.show, guard.memory.clear, authenticator, access, audit=obs.audit.emit),
+        *upstream_signin_api.routes(signins, store, base_url, authenticator, access, audit=obs.audit.emit,
+                                    on_connected=reconnect_now),
     ]
     # Host, Origin and cross-site writes are checked before any route runs, in every auth mode.
     web_origins = OriginPolicy.from_config(settings.server, urls=(ui.console_url,))
@@ -323,6 +350,7 @@ def build_gateway(settings: Settings) -> Gateway:
     gateway.obs, gateway.pins = obs, pins
     gateway.closers.append(obs.shutdown)
     gateway.closers.append(getattr(authenticator, "aclose", None))
+    gateway.closers.extend(s.aclose for s in signins.values())
     if notifier is not None:
         gateway.closers.append(notifier.aclose)
     return gateway

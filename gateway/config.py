@@ -160,6 +160,45 @@ class UpstreamConfig(_Strict):
         description="http: how the gateway authenticates at the token endpoint; 'auto' picks the first the"
         " authorization server supports of what is configured (a secret: basic, then post; a key: private_key_jwt).",
     )
+    oauth_grant: Literal["client_credentials", "authorization_code", "jwt_bearer", "token_exchange"] | None = Field(
+        default=None,
+        description="http: how the gateway gets the upstream's tokens. 'client_credentials' (the default when"
+        " oauth_client_id is set): its own identity, no person. 'authorization_code': an admin signs in once in a"
+        " browser (`triplock upstreams authorize NAME`); the grant is kept in the store and refreshed by the"
+        " gateway. oauth_client_id/oauth_client_secret_env are then optional (a pre-registered client); without"
+        " them the client is a client ID metadata document (oauth_client_metadata_url) or registered dynamically."
+        " 'jwt_bearer': the workload's own JWT (oauth_assertion_file) is the grant (RFC 7523, workload identity"
+        " federation). 'token_exchange': the gateway's ID token at the enterprise IdP (oauth_id_token_file) is"
+        " exchanged there for an ID-JAG, which is the grant (RFC 8693 + RFC 7523, enterprise-managed authorization).",
+    )
+    oauth_client_metadata_url: str | None = Field(
+        default=None,
+        description="http, authorization_code: the https URL of this gateway's OAuth client ID metadata document"
+        " (SEP-991), used as client_id where the authorization server supports such documents. Unset: the"
+        " document Triplock serves at {server.public_url}/oauth/client-metadata.json when public_url is https.",
+    )
+    # http: grants whose credential is a token the platform keeps fresh in a file (oauth_assertion_grants.py)
+    oauth_assertion_file: Path | None = Field(
+        default=None,
+        description="http, jwt_bearer: file holding the workload's JWT (e.g. a Kubernetes projected service-account"
+        " token), read again for every token request since the platform rotates it.",
+    )
+    oauth_id_token_file: Path | None = Field(
+        default=None,
+        description="http, token_exchange: file holding the gateway's own ID token at the enterprise IdP (its"
+        " audience is oauth_idp_client_id), read again for every token request; the platform keeps it fresh.",
+    )
+    oauth_idp_token_url: str | None = Field(
+        default=None, description="http, token_exchange: the enterprise IdP's token endpoint (RFC 8693 exchange)."
+    )
+    oauth_idp_client_id: str | None = Field(
+        default=None, description="http, token_exchange: the gateway's client id at the IdP."
+    )
+    oauth_idp_client_secret_env: str | None = Field(
+        default=None,
+        description="http, token_exchange: env var holding the gateway's client secret at the IdP (sent with"
+        " client_secret_basic); unset: the IdP client is public and only oauth_idp_client_id is sent.",
+    )
     identity_header: str | None = Field(
         default=None, description="Header that carries the calling principal's id to this upstream."
     )
@@ -233,13 +272,79 @@ class UpstreamConfig(_Strict):
             raise ValueError("'protocol' 2026-07-28 needs transport 'http' (stdio upstreams speak 2025-11-25)")
         if self.bearer_token_env and self.bearer_token_file:
             raise ValueError("set only one of 'bearer_token_env' and 'bearer_token_file'")
+        self._oauth_grant_fields()
+        self._assertion_grant_fields()
         oauth = (self.oauth_token_url, self.oauth_client_id, self.oauth_client_secret_env, self.oauth_private_key_file)
-        if any(oauth) and not (self.oauth_client_id and (self.oauth_client_secret_env or self.oauth_private_key_file)):
+        if self.oauth_grant in ("authorization_code", "jwt_bearer", "token_exchange"):
+            pass  # a client id without a secret is a public client; each grant checks its own keys
+        elif any(oauth) and not (self.oauth_client_id
+                                 and (self.oauth_client_secret_env or self.oauth_private_key_file)):
             raise ValueError("OAuth client credentials need oauth_client_id and oauth_client_secret_env or"
                              " oauth_private_key_file (oauth_token_url is discovered when unset)")
-        if self.oauth_client_id and (self.bearer_token_env or self.bearer_token_file):
-            raise ValueError("set either OAuth client credentials or a static bearer token, not both")
+        if (self.oauth_client_id or self.oauth_grant) and (self.bearer_token_env or self.bearer_token_file):
+            raise ValueError("set either OAuth (oauth_client_id / oauth_grant) or a static bearer token, not both")
         return self
+
+    def _oauth_grant_fields(self) -> None:
+        """What ``oauth_grant`` needs and excludes; each error names the key and the fix."""
+        if self.oauth_grant is not None and self.transport != "http":
+            raise ValueError("'oauth_grant' needs transport 'http' (stdio upstreams get their credentials in 'env')")
+        if self.oauth_grant == "client_credentials" and not self.oauth_client_id:
+            raise ValueError("oauth_grant 'client_credentials' needs oauth_client_id (and oauth_client_secret_env or"
+                             " oauth_private_key_file); for a grant an admin signs in for, set oauth_grant ="
+                             " 'authorization_code'")
+        if self.oauth_grant != "authorization_code":
+            if self.oauth_client_metadata_url:
+                raise ValueError("'oauth_client_metadata_url' is for oauth_grant = 'authorization_code' only")
+            return
+        if self.oauth_token_url:
+            raise ValueError("oauth_grant 'authorization_code' discovers its endpoints from the upstream (RFC 9728,"
+                             " RFC 8414): remove 'oauth_token_url'")
+        if self.oauth_private_key_file or self.oauth_token_auth_method == "private_key_jwt":
+            raise ValueError("oauth_grant 'authorization_code' authenticates with a client secret or none: remove"
+                             " 'oauth_private_key_file' / use oauth_token_auth_method 'auto'")
+        if self.oauth_client_secret_env and not self.oauth_client_id:
+            raise ValueError("'oauth_client_secret_env' is the secret of a pre-registered client: set"
+                             " 'oauth_client_id' too")
+        url = self.oauth_client_metadata_url
+        if url is not None and not url.startswith("https://"):
+            raise ValueError("'oauth_client_metadata_url' must be an https:// URL (the authorization server fetches"
+                             " it; SEP-991)")
+
+    def _assertion_grant_fields(self) -> None:
+        """What ``jwt_bearer`` and ``token_exchange`` need and exclude; each error names the key."""
+        keys = {"oauth_assertion_file": "jwt_bearer", "oauth_id_token_file": "token_exchange",
+                "oauth_idp_token_url": "token_exchange", "oauth_idp_client_id": "token_exchange",
+                "oauth_idp_client_secret_env": "token_exchange"}
+        for key, grant in keys.items():
+            if getattr(self, key) is not None and self.oauth_grant != grant:
+                raise ValueError(f"'{key}' is for oauth_grant = '{grant}' only")
+        if self.oauth_grant == "jwt_bearer" and self.oauth_assertion_file is None:
+            raise ValueError("oauth_grant 'jwt_bearer' needs 'oauth_assertion_file' (the file holding the workload's"
+                             " JWT)")
+        if self.oauth_grant == "jwt_bearer" and not self.oauth_client_id and (
+                self.oauth_client_secret_env or self.oauth_private_key_file):
+            raise ValueError("'oauth_client_secret_env' / 'oauth_private_key_file' authenticate a client: set"
+                             " 'oauth_client_id' too")
+        if self.oauth_grant != "token_exchange":
+            return
+        for key in ("oauth_id_token_file", "oauth_idp_token_url", "oauth_idp_client_id", "oauth_client_id"):
+            if not getattr(self, key):
+                raise ValueError(f"oauth_grant 'token_exchange' needs '{key}'")
+        if not str(self.oauth_idp_token_url).startswith(("https://", "http://")):
+            raise ValueError("'oauth_idp_token_url' must be an http:// or https:// URL")
+        if not (self.oauth_client_secret_env or self.oauth_private_key_file):
+            raise ValueError("oauth_grant 'token_exchange' needs 'oauth_client_secret_env' or 'oauth_private_key_file'"
+                             " (the ID-JAG names the client, which authenticates at the upstream's authorization"
+                             " server)")
+        if self.oauth_token_url:
+            raise ValueError("oauth_grant 'token_exchange' discovers the upstream's authorization server (its issuer"
+                             " is the ID-JAG's audience): remove 'oauth_token_url'")
+
+    @property
+    def oauth_grant_kind(self) -> str | None:
+        """The grant in effect: ``oauth_grant``, else client credentials when a client id is set, else None."""
+        return self.oauth_grant or ("client_credentials" if self.oauth_client_id else None)
 
     @property
     def namespace(self) -> str:

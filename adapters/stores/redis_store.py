@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from adapters.stores.redis_approvals import RedisApprovals
 from adapters.stores.redis_connect import hash_tagged, is_cluster_url, redact, redis_client
+from adapters.stores.redis_grants import RedisGrants
 from adapters.stores.redis_scripts import ADD_LEGS, SET_PIN, SUSPENSION
 from adapters.stores.redis_state import RedisStateMixin
 from gateway.ports.records import (
@@ -51,7 +52,7 @@ from gateway.ports.store import (
 log = logging.getLogger("triplock.store.redis")
 
 
-class RedisStore(RedisStateMixin, RedisApprovals, StoreContext):
+class RedisStore(RedisStateMixin, RedisApprovals, RedisGrants, StoreContext):
     """`gateway.ports.store.Store` on Redis; decisions and suspensions travel between processes by pub/sub."""
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, socket_timeout: float = 2.0,
@@ -71,6 +72,7 @@ class RedisStore(RedisStateMixin, RedisApprovals, StoreContext):
             socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0),
             health_check_interval=30)
         self._register_approval_scripts()
+        self._register_grant_scripts()
         self._add_legs = self._client.register_script(ADD_LEGS)
         self._set_pin = self._client.register_script(SET_PIN)
         self._suspend = self._client.register_script(SUSPENSION)

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 from adapters.stores.sqlite_approvals import SqliteApprovals
+from adapters.stores.sqlite_grants import GRANTS_SCHEMA, SqliteGrants
 from adapters.stores.sqlite_schema import SCHEMA, UPSERT_LEG_SQL, transaction
 from adapters.stores.sqlite_state import TRAIL_SCHEMA, SqliteStateMixin
 from gateway.ports.records import (
@@ -50,7 +51,7 @@ from gateway.ports.store import (
 T = TypeVar("T")
 
 
-class SqliteStore(SqliteStateMixin, SqliteApprovals, StoreContext):
+class SqliteStore(SqliteStateMixin, SqliteApprovals, SqliteGrants, StoreContext):
     """`gateway.ports.store.Store` on one SQLite file (or ':memory:', see `adapters.stores.memory_store`)."""
 
     shared = True  # other processes may open the same file (see state_stamp)
@@ -86,6 +87,7 @@ class SqliteStore(SqliteStateMixin, SqliteApprovals, StoreContext):
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.executescript(SCHEMA)
             conn.executescript(TRAIL_SCHEMA)
+            conn.executescript(GRANTS_SCHEMA)
         except BaseException:
             conn.close()
             raise

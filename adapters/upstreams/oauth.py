@@ -21,16 +21,20 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from adapters.upstreams.oauth_assertion_grants import AssertionGrantTokenSource, assertion_token_source
+from adapters.upstreams.oauth_authorization_code import AuthorizationCodeTokenSource
 from adapters.upstreams.oauth_discovery import Challenge, DiscoveryFailed, discover
+from adapters.upstreams.oauth_errors import NeedsSignIn, UpstreamAuthError
 from gateway.config import UpstreamConfig
+from gateway.ports.grants import GrantStore
 
 log = logging.getLogger("triplock.upstream.oauth")
 
+__all__ = ["AuthorizationCodeTokenSource", "ClientCredentialsTokenSource", "NeedsSignIn", "TokenSource",
+           "UnsafeHeaderValue", "UpstreamAuthError", "header_safe", "identity_headers", "strip_client_credentials",
+           "token_source_for"]
+
 _DEFAULT_LIFETIME = 300.0  # when the token endpoint omits expires_in: assume short, refresh often
-
-
-class UpstreamAuthError(Exception):
-    """The upstream's token endpoint refused or could not be reached (no secret in the message)."""
 
 
 class UnsafeHeaderValue(ValueError):
@@ -225,6 +229,24 @@ class ClientCredentialsTokenSource:
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+
+
+TokenSource = ClientCredentialsTokenSource | AuthorizationCodeTokenSource | AssertionGrantTokenSource
+
+
+def token_source_for(config: UpstreamConfig, grants: GrantStore | None = None, *,
+                     http: httpx.AsyncClient | None = None) -> TokenSource | None:
+    """The token source an upstream's ``oauth_grant`` asks for, or None when it uses none (a simple dispatch)."""
+    grant = config.oauth_grant_kind
+    if grant == "authorization_code":
+        if grants is None:
+            raise ValueError(f"upstream {config.name}: oauth_grant 'authorization_code' needs the gateway's store")
+        return AuthorizationCodeTokenSource(config, grants, http=http)
+    if grant == "client_credentials":
+        return ClientCredentialsTokenSource.from_config(config, http=http)
+    if grant in ("jwt_bearer", "token_exchange"):
+        return assertion_token_source(config, http=http)
+    return None
 
 
 def _oauth_error(resp: httpx.Response) -> str:

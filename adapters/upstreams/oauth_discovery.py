@@ -46,9 +46,18 @@ class AuthorizationServer:
     resource: str
     issuer: str
     token_endpoint: str
-    scopes_supported: tuple[str, ...] = ()
+    scopes_supported: tuple[str, ...] = ()  # the protected resource's (RFC 9728), for scope selection
     auth_methods: tuple[str, ...] = ("client_secret_basic",)  # RFC 8414's default when unlisted
     signing_algs: tuple[str, ...] = field(default=())
+    # what an authorization code flow needs besides (RFC 8414, RFC 9207, SEP-991)
+    authorization_endpoint: str | None = None
+    registration_endpoint: str | None = None
+    grant_types: tuple[str, ...] = ()
+    code_challenge_methods: tuple[str, ...] = ()
+    as_scopes_supported: tuple[str, ...] = ()
+    iss_parameter_supported: bool = False
+    client_id_metadata_documents: bool = False
+    legacy: bool = False  # found by the 2025-03-26 fallbacks (no protected resource metadata)
 
 
 def protected_resource_urls(server_url: str) -> list[str]:
@@ -114,15 +123,38 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 
 async def discover(http: httpx.AsyncClient, server_url: str, challenge: Challenge) -> AuthorizationServer:
-    """Follow the upstream's metadata to its authorization server's token endpoint.
+    """Follow the upstream's metadata to an authorization server that offers ``client_credentials``."""
+    found = await discover_server(http, server_url, challenge)
+    if found.grant_types and "client_credentials" not in found.grant_types:
+        raise DiscoveryFailed(
+            f"authorization server metadata (RFC 8414 / OpenID discovery): {found.issuer} does not offer the"
+            f" client_credentials grant (only {', '.join(found.grant_types)}): set oauth_grant ="
+            " 'authorization_code' on this upstream and connect it once with `triplock upstreams authorize NAME`"
+        )
+    return found
+
+
+async def discover_server(http: httpx.AsyncClient, server_url: str, challenge: Challenge) -> AuthorizationServer:
+    """Follow the upstream's metadata to its authorization server (any grant).
 
     Refuses metadata for another resource (a token for it would be sent to this upstream) and
-    authorization server metadata whose ``issuer`` is not the server it was fetched for (RFC 8414
-    section 3.3).
+    authorization server metadata whose ``issuer`` is not, character for character, the issuer it
+    was fetched for (RFC 8414 section 3.3). An upstream with no protected resource metadata gets
+    the 2025-03-26 fallbacks: authorization server metadata at its root, else /authorize, /token
+    and /register there.
     """
     step = "protected resource metadata (RFC 9728)"
     urls = [challenge.resource_metadata] if challenge.resource_metadata else protected_resource_urls(server_url)
-    prm_url, prm = await _first(http, urls, step)
+    prm_url, prm = "", None
+    for url in urls:
+        prm = await _get_json(http, url, step)
+        if prm is not None:
+            prm_url = url
+            break
+    if prm is None:
+        if challenge.resource_metadata:
+            raise DiscoveryFailed(f"{step}: {challenge.resource_metadata} was not found")
+        return await _legacy(http, server_url)
     resource = prm.get("resource")
     if not isinstance(resource, str) or not _same_resource(resource, server_url):
         raise DiscoveryFailed(f"{step}: {prm_url} names resource {resource!r}, not this upstream ({server_url})")
@@ -132,22 +164,62 @@ async def discover(http: httpx.AsyncClient, server_url: str, challenge: Challeng
     issuer = servers[0]
     step = "authorization server metadata (RFC 8414 / OpenID discovery)"
     as_url, meta = await _first(http, authorization_server_urls(issuer), step)
-    if str(meta.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
-        raise DiscoveryFailed(f"{step}: {as_url} names issuer {meta.get('issuer')!r}, not {issuer!r}")
-    token_endpoint = meta.get("token_endpoint")
-    if not isinstance(token_endpoint, str) or not token_endpoint.startswith(("https://", "http://")):
-        raise DiscoveryFailed(f"{step}: {as_url} names no token_endpoint")
-    grants = _strings(meta.get("grant_types_supported"))
-    if grants and "client_credentials" not in grants:
-        raise DiscoveryFailed(
-            f"{step}: {issuer} does not offer the client_credentials grant (only {', '.join(grants)}): its flows"
-            " need a person at a browser; give the upstream a token with bearer_token_env or bearer_token_file"
-        )
+    if meta.get("issuer") != issuer:
+        raise DiscoveryFailed(f"{step}: {as_url} names issuer {meta.get('issuer')!r}, not {issuer!r}"
+                              " (RFC 8414 section 3.3: they must be identical)")
+    return _server(resource, issuer, meta, as_url, _strings(prm.get("scopes_supported")))
+
+
+def _endpoint(meta: dict[str, Any], key: str) -> str | None:
+    value = meta.get(key)
+    return value if isinstance(value, str) and value.startswith(("https://", "http://")) else None
+
+
+def _server(resource: str, issuer: str, meta: dict[str, Any], where: str, prm_scopes: tuple[str, ...],
+            legacy: bool = False) -> AuthorizationServer:
+    token_endpoint = _endpoint(meta, "token_endpoint")
+    if token_endpoint is None:
+        raise DiscoveryFailed(f"authorization server metadata (RFC 8414 / OpenID discovery): {where} names no"
+                              " token_endpoint")
     return AuthorizationServer(
         resource=resource,
-        issuer=str(meta["issuer"]),
+        issuer=issuer,
         token_endpoint=token_endpoint,
-        scopes_supported=_strings(prm.get("scopes_supported")),
+        scopes_supported=prm_scopes,
         auth_methods=_strings(meta.get("token_endpoint_auth_methods_supported")) or ("client_secret_basic",),
         signing_algs=_strings(meta.get("token_endpoint_auth_signing_alg_values_supported")),
+        authorization_endpoint=_endpoint(meta, "authorization_endpoint"),
+        registration_endpoint=_endpoint(meta, "registration_endpoint"),
+        grant_types=_strings(meta.get("grant_types_supported")),
+        code_challenge_methods=_strings(meta.get("code_challenge_methods_supported")),
+        as_scopes_supported=_strings(meta.get("scopes_supported")),
+        iss_parameter_supported=meta.get("authorization_response_iss_parameter_supported") is True,
+        client_id_metadata_documents=meta.get("client_id_metadata_document_supported") is True,
+        legacy=legacy,
     )
+
+
+async def _legacy(http: httpx.AsyncClient, server_url: str) -> AuthorizationServer:
+    """The 2025-03-26 fallbacks: the MCP server's origin is the authorization server; its metadata at the
+    root, else the default endpoints there. The resource is the upstream's own URL."""
+    parts = urlsplit(server_url)
+    base = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    step = "authorization server metadata at the server's root (2025-03-26 fallback)"
+    url = f"{base}/.well-known/oauth-authorization-server"
+    meta = await _get_json(http, url, step)
+    if meta is None:
+        meta = {"issuer": base, "authorization_endpoint": f"{base}/authorize", "token_endpoint": f"{base}/token",
+                "registration_endpoint": f"{base}/register", "token_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post", "none"]}
+        url = f"{base} (default endpoints)"
+    elif not _same_origin(str(meta.get("issuer", "")), base):
+        # No issuer was known before this document (it was found by the server's origin, not built from an
+        # issuer), so RFC 8414's exact match cannot apply; an issuer on another origin would be a mix-up.
+        raise DiscoveryFailed(f"{step}: {url} names issuer {meta.get('issuer')!r}, not one at {base!r}")
+    return _server(server_url, str(meta["issuer"]), meta, url, (), legacy=True)
+
+
+def _same_origin(url: str, base: str) -> bool:
+    """True when ``url`` is on the origin ``base`` (scheme, host and port; any path)."""
+    parts = urlsplit(url)
+    return bool(parts.scheme and parts.netloc) and urlunsplit((parts.scheme, parts.netloc, "", "", "")) == base

@@ -22,17 +22,18 @@ from adapters.http.client import Http1Pool, HttpError, Response, ResponseTooLarg
 from adapters.upstreams.deadlines import deadline
 from adapters.upstreams.modern_wire import EraMemory, open_in_era
 from adapters.upstreams.oauth import (
-    ClientCredentialsTokenSource,
     UnsafeHeaderValue,
     UpstreamAuthError,
     header_safe,
     identity_headers,
     strip_client_credentials,
+    token_source_for,
 )
 from adapters.upstreams.sse_resume import MAX_IDLE_RESUMES, StreamCursor
 from adapters.upstreams.trace_headers import trace_headers
 from gateway.config import UpstreamConfig
 from gateway.ports import upstream as port
+from gateway.ports.grants import GrantStore
 from gateway.ports.sse import SseTooLarge, iter_sse
 from gateway.ports.upstream import UPSTREAM_PROTOCOL_VERSION, ClientIdentity, MessageHandler, UpstreamError
 
@@ -47,7 +48,7 @@ LimitHook = Callable[[str, str], None]
 class HttpUpstream:
     """Connector for one streamable-HTTP upstream: owns the connection pool and credentials."""
 
-    def __init__(self, config: UpstreamConfig, on_limit: LimitHook | None = None) -> None:
+    def __init__(self, config: UpstreamConfig, on_limit: LimitHook | None = None, grants: GrantStore | None = None):
         self.name = config.name
         self.config = config
         self.on_limit = on_limit
@@ -67,7 +68,7 @@ class HttpUpstream:
             headers["authorization"] = f"Bearer {token}"
         self._base_headers = headers
         self._pool = Http1Pool(config.url, connect_timeout=config.connect_timeout)
-        self.token_source = ClientCredentialsTokenSource.from_config(config)
+        self.token_source = token_source_for(config, grants)  # grants: where authorization code grants live
         self.era = EraMemory(config.protocol)
 
     async def open_session(self, identity: ClientIdentity, on_server_message: MessageHandler) -> port.UpstreamSession:
@@ -103,6 +104,8 @@ class HttpUpstream:
 
 class HttpUpstreamSession:
     """One MCP session with an HTTP upstream."""
+
+    era = UPSTREAM_PROTOCOL_VERSION  # gateway.ports.upstream.HANDSHAKE_ERA (2026-07-28: modern_wire's session)
 
     def __init__(
         self, connector: HttpUpstream, on_server_message: MessageHandler, extra_headers: dict[str, str] | None = None
@@ -276,8 +279,9 @@ class HttpUpstreamSession:
         if again.status in (401, 403):
             await again.read()
             again.abandon()
-            raise UpstreamError(self.upstream, "unreachable", f"refused a fresh access token (HTTP {again.status})"
-                                f" from {source.token_url}: check the OAuth client's grants and scope there")
+            fix = getattr(source, "needs_sign_in_message", None) or (  # authorization code: a person signs in
+                f"from {source.token_url}: check the OAuth client's grants and scope there")
+            raise UpstreamError(self.upstream, "unreachable", f"refused a fresh token (HTTP {again.status}) {fix}")
         return again
 
     def _too_large(self, limit: str, what: str) -> UpstreamError:

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Its own options are parsed by the demo server (see main()).
     sub.add_parser("demo-upstream", help="run the bundled demo MCP server (--transport stdio|http)")
 
-    from gateway.cli import approvals, audit, codex_config, keys, pins, policy, preflight, state
+    from gateway.cli import approvals, audit, codex_config, keys, pins, policy, preflight, state, upstreams
 
     preflight.register(sub)
     policy.register(sub)
@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     codex_config.register(sub)
     pins.register(sub)
     state.register(sub)
+    upstreams.register(sub)
     return parser
 
 

@@ -45,6 +45,7 @@ ACTIONS = frozenset(
         "manage_keys",
         "show_state",  # see what the gateway remembers of a principal or session (legs, untrusted values)
         "clear_state",  # make the gateway forget it
+        "connect_upstream",  # sign in for an upstream that needs a person's OAuth grant, and see its status
     }
 )
 
@@ -54,7 +55,7 @@ DEFAULT_ROLES: dict[str, RoleConfig] = {
     "agents-admin": RoleConfig(
         call=("*",),
         actions=("suspend", "resume", "list_suspensions", "pin", "reload_policy", "explain_policy",
-                 "list_approvals", "read_audit", "manage_keys", "show_state", "clear_state"),
+                 "list_approvals", "read_audit", "manage_keys", "show_state", "clear_state", "connect_upstream"),
     ),
     "approver": RoleConfig(approve=("*",), actions=("list_approvals",)),
     "auditor": RoleConfig(actions=("read_audit", "list_suspensions", "list_approvals", "explain_policy",

@@ -36,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
+from gateway.ports.grants import GrantStore
 from gateway.ports.records import (
     APPROVAL_SCOPES,
     APPROVAL_STATES,
@@ -190,8 +191,9 @@ async def wait_for_decision(waiters: DecisionWaiters, approval_id: str, timeout:
 
 
 @runtime_checkable
-class Store(Protocol):
-    """The gateway's durable state. See the module docstring for the shared contract."""
+class Store(GrantStore, Protocol):
+    """The gateway's durable state. See the module docstring for the shared contract (upstream sign-ins
+    and grants: `gateway.ports.grants`)."""
 
     async def start(self) -> None:
         """Open connections, create schema, load caches. Raises StoreUnavailable."""

@@ -35,6 +35,7 @@ def _suite_installed() -> None:
         ("0.1", "sse-retry", 3, None),  # reconnects with Last-Event-ID after the server's retry:
         ("0.1", "auth/client-credentials-basic", 14, None),  # PRM + AS discovery, client_secret_basic, a token used
         ("0.2", "auth/client-credentials-jwt", 14, None),  # the same with an RFC 7523 client assertion
+        ("0.2", "auth/wif-jwt-bearer", 14, None),  # the workload's JWT, from a file, as an RFC 7523 grant
         ("0.2", "http-custom-headers", 18, "2026-07-28"),  # Mcp-Param-* mirrored and encoded, null omitted
         ("0.2", "json-schema-2020-12-preservation", 9, "2026-07-28"),  # the listed inputSchema echoed verbatim
         ("0.2", "json-schema-ref-no-deref", 1, "2026-07-28"),  # a network $ref in a schema is never fetched

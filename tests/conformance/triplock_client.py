@@ -15,12 +15,14 @@ Triplock's own output on stderr).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +35,13 @@ from mcp.client.context import ClientRequestContext
 from mcp_types import ElicitRequestParams, ElicitResult
 
 from tests.conformance.run_conformance import free_port, require_loopback_url
+from tests.conformance.signin_admin import sign_in, wait_needs_sign_in
 from tests.support import PASSTHROUGH, PY, REPO, toml_value
 
 READY_SECONDS = 8.0  # how long Triplock may take to open its session with the scenario server
+CLIENT_CREDENTIALS = {"auth/client-credentials-basic", "auth/client-credentials-jwt"}
+CIMD_URL = "https://conformance-test.local/client-metadata.json"  # as the SDK's conformance client uses
+STEP_UP = "needs more scope"  # Triplock's error when the upstream asked for more scope (403 insufficient_scope)
 
 Call = tuple[str, dict[str, Any]]
 # The calls each scenario expects of a client (tool name and arguments), in order; an empty list
@@ -78,7 +84,28 @@ def upstream_settings(url: str, context: dict[str, Any], workdir: Path) -> tuple
             key = workdir / "client-key.pem"
             key.write_text(pem, encoding="utf-8")
             upstream["oauth_private_key_file"] = str(key)
+    # Grants that need no person (oauth_assertion_grants.py): the credential is a file the platform
+    # keeps fresh, as a Kubernetes projected token or the gateway's ID token at the IdP would be.
+    if workload_jwt := context.get("valid_jwt"):  # auth/wif-jwt-bearer (SEP-1933)
+        (workdir / "workload.jwt").write_text(workload_jwt, encoding="utf-8")
+        upstream |= {"oauth_grant": "jwt_bearer", "oauth_assertion_file": str(workdir / "workload.jwt")}
+    if id_token := context.get("idp_id_token"):  # auth/enterprise-managed-authorization (SEP-990)
+        (workdir / "id_token.jwt").write_text(id_token, encoding="utf-8")
+        upstream |= {"oauth_grant": "token_exchange", "oauth_id_token_file": str(workdir / "id_token.jwt"),
+                     "oauth_idp_token_url": context["idp_token_endpoint"],
+                     "oauth_idp_client_id": context["idp_client_id"]}
+    if needs_sign_in(os.environ.get("MCP_CONFORMANCE_SCENARIO", ""), upstream):
+        # The operator's choice for a server that offers only the authorization code grant: an admin signs
+        # in once (signin_admin.py plays that part); pre-registered credentials stay, if the context has any.
+        upstream |= {"oauth_grant": "authorization_code", "oauth_client_metadata_url": CIMD_URL}
+        upstream.pop("oauth_private_key_file", None)
     return upstream, env
+
+
+def needs_sign_in(scenario: str, upstream: dict[str, Any]) -> bool:
+    """Whether the scenario's server offers only the authorization code grant (every auth/* scenario but the
+    client credentials ones and those another grant was chosen for above)."""
+    return scenario.startswith("auth/") and scenario not in CLIENT_CREDENTIALS and "oauth_grant" not in upstream
 
 
 def write_config(workdir: Path, port: int, upstream: dict[str, Any]) -> Path:
@@ -130,12 +157,17 @@ def calls_for(scenario: str, context: dict[str, Any], tools: list[Any]) -> list[
     return [(tools[0].name, {})] if tools else []
 
 
-async def drive(mcp_url: str, scenario: str, context: dict[str, Any]) -> None:
-    """The scenario's calls, through Triplock, with the SDK's client."""
+async def drive(mcp_url: str, scenario: str, context: dict[str, Any],
+                sign_in_again: Callable[[], object] | None = None) -> None:
+    """The scenario's calls, through Triplock, with the SDK's client; a call refused for want of scope
+    (step-up) is signed in for again with ``sign_in_again`` and retried once."""
     async with Client(mcp_url, mode="legacy", elicitation_callback=accept_with_defaults) as client:
         tools = (await client.list_tools()).tools
         for name, arguments in calls_for(scenario, context, tools):
             result = await client.call_tool(name, arguments)
+            if result.is_error and sign_in_again is not None and STEP_UP in str(result.content):
+                await asyncio.to_thread(sign_in_again)
+                result = await client.call_tool(name, arguments)
             if result.is_error:
                 raise RuntimeError(f"{name} answered an error: {result.content}")
 
@@ -152,9 +184,15 @@ def main() -> int:
         config = write_config(workdir, port, upstream)
         proc = subprocess.Popen([PY, "-m", "gateway.cli", "serve", "--config", str(config)], cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+        base = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(f"http://127.0.0.1:{port}", proc)
-            asyncio.run(drive(f"http://127.0.0.1:{port}/mcp", scenario, context))
+            again = None
+            if upstream.get("oauth_grant") == "authorization_code":  # the admin signs in once, in a browser
+                wait_needs_sign_in(base, "scenario")
+                sign_in(base, "scenario")
+                again = functools.partial(sign_in, base, "scenario")
+            wait_ready(base, proc)
+            asyncio.run(drive(f"{base}/mcp", scenario, context, again))
             return 0
         except Exception as exc:
             log.seek(0)

@@ -21,7 +21,7 @@ EXPECTED = {
     "agents-build": (set(TOOLS), {"explain_policy"}),
     "agents-admin": (set(TOOLS), {"suspend", "resume", "list_suspensions", "pin", "reload_policy",
                                   "explain_policy", "list_approvals", "read_audit", "manage_keys", "show_state",
-                                  "clear_state"}),
+                                  "clear_state", "connect_upstream"}),
     "approver": (set(), {"list_approvals"}),
     "auditor": (set(), {"read_audit", "list_suspensions", "list_approvals", "explain_policy", "show_state"}),
 }

@@ -114,9 +114,8 @@ async def test_an_authorization_code_only_server_is_refused_saying_what_to_do(me
     async with httpx.AsyncClient() as http:
         with pytest.raises(DiscoveryFailed) as err:
             await discover(http, f"{base}/mcp", Challenge())
-    assert str(err.value).endswith("does not offer the client_credentials grant (only authorization_code): its flows"
-                                   " need a person at a browser; give the upstream a token with bearer_token_env"
-                                   " or bearer_token_file")
+    assert str(err.value).endswith("set oauth_grant = 'authorization_code' on this upstream and connect it once"
+                                   " with `triplock upstreams authorize NAME`")
 
 
 async def test_a_401_without_metadata_fails_the_session_naming_the_upstream_and_the_step(
@@ -151,3 +150,19 @@ async def test_a_401_without_metadata_fails_the_session_naming_the_upstream_and_
 
 async def _ignore(_: dict[str, object]) -> None:
     return None
+
+
+async def test_the_2025_03_26_fallback_takes_an_issuer_on_the_servers_origin_only(metadata_server) -> None:  # type: ignore[no-untyped-def]
+    # No protected resource metadata: the server's root names the authorization server (2025-03-26).
+    base = await metadata_server({"/.well-known/oauth-authorization-server": {
+        "issuer": "BASE/oauth", "token_endpoint": "BASE/oauth/token", "grant_types_supported": ["client_credentials"]}})
+    async with httpx.AsyncClient() as http:
+        found = await discover(http, f"{base}/mcp", Challenge())
+    assert (found.issuer, found.token_endpoint, found.legacy) == (f"{base}/oauth", f"{base}/oauth/token", True)
+
+    other = await metadata_server({"/.well-known/oauth-authorization-server": {
+        "issuer": "https://as.elsewhere.example", "token_endpoint": "https://as.elsewhere.example/token"}})
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(DiscoveryFailed) as err:
+            await discover(http, f"{other}/mcp", Challenge())
+    assert "names issuer 'https://as.elsewhere.example', not one at" in str(err.value)

@@ -1,0 +1,263 @@
+"""Tokens from an authorization code grant an admin signed in for once, kept alive by the gateway.
+
+The grant (access and refresh token, the client registration, scopes) lives in the store
+(`gateway.ports.grants.GrantStore`), so every replica uses and refreshes the same one and it
+survives restarts; this process only caches the access token until shortly before it expires.
+Refreshing is done by one replica at a time (a claim in the store); the others wait for the new
+version and read it, so a rotated refresh token is never spent twice. Writes are compare-and-set
+on the grant's version: a refresh that lost a race re-reads instead of overwriting.
+
+Same interface as :class:`adapters.upstreams.oauth.ClientCredentialsTokenSource` (ready, token,
+invalidate, refused, headers, aclose). Without a grant, requests go without a token (the
+upstream's 401 tells the scope it wants), and the call fails with :class:`NeedsSignIn`, whose
+message names the command that fixes it. A 403 ``insufficient_scope`` records the union of the
+granted and the challenged scopes (SEP-2350) for the next sign-in, and asks for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from adapters.upstreams.oauth_discovery import Challenge
+from adapters.upstreams.oauth_errors import NeedsSignIn, TokenRequestFailed
+from adapters.upstreams.oauth_registration import ClientRegistration
+from gateway.config import UpstreamConfig
+from gateway.ports.grants import GrantStore, StoredGrant
+
+_CLAIM_SECONDS = 30.0  # how long one replica may hold the refresh before another may take over
+_WAIT_FOR_PEER = 10.0  # how long a replica waits for the one refreshing before it gives up
+_DEFAULT_LIFETIME = 300.0
+
+
+def sign_in_hint(upstream: str) -> str:
+    """The action that connects ``upstream`` again (CLI, API, console)."""
+    return (f"an admin runs `triplock upstreams authorize {upstream}` (POST /api/upstreams/{upstream}/authorize,"
+            " or Connect in the console) and signs in")
+
+
+async def token_request(http: httpx.AsyncClient, url: str, form: dict[str, str], client: ClientRegistration,
+                        step: str) -> dict[str, Any]:
+    """POST a token request authenticated as ``client``; the JSON answer with a usable access_token."""
+    fields, basic = client.token_auth()
+    try:
+        resp = await http.post(url, data={**form, **fields}, auth=basic or httpx.USE_CLIENT_DEFAULT,
+                               headers={"accept": "application/json"})
+    except httpx.HTTPError as exc:
+        raise TokenRequestFailed(f"{step} to {url}: unreachable ({type(exc).__name__})") from None
+    try:
+        doc = resp.json()
+    except ValueError:
+        doc = None
+    if resp.status_code != 200 or not isinstance(doc, dict):
+        code = doc.get("error") if isinstance(doc, dict) else None
+        code = code if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) < 64 else None
+        raise TokenRequestFailed(f"{step} to {url}: answered HTTP {resp.status_code}" + (f" ({code})" if code else ""),
+                                 code)
+    token = doc.get("access_token")
+    if not isinstance(token, str) or not token or any(c in token for c in "\r\n\x00"):
+        raise TokenRequestFailed(f"{step} to {url}: sent no usable access_token")
+    return doc
+
+
+def grant_from_answer(doc: dict[str, Any], requested: str | None, previous_refresh: str | None) -> dict[str, Any]:
+    """The token fields of a grant record from a token endpoint's answer (wall-clock expiry)."""
+    try:
+        lifetime = float(doc.get("expires_in") or _DEFAULT_LIFETIME)
+    except (TypeError, ValueError):
+        lifetime = _DEFAULT_LIFETIME
+    scope = doc.get("scope") if isinstance(doc.get("scope"), str) else requested
+    refresh = doc.get("refresh_token") if isinstance(doc.get("refresh_token"), str) else previous_refresh
+    return {"access_token": doc["access_token"], "refresh_token": refresh, "expires_at": time.time() + lifetime,
+            "scopes": sorted(set((scope or "").split()))}
+
+
+class AuthorizationCodeTokenSource:
+    """An upstream's access token from the grant in the store, refreshed before it expires."""
+
+    ready = True  # requests always go out; without a grant they go without a token (the 401 names the scope)
+
+    def __init__(self, config: UpstreamConfig, grants: GrantStore, *, refresh_margin: float = 60.0,
+                 http: httpx.AsyncClient | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.upstream = config.name
+        self.config = config
+        self.grants = grants
+        self.refresh_margin = refresh_margin
+        self.token_url: str | None = None
+        self.last_challenge = Challenge()  # the upstream's last 401/403 challenge (scope selection)
+        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        self._owns_http = http is None
+        self._clock = clock
+        self._holder = os.urandom(8).hex()
+        self._token: str | None = None
+        self._good_until = float("-inf")
+        self._version = 0
+        self._fresh = False  # the cached token came from a refresh just now: a 401 on it needs a person
+        self._lock = asyncio.Lock()
+        self.refreshes = 0
+
+    @property
+    def needs_sign_in_message(self) -> str:
+        return f"upstream {self.upstream!r} needs sign-in: {sign_in_hint(self.upstream)}"
+
+    async def headers(self) -> dict[str, str]:
+        """The Authorization header; none while no grant exists (so the upstream's 401 tells its scope)."""
+        token = await self.token_or_none()
+        return {"authorization": f"Bearer {token}"} if token else {}
+
+    async def token(self) -> str:
+        """A token valid for at least ``refresh_margin`` more seconds; NeedsSignIn without a grant."""
+        token = await self.token_or_none()
+        if token is None:
+            raise NeedsSignIn(self.needs_sign_in_message)
+        return token
+
+    async def token_or_none(self) -> str | None:
+        if self._token is not None and self._clock() < self._good_until:
+            return self._token
+        async with self._lock:
+            if self._token is not None and self._clock() < self._good_until:
+                return self._token
+            stored = await self.grants.load_grant(self.upstream)
+            if stored is None:
+                self._token = None
+                return None
+            if self._usable(stored):
+                self._adopt(stored, fresh=False)
+                return self._token
+            return await self._refresh(stored)
+
+    def invalidate(self) -> None:
+        """Forget the cached token: the next call reads the store (and refreshes if needed)."""
+        self._token = None
+        self._good_until = float("-inf")
+
+    def adopt(self, stored: StoredGrant) -> None:
+        """Use a grant just written by a sign-in in this process."""
+        self._adopt(stored, fresh=True)
+
+    async def refused(self, status: int, www_authenticate: str | None) -> bool:
+        """The upstream refused a request: True when one retry with a refreshed token can succeed.
+
+        Without a grant, with a token refused right after a refresh, or on ``insufficient_scope``
+        (the scopes wanted are recorded first), raises NeedsSignIn: a person must sign in.
+        """
+        challenge = Challenge.parse(www_authenticate)
+        if challenge.scope or challenge.resource_metadata:
+            self.last_challenge = challenge
+        if status == 403:
+            if challenge.error != "insufficient_scope":
+                return False
+            await self._want_scopes(challenge.scope)
+            raise NeedsSignIn(f"upstream {self.upstream!r} needs more scope ({challenge.scope or 'unnamed'}): "
+                              f"{sign_in_hint(self.upstream)} again")
+        async with self._lock:
+            stored = await self.grants.load_grant(self.upstream)
+            if stored is None or self._fresh or not stored.record.get("refresh_token"):
+                self.invalidate()
+                raise NeedsSignIn(self.needs_sign_in_message if stored is None else
+                                  f"upstream {self.upstream!r} refused its token (HTTP {status}) and it cannot be"
+                                  f" refreshed: {sign_in_hint(self.upstream)} again")
+            if stored.version == self._version:
+                await self._refresh(stored)
+            else:
+                self._adopt(stored, fresh=False)  # another replica refreshed meanwhile
+        return True
+
+    async def _want_scopes(self, challenged: str | None) -> None:
+        """Remember the union of granted and challenged scopes on the grant for the next sign-in (SEP-2350)."""
+        for _ in range(3):
+            stored = await self.grants.load_grant(self.upstream)
+            if stored is None:
+                return
+            wanted = sorted(set(stored.record.get("scopes") or ()) | set((challenged or "").split()))
+            if stored.record.get("wanted_scopes") == wanted:
+                return
+            if await self.grants.save_grant(self.upstream, {**stored.record, "wanted_scopes": wanted},
+                                            stored.version) is not None:
+                return
+
+    def _usable(self, stored: StoredGrant) -> bool:
+        expires = float(stored.record.get("expires_at") or 0)
+        return bool(stored.record.get("access_token")) and self._clock() < expires - self._margin(stored)
+
+    def _margin(self, stored: StoredGrant) -> float:
+        lifetime = float(stored.record.get("lifetime") or 2 * self.refresh_margin)
+        return min(self.refresh_margin, lifetime / 2)
+
+    def _adopt(self, stored: StoredGrant, *, fresh: bool) -> None:
+        self._token = str(stored.record["access_token"])
+        self._good_until = float(stored.record.get("expires_at") or 0) - self._margin(stored)
+        self._version = stored.version
+        self._fresh = fresh
+        self.token_url = stored.record.get("token_endpoint")
+
+    async def _refresh(self, stored: StoredGrant) -> str | None:
+        """Refresh as the one holder of the claim; or wait for the holder and read what it stored."""
+        if not stored.record.get("refresh_token"):
+            self.invalidate()
+            raise NeedsSignIn(f"upstream {self.upstream!r}: its access token expired and the authorization server"
+                              f" gave no refresh token: {sign_in_hint(self.upstream)} again")
+        if not await self.grants.claim_refresh(self.upstream, self._holder, _CLAIM_SECONDS):
+            return await self._await_peer(stored.version)
+        try:
+            current = await self.grants.load_grant(self.upstream)
+            if current is None:
+                raise NeedsSignIn(self.needs_sign_in_message)
+            if current.version != stored.version and self._usable(current):
+                self._adopt(current, fresh=False)
+                return self._token
+            record = current.record
+            client = ClientRegistration.from_dict(record.get("client"))
+            if client is None or not record.get("token_endpoint"):
+                raise NeedsSignIn(self.needs_sign_in_message)
+            form = {"grant_type": "refresh_token", "refresh_token": str(record["refresh_token"])}
+            if record.get("resource"):
+                form["resource"] = str(record["resource"])
+            try:
+                doc = await token_request(self._http, str(record["token_endpoint"]), form, client,
+                                          "token refresh (refresh_token)")
+            except TokenRequestFailed as exc:
+                self.invalidate()
+                if exc.error in ("invalid_grant", "invalid_client", "unauthorized_client"):
+                    raise NeedsSignIn(f"upstream {self.upstream!r}: {exc}; {sign_in_hint(self.upstream)} again"
+                                      ) from None
+                raise
+            self.refreshes += 1
+            fields = grant_from_answer(doc, " ".join(record.get("scopes") or ()) or None,
+                                       str(record["refresh_token"]))
+            lifetime = fields["expires_at"] - time.time()
+            saved = await self.grants.save_grant(self.upstream, {**record, **fields, "lifetime": lifetime},
+                                                 current.version)
+            if saved is None:  # lost a race after all: what is stored is newer than ours
+                again = await self.grants.load_grant(self.upstream)
+                if again is None:
+                    raise NeedsSignIn(self.needs_sign_in_message)
+                saved = again
+            self._adopt(saved, fresh=True)
+            return self._token
+        finally:
+            await self.grants.release_refresh(self.upstream, self._holder)
+
+    async def _await_peer(self, seen: int) -> str | None:
+        """Another replica refreshes: poll the store (a short interval, bounded) until its grant is new."""
+        deadline = time.monotonic() + _WAIT_FOR_PEER
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # polling interval of the store, not synchronisation of tests
+            stored = await self.grants.load_grant(self.upstream)
+            if stored is None:
+                return None
+            if stored.version != seen and self._usable(stored):
+                self._adopt(stored, fresh=False)
+                return self._token
+        raise TokenRequestFailed(f"upstream {self.upstream!r}: another gateway process is refreshing its token and"
+                                 f" did not finish within {_WAIT_FOR_PEER:g}s")
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
