@@ -10,6 +10,7 @@ session (which lets an upstream's request on its GET stream through during the c
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,14 +18,52 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOC
 
 from gateway.mcp import input_required
 from gateway.mcp.context import RequestContext
-from gateway.mcp.jsonrpc import INTERNAL_ERROR, ProtocolError
+from gateway.mcp.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, ProtocolError, error_response, result_response
+from gateway.mcp.resource_bridge import ResourceBridge
 from gateway.mcp.server_requests import is_server_request
+from gateway.mcp.sessions import DownstreamSession
 from gateway.mcp.upstream_pool import UpstreamPool
 from gateway.ports.upstream import UpstreamError, UpstreamSession
 from gateway.telemetry.tracing import Telemetry
 
 MODERN = "2026-07-28"  # the era attribute of an upstream session on the stateless wire
 _ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
+# Session-era methods 2026-07-28 removed, which the gateway answers for a session client itself
+# when the upstream speaks 2026-07-28: subscriptions bridged to subscriptions/listen, the log level
+# kept for the session and sent in each request's _meta.
+SESSION_ONLY_METHODS = frozenset({"resources/subscribe", "resources/unsubscribe", "logging/setLevel"})
+# The level a session client gets logs at from a 2026-07-28 upstream until it sends logging/setLevel.
+# 2025-11-25 leaves the default to the server, and session-era servers (the SDKs') send every log
+# message until the client sets a level: so the lowest, which is what it would get from one of them.
+DEFAULT_SESSION_LOG_LEVEL = "debug"
+LogLevels = weakref.WeakKeyDictionary[DownstreamSession, str]
+
+
+def with_meta(msg: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """``msg`` with ``params._meta[key] = value`` unless the request set it itself (copies, never mutates)."""
+    params = msg.get("params")
+    params = params if isinstance(params, dict) else {}
+    meta = params.get("_meta")
+    meta = {**meta} if isinstance(meta, dict) else {}
+    meta.setdefault(key, value)
+    return {**msg, "params": {**params, "_meta": meta}}
+
+
+def for_modern_upstream(msg: dict[str, Any], ctx: RequestContext, levels: LogLevels) -> dict[str, Any]:
+    """What a request needs toward a 2026-07-28 upstream beyond the wire's envelope.
+
+    A 2026-07-28 client: its own capabilities (its logLevel, if any, is in its ``_meta`` already).
+    A session client: the log level its session set (or the session era's default), since a
+    2026-07-28 upstream logs only for requests that name one.
+    """
+    if ctx.session is None:
+        return with_client_capabilities(msg, ctx)
+    return with_meta(msg, input_required.LOG_LEVEL_META_KEY, levels.get(ctx.session, DEFAULT_SESSION_LOG_LEVEL))
+
+
+def _log_level_of(msg: dict[str, Any]) -> int | None:
+    params = msg.get("params")
+    return input_required.requested_log_level(params) if isinstance(params, dict) else None
 
 
 def with_client_capabilities(msg: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
@@ -61,6 +100,8 @@ class UpstreamForwarder:
     def __init__(self, pool: UpstreamPool, telemetry: Telemetry) -> None:
         self.pool = pool
         self.telemetry = telemetry  # CLIENT spans + trace context toward upstreams
+        self.resources = ResourceBridge(pool)  # resources/subscribe of session clients, to 2026-07-28 upstreams
+        self._log_levels: LogLevels = weakref.WeakKeyDictionary()  # logging/setLevel of session clients, ditto
 
     async def upstream_session(self, ctx: RequestContext, name: str) -> UpstreamSession:
         if ctx.session is None:
@@ -99,8 +140,12 @@ class UpstreamForwarder:
                 msg = span.inject(msg)  # W3C trace context into params._meta
                 for attempt in (1, 2):
                     session = await self.upstream_session(ctx, upstream)
-                    on_message = self._relay_to(ctx, session, upstream)
-                    sent = with_client_capabilities(msg, ctx) if session.era == MODERN else msg
+                    on_message = self._relay_to(ctx, session, upstream, msg)
+                    sent = msg
+                    if session.era == MODERN:  # the handshake era's path stays as it was
+                        if downstream is not None and msg.get("method") in SESSION_ONLY_METHODS:
+                            return span.reply(await self._session_only(downstream, upstream, msg))
+                        sent = for_modern_upstream(msg, ctx, self._log_levels)
                     try:
                         reply = await session.request(
                             sent, on_message=on_message, timeout=config.call_timeout, principal=caller
@@ -119,6 +164,27 @@ class UpstreamForwarder:
                 downstream.calls_to[upstream] -= 1
         raise AssertionError("unreachable")
 
+    async def _session_only(self, downstream: DownstreamSession, upstream: str, msg: dict[str, Any]) -> dict[str, Any]:
+        """A session-era method 2026-07-28 removed, for a session client of a 2026-07-28 upstream."""
+        rid, method = msg.get("id"), msg.get("method")
+        params = msg.get("params")
+        params = params if isinstance(params, dict) else {}
+        if method == "logging/setLevel":
+            level = params.get("level")
+            if level not in input_required.LOG_LEVELS:
+                levels = ", ".join(input_required.LOG_LEVELS)
+                return error_response(rid, INVALID_PARAMS, f"Invalid params: 'level' must be one of {levels}")
+            self._log_levels[downstream] = level
+            return result_response(rid, {})
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            return error_response(rid, INVALID_PARAMS, "Invalid params: 'uri' must be a string")
+        if method == "resources/unsubscribe":
+            await self.resources.unsubscribe(downstream, upstream, uri)
+            return result_response(rid, {})
+        why = await self.resources.subscribe(downstream, upstream, uri)
+        return result_response(rid, {}) if why is None else error_response(rid, INTERNAL_ERROR, why)
+
     async def _input_rounds(self, ctx: RequestContext, upstream: str, session: UpstreamSession,
                             msg: dict[str, Any], reply: dict[str, Any], caller: str | None) -> dict[str, Any]:
         """Get the client's answers to a 2026-07-28 upstream's ``input_required`` and retry, until it finishes."""
@@ -133,8 +199,8 @@ class UpstreamForwarder:
             if isinstance(got, str):
                 return input_required.cannot_answer(msg, upstream, asked, got)
             msg = input_required.retry_message(msg, asked, got)
-            reply = await session.request(msg, on_message=self._relay_to(ctx, session, upstream), timeout=timeout,
-                                          principal=caller)
+            reply = await session.request(msg, on_message=self._relay_to(ctx, session, upstream, msg),
+                                          timeout=timeout, principal=caller)
         asked = input_required.asked_of(reply)
         if asked is None:
             return reply
@@ -159,7 +225,7 @@ class UpstreamForwarder:
         return ask
 
     def _relay_to(
-        self, ctx: RequestContext, upstream_session: UpstreamSession, upstream: str
+        self, ctx: RequestContext, upstream_session: UpstreamSession, upstream: str, msg: dict[str, Any]
     ) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
         """Where messages the upstream sends during this request go: this request's response stream.
 
@@ -167,6 +233,7 @@ class UpstreamForwarder:
         about the change from the gateway (the aggregated list is what changed for them). A request
         (sampling...) arrives during this call, so it is in flight; it is screened first (see
         ``gateway.mcp.server_requests``): without a response stream it cannot reach the client.
+        A 2026-07-28 client gets a log message only when its request's ``_meta`` asked for that level.
         """
         emit, downstream, pool = ctx.emit, ctx.session, self.pool
         session_id = downstream.id if downstream is not None else None
@@ -197,7 +264,7 @@ class UpstreamForwarder:
                 in_flight=True,
                 principal=ctx.principal,
                 session=session_id,
-            ) and emit is not None:
+            ) and emit is not None and input_required.wanted(message, _log_level_of(msg)):
                 await emit(message)  # stateless: the client's own envelope capabilities decided
 
         return relay

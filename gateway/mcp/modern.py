@@ -30,6 +30,7 @@ from mcp.shared.inbound import (
     classify_inbound_request,
     find_duplicated_routing_header,
 )
+from mcp_types import SERVER_INFO_META_KEY
 from mcp_types.jsonrpc import UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
@@ -73,6 +74,21 @@ def unsupported_version(request_id: Any, requested: str) -> dict[str, Any]:
 def removed_method(request_id: Any, method: str) -> dict[str, Any]:
     """-32601 for a method this revision no longer has (sent with HTTP 404)."""
     return error_response(request_id, METHOD_NOT_FOUND, f"Method not found: {method} is not part of 2026-07-28")
+
+
+def discover_answer(reply: dict[str, Any]) -> dict[str, Any]:
+    """The router's ``server/discover`` answer as the 2026-07-28 schema has it.
+
+    ``DiscoverResult`` has no ``serverInfo`` field: the server's name and version go in the result's
+    ``_meta["io.modelcontextprotocol/serverInfo"]`` (where the SDK clients read it).
+    """
+    result = reply.get("result")
+    if not isinstance(result, dict) or "serverInfo" not in result:
+        return reply
+    rest = {k: v for k, v in result.items() if k != "serverInfo"}
+    meta = rest.get("_meta")
+    rest["_meta"] = {**(meta if isinstance(meta, dict) else {}), SERVER_INFO_META_KEY: result["serverInfo"]}
+    return {**reply, "result": rest}
 
 
 _ROUTING_HEADERS = (MCP_PROTOCOL_VERSION_HEADER, MCP_METHOD_HEADER, MCP_NAME_HEADER)
@@ -141,6 +157,8 @@ class ModernEndpoint:
                 reply = await self._interactive(ctx, raw)
             else:
                 reply = await self._handle(ctx, raw)
+                if method == "server/discover":
+                    reply = discover_answer(reply)
             span.reply(reply)
         status = ERROR_CODE_HTTP_STATUS.get(reply["error"].get("code"), 200) if "error" in reply else 200
         await channel.finish(reply, status)
@@ -187,9 +205,15 @@ class ModernEndpoint:
         return result_response(rid, result)
 
     def _start(self, exchange: InputExchange, ctx: RequestContext, raw: dict[str, Any]) -> None:
-        """Run the guarded request in the background, its upstream questions going to ``exchange``."""
-        params = {k: v for k, v in (raw.get("params") or {}).items() if k != "inputResponses"}
-        call = {**raw, "params": params}
+        """Run the guarded request in the background, its upstream questions going to ``exchange``.
+
+        A request without ``requestState`` is a first attempt (the gateway's ``input_required``
+        results always carry one), but SEP-2322 lets it carry ``inputResponses``: the retry of a
+        result that had no ``requestState``, or answers the client already has. They go to the
+        upstream with the request: a 2026-07-28 upstream finishes with them or asks again for what
+        it still needs; a session-era upstream has no such field and asks mid-call as ever.
+        """
+        call = raw
         background = RequestContext(
             ctx.principal,
             ctx.protocol_version,
