@@ -258,6 +258,7 @@ def build_gateway(settings: Settings) -> Gateway:
                         on_state_write_failed=obs.telemetry.metrics.state_write_failed)
     router.guard = guard
     sessions.on_closed = guard.forget_session  # a closed session's legs leave the store with it
+    sessions.on_ended = router.forwarder.resources.forget_session  # and its subscriptions at once
     router.visibility_key = access.roles_of  # what the guard lets a caller see depends on its roles only
     endpoint = McpEndpoint(settings.server, router, sessions, authenticator)
     if settings.limits.requests_per_second:

@@ -219,6 +219,9 @@ class SessionRegistry:
         on_closed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.on_closed = on_closed  # what else ends with a session (its legs: GuardedPath.forget_session)
+        # What else lets go of an ended session at once (DELETE or idle expiry, not a shutdown): its
+        # resource subscriptions toward 2026-07-28 upstreams (ResourceBridge.forget_session).
+        self.on_ended: Callable[[DownstreamSession], None] | None = None
         self.max_per_principal = max_per_principal  # live sessions one principal may open here; 0: no cap
         self._by_principal: dict[str, list[str]] = {}  # ids it opened here, pruned of ended ones at create
         self._sessions: dict[str, DownstreamSession] = {}
@@ -314,6 +317,8 @@ class SessionRegistry:
         if session is None:
             return False
         await self._close(session)
+        if self.on_ended is not None:
+            self.on_ended(session)
         if self._store is not None:
             try:
                 await self._store.drop_session(session_id)
@@ -354,6 +359,8 @@ class SessionRegistry:
             self._sessions.pop(s.id, None)
             log.info("session %s expired after %.0fs idle", s.id[:8], now - s.last_seen)
             await self._close(s)
+            if self.on_ended is not None:
+                self.on_ended(s)
         return len(stale)
 
     async def _sweep(self) -> None:

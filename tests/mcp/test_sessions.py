@@ -40,3 +40,18 @@ async def test_sessions_survive_a_restart_through_the_store() -> None:
         assert (
             await SessionRegistry(60.0, owns_upstream_sessions=lambda _: True, store=store).get(s.id, "alice") is None
         )
+
+
+async def test_a_session_that_ends_is_let_go_of_at_once_but_not_at_shutdown() -> None:
+    reg = SessionRegistry(60.0, owns_upstream_sessions=lambda _: True)
+    ended: list[str] = []
+    reg.on_ended = lambda s: ended.append(s.id)
+    deleted = await reg.create("2025-11-25", {}, {}, "alice")
+    idle = await reg.create("2025-11-25", {}, {}, "alice")
+    kept = await reg.create("2025-11-25", {}, {}, "alice")
+    assert await reg.close(deleted.id) is True
+    idle.last_seen = time.monotonic() - 120
+    assert await reg.expire_idle() == 1
+    await reg.aclose()  # a graceful shutdown keeps sessions for the next process: nothing ends
+    assert ended == [deleted.id, idle.id]
+    assert kept.id not in ended
