@@ -177,6 +177,14 @@ class UpstreamConfig(_Strict):
         " (SEP-991), used as client_id where the authorization server supports such documents. Unset: the"
         " document Triplock serves at {server.public_url}/oauth/client-metadata.json when public_url is https.",
     )
+    oauth_dpop: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="http, authorization_code: DPoP (RFC 9449), tokens bound to a key the gateway keeps with the"
+        " grant. 'auto': when the authorization server lists ES256 in dpop_signing_alg_values_supported, token"
+        " requests carry a proof, and a token answered as DPoP is sent with a fresh proof on every request."
+        " 'always': proofs even when it is not listed, and a token not bound to the key is refused. 'never': Bearer"
+        " tokens only.",
+    )
     # http: grants whose credential is a token the platform keeps fresh in a file (oauth_assertion_grants.py)
     oauth_assertion_file: Path | None = Field(
         default=None,
@@ -296,6 +304,9 @@ class UpstreamConfig(_Strict):
         if self.oauth_grant != "authorization_code":
             if self.oauth_client_metadata_url:
                 raise ValueError("'oauth_client_metadata_url' is for oauth_grant = 'authorization_code' only")
+            if self.oauth_dpop != "auto":
+                raise ValueError("'oauth_dpop' is for oauth_grant = 'authorization_code' only (the grants a gateway"
+                                 " gets without a person send Bearer tokens)")
             return
         if self.oauth_token_url:
             raise ValueError("oauth_grant 'authorization_code' discovers its endpoints from the upstream (RFC 9728,"

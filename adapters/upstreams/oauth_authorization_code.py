@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from adapters.upstreams.dpop import USE_DPOP_NONCE, DPoPKey, NonceMemory, asks_for_nonce, issuer_offers_dpop
 from adapters.upstreams.oauth_discovery import Challenge
 from adapters.upstreams.oauth_errors import NeedsSignIn, TokenRequestFailed
 from adapters.upstreams.oauth_registration import ClientRegistration
@@ -33,6 +34,7 @@ from gateway.ports.grants import GrantStore, StoredGrant
 _CLAIM_SECONDS = 30.0  # how long one replica may hold the refresh before another may take over
 _WAIT_FOR_PEER = 10.0  # how long a replica waits for the one refreshing before it gives up
 _DEFAULT_LIFETIME = 300.0
+DPOP_KEY = "dpop_key"  # the grant record's DPoP key (a private JWK): tokens bound to it need it on every request
 
 
 def sign_in_hint(upstream: str) -> str:
@@ -42,18 +44,32 @@ def sign_in_hint(upstream: str) -> str:
 
 
 async def token_request(http: httpx.AsyncClient, url: str, form: dict[str, str], client: ClientRegistration,
-                        step: str) -> dict[str, Any]:
-    """POST a token request authenticated as ``client``; the JSON answer with a usable access_token."""
-    fields, basic = client.token_auth()
-    try:
-        resp = await http.post(url, data={**form, **fields}, auth=basic or httpx.USE_CLIENT_DEFAULT,
-                               headers={"accept": "application/json"})
-    except httpx.HTTPError as exc:
-        raise TokenRequestFailed(f"{step} to {url}: unreachable ({type(exc).__name__})") from None
-    try:
-        doc = resp.json()
-    except ValueError:
-        doc = None
+                        step: str, dpop: DPoPKey | None = None, nonces: NonceMemory | None = None) -> dict[str, Any]:
+    """POST a token request authenticated as ``client``; the JSON answer with a usable access_token.
+
+    With ``dpop`` the request carries a proof of that key (RFC 9449 section 5), and once more with the
+    server's nonce when it answers ``use_dpop_nonce``; a DPoP-bound answer comes back with the key's
+    private JWK under ``DPOP_KEY`` (what the grant record keeps), a Bearer one without it.
+    """
+    nonces = nonces if nonces is not None else NonceMemory()
+    for attempt in (1, 2):
+        fields, basic = client.token_auth()  # each attempt its own client authentication (an assertion is single-use)
+        headers = {"accept": "application/json"}
+        if dpop is not None:
+            headers["dpop"] = dpop.proof("POST", url, nonce=nonces.get(url))
+        try:
+            resp = await http.post(url, data={**form, **fields}, auth=basic or httpx.USE_CLIENT_DEFAULT,
+                                   headers=headers)
+        except httpx.HTTPError as exc:
+            raise TokenRequestFailed(f"{step} to {url}: unreachable ({type(exc).__name__})") from None
+        try:
+            doc = resp.json()
+        except ValueError:
+            doc = None
+        learnt = dpop is not None and nonces.learn(url, resp.headers.get("dpop-nonce"))
+        if not (attempt == 1 and learnt and resp.status_code == 400 and isinstance(doc, dict)
+                and doc.get("error") == USE_DPOP_NONCE):
+            break
     if resp.status_code != 200 or not isinstance(doc, dict):
         code = doc.get("error") if isinstance(doc, dict) else None
         code = code if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) < 64 else None
@@ -62,6 +78,9 @@ async def token_request(http: httpx.AsyncClient, url: str, form: dict[str, str],
     token = doc.get("access_token")
     if not isinstance(token, str) or not token or any(c in token for c in "\r\n\x00"):
         raise TokenRequestFailed(f"{step} to {url}: sent no usable access_token")
+    doc.pop(DPOP_KEY, None)  # only this gateway says which key a token is bound to
+    if dpop is not None and str(doc.get("token_type", "")).lower() == "dpop":
+        doc[DPOP_KEY] = dpop.private_jwk()
     return doc
 
 
@@ -74,7 +93,7 @@ def grant_from_answer(doc: dict[str, Any], requested: str | None, previous_refre
     scope = doc.get("scope") if isinstance(doc.get("scope"), str) else requested
     refresh = doc.get("refresh_token") if isinstance(doc.get("refresh_token"), str) else previous_refresh
     return {"access_token": doc["access_token"], "refresh_token": refresh, "expires_at": time.time() + lifetime,
-            "scopes": sorted(set((scope or "").split()))}
+            "scopes": sorted(set((scope or "").split())), DPOP_KEY: doc.get(DPOP_KEY)}
 
 
 class AuthorizationCodeTokenSource:
@@ -100,15 +119,58 @@ class AuthorizationCodeTokenSource:
         self._fresh = False  # the cached token came from a refresh just now: a 401 on it needs a person
         self._lock = asyncio.Lock()
         self.refreshes = 0
+        self.nonces = NonceMemory()  # DPoP nonces of the authorization server and the upstream (per origin)
+        self._dpop: DPoPKey | None = None  # the key the cached token is bound to; None: a Bearer token
+        self._dpop_jwk: Any = None
 
     @property
     def needs_sign_in_message(self) -> str:
         return f"upstream {self.upstream!r} needs sign-in: {sign_in_hint(self.upstream)}"
 
     async def headers(self) -> dict[str, str]:
-        """The Authorization header; none while no grant exists (so the upstream's 401 tells its scope)."""
+        """The credentials of a POST to the upstream (see :meth:`request_headers`)."""
+        return await self.request_headers("POST")
+
+    async def request_headers(self, method: str, url: str | None = None) -> dict[str, str]:
+        """The Authorization header for one request to ``url`` (the upstream's by default), and with a DPoP-bound
+        token its proof (RFC 9449 section 7: ``DPoP`` scheme, this request's ``htm``/``htu``, ``ath``, the
+        server's nonce); none while no grant exists (so the upstream's 401 tells its scope)."""
         token = await self.token_or_none()
-        return {"authorization": f"Bearer {token}"} if token else {}
+        if not token:
+            return {}
+        key = self._dpop  # read with the token, no await between: the pair _adopt set together
+        if key is None:
+            return {"authorization": f"Bearer {token}"}
+        url = url or self.config.url or ""
+        return {"authorization": f"DPoP {token}",
+                "dpop": key.proof(method, url, access_token=token, nonce=self.nonces.get(url))}
+
+    def nonce_refused(self, status: int, headers: Any, url: str | None = None) -> bool:
+        """Learn a ``DPoP-Nonce`` from the answer to a request to ``url`` (the upstream's by default); True when
+        it was a 401 asking for that nonce (``use_dpop_nonce``): one retry with a new proof can succeed (section 9).
+        """
+        url = url or self.config.url or ""
+        learnt = self._dpop is not None and self.nonces.learn(url, headers.get("dpop-nonce"))
+        return learnt and status == 401 and asks_for_nonce(headers.get("www-authenticate"))
+
+    async def exchange_code(self, http: httpx.AsyncClient, url: str, form: dict[str, str], client: ClientRegistration,
+                            issuer: str) -> dict[str, Any]:
+        """The sign-in's token request (authorization_code), with a DPoP proof of a new key when ``oauth_dpop``
+        says so ('auto': the issuer lists ES256 in ``dpop_signing_alg_values_supported``)."""
+        mode = self.config.oauth_dpop
+        use = mode == "always" or (mode == "auto" and await issuer_offers_dpop(http, issuer))
+        step = "token request (authorization_code)"
+        doc = await token_request(http, url, form, client, step, DPoPKey.generate() if use else None, self.nonces)
+        self._require_bound(doc, step, url)
+        return doc
+
+    def _require_bound(self, doc: dict[str, Any], step: str, url: str) -> None:
+        """With ``oauth_dpop = 'always'``, a token not bound to the key is refused (fail closed)."""
+        if self.config.oauth_dpop == "always" and DPOP_KEY not in doc:
+            kind = str(doc.get("token_type") or "Bearer")
+            kind = kind if kind.isalnum() and len(kind) < 32 else "non-DPoP"  # the server's word, if a plain name
+            raise TokenRequestFailed(f"{step} to {url}: answered a {kind} token, not a DPoP-bound one, and oauth_dpop"
+                                     " is 'always'")
 
     async def token(self) -> str:
         """A token valid for at least ``refresh_margin`` more seconds; NeedsSignIn without a grant."""
@@ -125,7 +187,7 @@ class AuthorizationCodeTokenSource:
                 return self._token
             stored = await self.grants.load_grant(self.upstream)
             if stored is None:
-                self._token = None
+                self._token = self._dpop = self._dpop_jwk = None  # signed out: no token, no key to prove
                 return None
             if self._usable(stored):
                 self._adopt(stored, fresh=False)
@@ -191,11 +253,28 @@ class AuthorizationCodeTokenSource:
         return min(self.refresh_margin, lifetime / 2)
 
     def _adopt(self, stored: StoredGrant, *, fresh: bool) -> None:
+        jwk = stored.record.get(DPOP_KEY)
+        if jwk != self._dpop_jwk:  # parsed once per key, not per request
+            try:
+                self._dpop = DPoPKey.from_jwk(jwk) if jwk else None
+            except ValueError as exc:  # fail closed: a bound token cannot be used without its key
+                self.invalidate()
+                raise NeedsSignIn(f"upstream {self.upstream!r}: {exc}; {sign_in_hint(self.upstream)} again") from None
+            self._dpop_jwk = jwk
         self._token = str(stored.record["access_token"])
         self._good_until = float(stored.record.get("expires_at") or 0) - self._margin(stored)
         self._version = stored.version
         self._fresh = fresh
         self.token_url = stored.record.get("token_endpoint")
+
+    def _dpop_of(self, record: dict[str, Any]) -> DPoPKey | None:
+        """The key a grant's tokens are bound to (its refresh token too: RFC 9449 section 5), or None."""
+        if not record.get(DPOP_KEY):
+            return None
+        try:
+            return DPoPKey.from_jwk(record[DPOP_KEY])
+        except ValueError as exc:
+            raise NeedsSignIn(f"upstream {self.upstream!r}: {exc}; {sign_in_hint(self.upstream)} again") from None
 
     async def _refresh(self, stored: StoredGrant) -> str | None:
         """Refresh as the one holder of the claim; or wait for the holder and read what it stored."""
@@ -221,13 +300,14 @@ class AuthorizationCodeTokenSource:
                 form["resource"] = str(record["resource"])
             try:
                 doc = await token_request(self._http, str(record["token_endpoint"]), form, client,
-                                          "token refresh (refresh_token)")
+                                          "token refresh (refresh_token)", self._dpop_of(record), self.nonces)
             except TokenRequestFailed as exc:
                 self.invalidate()
                 if exc.error in ("invalid_grant", "invalid_client", "unauthorized_client"):
                     raise NeedsSignIn(f"upstream {self.upstream!r}: {exc}; {sign_in_hint(self.upstream)} again"
                                       ) from None
                 raise
+            self._require_bound(doc, "token refresh (refresh_token)", str(record["token_endpoint"]))
             self.refreshes += 1
             fields = grant_from_answer(doc, " ".join(record.get("scopes") or ()) or None,
                                        str(record["refresh_token"]))

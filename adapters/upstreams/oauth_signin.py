@@ -26,7 +26,6 @@ from adapters.upstreams.oauth_authorization_code import (
     AuthorizationCodeTokenSource,
     grant_from_answer,
     sign_in_hint,
-    token_request,
 )
 from adapters.upstreams.oauth_discovery import AuthorizationServer, Challenge, DiscoveryFailed, discover_server
 from adapters.upstreams.oauth_errors import TokenRequestFailed
@@ -152,8 +151,7 @@ class AuthorizationCodeSignIn:
         if pending.get("resource"):
             form["resource"] = str(pending["resource"])
         try:
-            doc = await token_request(self._http, str(pending["token_endpoint"]), form, client,
-                                      "token request (authorization_code)")
+            doc = await self.source.exchange_code(self._http, str(pending["token_endpoint"]), form, client, issuer)
         except TokenRequestFailed as exc:
             raise SignInError(str(exc)) from None
         fields = grant_from_answer(doc, pending.get("scope"), None)

@@ -22,6 +22,7 @@ from adapters.http.client import Http1Pool, HttpError, Response, ResponseTooLarg
 from adapters.upstreams.deadlines import deadline
 from adapters.upstreams.modern_wire import EraMemory, open_in_era
 from adapters.upstreams.oauth import (
+    AuthorizationCodeTokenSource,
     UnsafeHeaderValue,
     UpstreamAuthError,
     header_safe,
@@ -69,6 +70,7 @@ class HttpUpstream:
         self._base_headers = headers
         self._pool = Http1Pool(config.url, connect_timeout=config.connect_timeout)
         self.token_source = token_source_for(config, grants)  # grants: where authorization code grants live
+        self.dpop = self.token_source if isinstance(self.token_source, AuthorizationCodeTokenSource) else None
         self.era = EraMemory(config.protocol)
 
     async def open_session(self, identity: ClientIdentity, on_server_message: MessageHandler) -> port.UpstreamSession:
@@ -191,7 +193,7 @@ class HttpUpstreamSession:
         if "mcp-session-id" in self._headers:
             with contextlib.suppress(HttpError, TimeoutError, UpstreamAuthError):
                 async with asyncio.timeout(2.0):
-                    resp = await self._pool.request("DELETE", await self._request_headers())
+                    resp = await self._pool.request("DELETE", await self._request_headers("DELETE"))
                     await resp.read()
 
     async def _fire(self, message: dict[str, Any]) -> None:
@@ -263,15 +265,13 @@ class HttpUpstreamSession:
     async def _reauthorize(
         self, resp: Response, body: bytes, limit: int, extra_headers: dict[str, str] | None
     ) -> Response:
-        """The upstream refused our token (missing, revoked, rotated, too narrow): one fresh token, one retry.
-
-        A 401 or 403 means the request was not acted on, so the retry cannot run it twice; a second
-        refusal is reported, never retried (no loop against a server that will not take the token).
-        """
-        source = self._connector.token_source
+        """The upstream refused our token (missing, revoked, rotated, too narrow; a DPoP proof without its nonce): one
+        fresh token or proof, one retry. A 401/403 was not acted on, so not run twice; a second refusal is reported."""
+        source, dpop = self._connector.token_source, self._connector.dpop
         assert source is not None
         await resp.read()
-        if not await source.refused(resp.status, resp.headers.get("www-authenticate")):
+        new_nonce = dpop is not None and dpop.nonce_refused(resp.status, resp.headers)  # a new proof, same token
+        if not new_nonce and not await source.refused(resp.status, resp.headers.get("www-authenticate")):
             raise UpstreamError(self.upstream, "unreachable", f"refused the request (HTTP {resp.status})")
         resp.abandon()
         base = await self._request_headers()
@@ -279,7 +279,7 @@ class HttpUpstreamSession:
         if again.status in (401, 403):
             await again.read()
             again.abandon()
-            fix = getattr(source, "needs_sign_in_message", None) or (  # authorization code: a person signs in
+            fix = dpop.needs_sign_in_message if dpop else (  # authorization code: a person signs in
                 f"from {source.token_url}: check the OAuth client's grants and scope there")
             raise UpstreamError(self.upstream, "unreachable", f"refused a fresh token (HTTP {again.status}) {fix}")
         return again
@@ -289,11 +289,11 @@ class HttpUpstreamSession:
         why = f"{what} (limit {limit}, set by upstreams[].max_response_bytes); the gateway stopped reading it"
         return UpstreamError(self.upstream, "protocol", why)
 
-    async def _request_headers(self) -> dict[str, str]:
-        source = self._connector.token_source
-        if source is None:
+    async def _request_headers(self, method: str = "POST") -> dict[str, str]:
+        if (source := self._connector.token_source) is None:
             return self._headers
-        return {**self._headers, **await source.headers()}
+        dpop = self._connector.dpop  # authorization code grants: a DPoP-bound token needs a proof per request
+        return {**self._headers, **await (dpop.request_headers(method) if dpop else source.headers())}
 
     def _parse_json_reply(self, body: bytes, want_id: Any) -> dict[str, Any]:
         try:
@@ -322,7 +322,7 @@ class HttpUpstreamSession:
                                     " resumptions with Last-Event-ID in a row brought no new event")
             await asyncio.sleep(cursor.delay())  # the server's retry: is a MUST (SEP-1699)
             seen = cursor.last_event_id
-            again = await self._pool.request("GET", {**await self._request_headers(), **cursor.resume_headers()})
+            again = await self._pool.request("GET", {**await self._request_headers("GET"), **cursor.resume_headers()})
             try:
                 if again.status >= 400 or not again.headers.get("content-type", "").startswith("text/event-stream"):
                     await again.read()
@@ -367,7 +367,7 @@ class HttpUpstreamSession:
             resp: Response | None = None
             try:
                 resume = cursor.resume_headers() if cursor.resumable else {"accept": "text/event-stream"}
-                resp = await self._pool.request("GET", {**await self._request_headers(), **resume})
+                resp = await self._pool.request("GET", {**await self._request_headers("GET"), **resume})
                 ready.set()
                 if resp.status >= 400:
                     return  # 405: the server offers no GET stream; nothing to listen to

@@ -38,10 +38,12 @@ from tests.conformance.run_conformance import free_port, require_loopback_url
 from tests.conformance.signin_admin import sign_in, wait_needs_sign_in
 from tests.support import PASSTHROUGH, PY, REPO, toml_value
 
-READY_SECONDS = 8.0  # how long Triplock may take to open its session with the scenario server
+READY_SECONDS = 20.0  # how long Triplock may take to open its session with the scenario server (a loaded CI machine)
 CLIENT_CREDENTIALS = {"auth/client-credentials-basic", "auth/client-credentials-jwt"}
 CIMD_URL = "https://conformance-test.local/client-metadata.json"  # as the SDK's conformance client uses
-STEP_UP = "needs more scope"  # Triplock's error when the upstream asked for more scope (403 insufficient_scope)
+# Triplock's error when a person must sign in (again): the upstream asked for more scope (403 insufficient_scope),
+# or refused a token that cannot be refreshed (e.g. its authorization server changed, SEP-2352).
+SIGN_IN_AGAIN = "triplock upstreams authorize"
 
 Call = tuple[str, dict[str, Any]]
 # The calls each scenario expects of a client (tool name and arguments), in order; an empty list
@@ -118,15 +120,21 @@ def write_config(workdir: Path, port: int, upstream: dict[str, Any]) -> Path:
     return path
 
 
-def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-    """Poll /readyz until Triplock has its upstream (or fail when it exits or the deadline passes)."""
+def wait_ready(base: str, proc: subprocess.Popen[bytes], sign_in_again: Callable[[], object] | None = None) -> None:
+    """Poll /readyz until Triplock has its upstream (or fail when it exits or the deadline passes). When it
+    says a person must sign in again (the upstream refused a token that cannot be refreshed: its
+    authorization server changed, SEP-2352), the admin does so, once, with ``sign_in_again``."""
     end = time.monotonic() + READY_SECONDS
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"triplock exited with {proc.returncode}")
         try:
-            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
+            resp = httpx.get(f"{base}/readyz", timeout=1.0)
+            if resp.status_code == 200:
                 return
+            if sign_in_again is not None and SIGN_IN_AGAIN in resp.text and "again" in resp.text:
+                sign_in_again()
+                sign_in_again, end = None, time.monotonic() + READY_SECONDS
         except httpx.HTTPError:
             pass
         time.sleep(0.05)  # polling interval; readiness is checked each round
@@ -159,13 +167,14 @@ def calls_for(scenario: str, context: dict[str, Any], tools: list[Any]) -> list[
 
 async def drive(mcp_url: str, scenario: str, context: dict[str, Any],
                 sign_in_again: Callable[[], object] | None = None) -> None:
-    """The scenario's calls, through Triplock, with the SDK's client; a call refused for want of scope
-    (step-up) is signed in for again with ``sign_in_again`` and retried once."""
+    """The scenario's calls, through Triplock, with the SDK's client; a call Triplock refuses because a person
+    must sign in again (step-up, a token that cannot be refreshed) is signed in for with ``sign_in_again`` and
+    retried once."""
     async with Client(mcp_url, mode="legacy", elicitation_callback=accept_with_defaults) as client:
         tools = (await client.list_tools()).tools
         for name, arguments in calls_for(scenario, context, tools):
             result = await client.call_tool(name, arguments)
-            if result.is_error and sign_in_again is not None and STEP_UP in str(result.content):
+            if result.is_error and sign_in_again is not None and SIGN_IN_AGAIN in str(result.content):
                 await asyncio.to_thread(sign_in_again)
                 result = await client.call_tool(name, arguments)
             if result.is_error:
@@ -191,7 +200,7 @@ def main() -> int:
                 wait_needs_sign_in(base, "scenario")
                 sign_in(base, "scenario")
                 again = functools.partial(sign_in, base, "scenario")
-            wait_ready(base, proc)
+            wait_ready(base, proc, again)
             asyncio.run(drive(f"{base}/mcp", scenario, context, again))
             return 0
         except Exception as exc:
