@@ -38,9 +38,14 @@ DPOP_KEY = "dpop_key"  # the grant record's DPoP key (a private JWK): tokens bou
 
 
 def sign_in_hint(upstream: str) -> str:
-    """The action that connects ``upstream`` again (CLI, API, console)."""
-    return (f"an admin runs `triplock upstreams authorize {upstream}` (POST /api/upstreams/{upstream}/authorize,"
-            " or Connect in the console) and signs in")
+    """The action that connects ``upstream`` again (CLI or API; the console has no Connect button)."""
+    return (f"an admin runs `triplock upstreams authorize {upstream}` (or POST /api/upstreams/{upstream}/authorize)"
+            " and signs in")
+
+
+def with_resource(form: dict[str, str], resource: Any) -> dict[str, str]:
+    """A token request's form plus the grant's RFC 8707 ``resource`` indicator, when it has one."""
+    return {**form, "resource": str(resource)} if resource else form
 
 
 async def token_request(http: httpx.AsyncClient, url: str, form: dict[str, str], client: ClientRegistration,
@@ -295,15 +300,17 @@ class AuthorizationCodeTokenSource:
             client = ClientRegistration.from_dict(record.get("client"))
             if client is None or not record.get("token_endpoint"):
                 raise NeedsSignIn(self.needs_sign_in_message)
-            form = {"grant_type": "refresh_token", "refresh_token": str(record["refresh_token"])}
-            if record.get("resource"):
-                form["resource"] = str(record["resource"])
+            form = with_resource({"grant_type": "refresh_token", "refresh_token": str(record["refresh_token"])},
+                                 record.get("resource"))
             try:
                 doc = await token_request(self._http, str(record["token_endpoint"]), form, client,
                                           "token refresh (refresh_token)", self._dpop_of(record), self.nonces)
             except TokenRequestFailed as exc:
                 self.invalidate()
                 if exc.error in ("invalid_grant", "invalid_client", "unauthorized_client"):
+                    # Refused for good (we hold the claim: no peer's rotation raced this): a person must sign in,
+                    # and status must say so instead of showing a grant that cannot be refreshed.
+                    await self.grants.drop_grant(self.upstream)
                     raise NeedsSignIn(f"upstream {self.upstream!r}: {exc}; {sign_in_hint(self.upstream)} again"
                                       ) from None
                 raise

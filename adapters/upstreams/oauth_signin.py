@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import secrets
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from adapters.upstreams.oauth_authorization_code import (
     AuthorizationCodeTokenSource,
     grant_from_answer,
     sign_in_hint,
+    with_resource,
 )
 from adapters.upstreams.oauth_discovery import AuthorizationServer, Challenge, DiscoveryFailed, discover_server
 from adapters.upstreams.oauth_errors import TokenRequestFailed
@@ -55,6 +57,29 @@ def choose_scope(configured: str | None, challenge: Challenge, server: Authoriza
     if scopes and OFFLINE_ACCESS in server.as_scopes_supported and OFFLINE_ACCESS not in scopes:
         scopes.append(OFFLINE_ACCESS)
     return " ".join(scopes) or None
+
+
+def require_secure_endpoint(url: str, what: str, issuer: str) -> None:
+    """Refuse an endpoint that is not https:// (http:// only on a loopback host): the code, the PKCE verifier
+    and client secrets go there. Raises SignInError naming the endpoint's origin."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "https" and host:
+        return
+    if parts.scheme == "http" and _is_loopback(host):
+        return
+    origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme else repr(url[:80])
+    raise SignInError(f"the authorization server {issuer} names {what} {origin}, which is not https:// (http:// is"
+                      " allowed only on a loopback host: 127.0.0.1, ::1, localhost): refusing to sign in over it")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _with_query(url: str, params: dict[str, str]) -> str:
@@ -104,6 +129,11 @@ class AuthorizationCodeSignIn:
                               f" (only {', '.join(server.grant_types)})")
         if not server.authorization_endpoint:
             raise SignInError(f"the authorization server {server.issuer} names no authorization_endpoint")
+        for what, url in (("authorization_endpoint", server.authorization_endpoint),
+                          ("token_endpoint", server.token_endpoint),
+                          ("registration_endpoint", server.registration_endpoint)):
+            if url:
+                require_secure_endpoint(url, what, server.issuer)
         if server.code_challenge_methods and "S256" not in server.code_challenge_methods:
             raise SignInError(f"the authorization server {server.issuer} does not support PKCE S256, which MCP"
                               " requires: refusing to sign in without it")
@@ -146,10 +176,9 @@ class AuthorizationCodeSignIn:
         client = ClientRegistration.from_dict(pending.get("client"))
         if client is None:
             raise SignInError("the pending sign-in is damaged; start again")
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": str(pending["redirect_uri"]),
-                "code_verifier": str(pending["verifier"])}
-        if pending.get("resource"):
-            form["resource"] = str(pending["resource"])
+        form = with_resource({"grant_type": "authorization_code", "code": code,
+                              "redirect_uri": str(pending["redirect_uri"]), "code_verifier": str(pending["verifier"])},
+                             pending.get("resource"))
         try:
             doc = await self.source.exchange_code(self._http, str(pending["token_endpoint"]), form, client, issuer)
         except TokenRequestFailed as exc:
