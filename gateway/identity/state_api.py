@@ -15,7 +15,6 @@ and it leaves a record of who did it.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,7 +25,7 @@ from starlette.routing import Route
 
 from gateway.identity.principal import Authenticator, Principal
 from gateway.identity.roles import AccessPolicy
-from gateway.identity.suspension_api import authorized
+from gateway.identity.suspension_api import authorized, record_audit
 from gateway.ports.store import StoreUnavailable
 
 log = logging.getLogger("triplock.state")
@@ -93,14 +92,8 @@ class StateApi:
             cleared = await self.clear_state(principal, session)
         except StoreUnavailable as exc:
             return _error(503, "store_unavailable", f"the state store is unavailable: {exc}")
-        if self.audit is not None:
-            try:
-                result = self.audit("state.cleared", principal=principal, session_id=session, by=who.id,
-                                    cleared=cleared)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("audit hook failed for state.cleared")
+        await record_audit(self.audit, "state.cleared", principal=principal, session_id=session, by=who.id,
+                           cleared=cleared)
         log.warning("state of %s cleared by %s", principal or f"session {session}", who.id)
         return JSONResponse({"principal": principal, "session": session, "cleared": cleared})
 

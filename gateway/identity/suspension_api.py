@@ -83,6 +83,19 @@ async def authorized(request: Request, authenticator: Authenticator, access: Acc
     return who
 
 
+async def record_audit(audit: AuditHook | None, event_type: str, **fields: Any) -> None:
+    """Emit an audit event from an admin REST handler, best effort: what the request did already took
+    effect, and a broken audit sink must not undo it (a kill-switch above all); the failure is logged."""
+    if audit is None:
+        return
+    try:
+        result = audit(event_type, **fields)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception("audit hook failed for %s", event_type)
+
+
 class SuspensionApi:
     """Handlers for the three routes; build with :func:`routes`."""
 
@@ -98,15 +111,7 @@ class SuspensionApi:
         return await authorized(request, self.authenticator, self.access, action)
 
     async def _record(self, event_type: str, **fields: Any) -> None:
-        if self.audit is None:
-            return
-        try:
-            result = self.audit(event_type, **fields)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            # The suspension itself already took effect; a broken audit sink must not undo the kill-switch.
-            log.exception("audit hook failed for %s", event_type)
+        await record_audit(self.audit, event_type, **fields)
 
     async def create(self, request: Request) -> Response:
         who = await self._caller(request, "suspend")

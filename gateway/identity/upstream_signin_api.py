@@ -17,7 +17,6 @@ served when ``server.public_url`` is https (an authorization server must be able
 from __future__ import annotations
 
 import html
-import inspect
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -29,7 +28,7 @@ from starlette.routing import Route
 
 from gateway.identity.principal import Authenticator
 from gateway.identity.roles import AccessPolicy
-from gateway.identity.suspension_api import authorized
+from gateway.identity.suspension_api import authorized, record_audit
 from gateway.ports.grants import GrantStore, SignInError, UpstreamSignIn
 from gateway.ports.store import StoreUnavailable
 
@@ -85,14 +84,7 @@ class UpstreamSignInApi:
         self.on_connected = on_connected
 
     async def _record(self, event_type: str, **fields: Any) -> None:
-        if self.audit is None:
-            return
-        try:
-            result = self.audit(event_type, **fields)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("audit hook failed for %s", event_type)
+        await record_audit(self.audit, event_type, **fields)
 
     async def authorize(self, request: Request) -> Response:
         who = await authorized(request, self.authenticator, self.access, "connect_upstream")
