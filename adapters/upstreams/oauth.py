@@ -8,23 +8,24 @@ per-user checks, the calling principal's id can be passed in a configured header
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable
-from typing import Self
+from typing import Self, Unpack
 
 import httpx
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from adapters.upstreams.oauth_assertion_grants import AssertionGrantTokenSource, assertion_token_source
 from adapters.upstreams.oauth_authorization_code import AuthorizationCodeTokenSource
-from adapters.upstreams.oauth_discovery import Challenge, DiscoveryFailed, discover
+from adapters.upstreams.oauth_discovery import AuthorizationServer, Challenge, discover
 from adapters.upstreams.oauth_errors import NeedsSignIn, UpstreamAuthError
+from adapters.upstreams.oauth_token_cache import (
+    DEFAULT_LIFETIME,
+    CachedTokenSource,
+    TokenSourceOptions,
+    oauth_error_code,
+)
 from gateway.config import UpstreamConfig
 from gateway.ports.grants import GrantStore
 
@@ -33,9 +34,6 @@ log = logging.getLogger("triplock.upstream.oauth")
 __all__ = ["AuthorizationCodeTokenSource", "ClientCredentialsTokenSource", "NeedsSignIn", "TokenSource",
            "UnsafeHeaderValue", "UpstreamAuthError", "header_safe", "identity_headers", "strip_client_credentials",
            "token_source_for"]
-
-_DEFAULT_LIFETIME = 300.0  # when the token endpoint omits expires_in: assume short, refresh often
-
 
 class UnsafeHeaderValue(ValueError):
     """A value bound for an upstream request header holds CR, LF or NUL: it is never sent."""
@@ -46,53 +44,19 @@ def header_safe(value: str) -> bool:
     return "\n" not in value and "\r" not in value and "\x00" not in value
 
 
-class ClientCredentialsTokenSource:
+class ClientCredentialsTokenSource(CachedTokenSource):
     """An access token from an OAuth 2.1 ``client_credentials`` grant, refreshed before expiry.
 
-    The token endpoint is configured, or discovered from the upstream's first 401 (RFC 9728, then
-    RFC 8414 / OpenID discovery; see oauth_discovery.py), which also gives the resource (RFC 8707)
-    and, unless configured, the scope. Refresh starts ``refresh_margin`` seconds before the token
-    expires (or at half its lifetime for short-lived tokens), so calls never carry a token that
-    expires in flight. Concurrent callers share one refresh. A refusal by the upstream gets one
-    fresh token and one retry (:meth:`refused`), never a loop.
+    The caching, discovery from the upstream's first 401, scope step-up and client authentication
+    (client_secret_basic / client_secret_post, or an RFC 7523 private key JWT) are
+    :class:`CachedTokenSource`'s; this class asks for the token.
     """
 
-    def __init__(
-        self,
-        token_url: str | None,
-        client_id: str,
-        client_secret: str | None = None,
-        *,
-        scope: str | None = None,
-        audience: str | None = None,
-        private_key: str | None = None,
-        auth_method: str = "auto",
-        server_url: str | None = None,
-        upstream: str = "upstream",
-        refresh_margin: float = 60.0,
-        http: httpx.AsyncClient | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.token_url = token_url
-        self.client_id = client_id
-        self._secret = client_secret
-        self._private_key = private_key
-        self.configured_scope = scope
-        self.scope = scope
-        self.audience = audience
-        self.auth_method = auth_method
-        self.server_url = server_url
-        self.upstream = upstream
-        self.issuer: str | None = None
-        self.refresh_margin = refresh_margin
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-        self._owns_http = http is None
-        self._clock = clock
-        self._token: str | None = None
-        self._refresh_at = float("-inf")
-        self._lock = asyncio.Lock()
-        self._methods: tuple[str, ...] = ("client_secret_basic",)
-        self.fetches = 0
+    client_id: str
+
+    def __init__(self, token_url: str | None, client_id: str, client_secret: str | None = None,
+                 **options: Unpack[TokenSourceOptions]) -> None:
+        super().__init__(token_url=token_url, client_id=client_id, client_secret=client_secret, **options)
 
     @classmethod
     def from_config(cls, config: UpstreamConfig, *, http: httpx.AsyncClient | None = None,
@@ -111,92 +75,11 @@ class ClientCredentialsTokenSource:
                    audience=config.oauth_audience, private_key=key, auth_method=config.oauth_token_auth_method,
                    server_url=config.url, upstream=config.name, http=http, clock=clock)
 
-    @property
-    def ready(self) -> bool:
-        """False while the token endpoint is still to be discovered (requests go without a token until a 401)."""
-        return self.token_url is not None
+    async def _authorization_server(self, server_url: str, challenge: Challenge) -> AuthorizationServer:
+        return await discover(self._http, server_url, challenge)
 
-    async def token(self) -> str:
-        """A token valid for at least ``refresh_margin`` more seconds (fetching one if needed)."""
-        if self._token is not None and self._clock() < self._refresh_at:
-            return self._token
-        async with self._lock:
-            if self._token is not None and self._clock() < self._refresh_at:
-                return self._token  # refreshed by another caller while we waited
-            return await self._fetch()
-
-    def invalidate(self) -> None:
-        """Forget the token (the upstream answered 401): the next call fetches a new one."""
-        self._token = None
-        self._refresh_at = float("-inf")
-
-    async def refused(self, status: int, www_authenticate: str | None) -> bool:
-        """The upstream refused a request (401, or 403 ``insufficient_scope``): prepare one retry.
-
-        Returns True when a retry with a fresh token can succeed: the token is dropped, the
-        challenge's ``scope`` adopted (step-up) and, for a discovered upstream, its metadata
-        followed again. The caller retries once and reports a second refusal.
-        """
-        challenge = Challenge.parse(www_authenticate)
-        if status == 403 and challenge.error != "insufficient_scope":
-            return False
-        async with self._lock:
-            if self.server_url is not None and (self.token_url is None or challenge.resource_metadata):
-                await self._discover(challenge)
-            if challenge.scope and not self.configured_scope:
-                self.scope = challenge.scope
-            self.invalidate()
-        return True
-
-    async def headers(self) -> dict[str, str]:
-        """The Authorization header for the next upstream request (none while discovery waits for a 401)."""
-        if self.token_url is None:
-            return {}
-        return {"authorization": f"Bearer {await self.token()}"}
-
-    async def _discover(self, challenge: Challenge) -> None:
-        assert self.server_url is not None
-        try:
-            found = await discover(self._http, self.server_url, challenge)
-        except DiscoveryFailed as exc:
-            raise UpstreamAuthError(str(exc)) from None
-        self.token_url, self.issuer, self._methods = found.token_endpoint, found.issuer, found.auth_methods
-        self.audience = self.audience or found.resource
-        if not self.configured_scope:
-            self.scope = challenge.scope or (" ".join(found.scopes_supported) or None)
-
-    def _client_auth(self) -> tuple[dict[str, str], tuple[str, str] | None]:
-        """The form fields and Basic credentials that authenticate the gateway at the token endpoint."""
-        method = self.auth_method
-        if method == "auto":
-            have = ("private_key_jwt",) if self._private_key else ("client_secret_basic", "client_secret_post")
-            method = next((m for m in have if m in self._methods), have[0])
-        if method == "private_key_jwt":
-            if not self._private_key:
-                raise UpstreamAuthError("private_key_jwt needs oauth_private_key_file")
-            return {"client_id": self.client_id, "client_assertion": self._assertion(),
-                    "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, None
-        if self._secret is None:
-            raise UpstreamAuthError(f"{method} needs oauth_client_secret_env")
-        if method == "client_secret_post":
-            return {"client_id": self.client_id, "client_secret": self._secret}, None
-        return {}, (self.client_id, self._secret)  # client_secret_basic: the OAuth 2.1 default
-
-    def _assertion(self) -> str:
-        """An RFC 7523 client assertion: iss = sub = client id, aud = the issuer (else the token endpoint)."""
-        assert self._private_key is not None and self.token_url is not None
-        now = int(time.time())
-        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.issuer or self.token_url,
-                  "iat": now, "exp": now + 300, "jti": secrets.token_urlsafe(16)}
-        key = serialization.load_pem_private_key(self._private_key.encode(), password=None)
-        alg = "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
-        return jwt.encode(claims, self._private_key, algorithm=alg)
-
-    async def _fetch(self) -> str:
-        if self.token_url is None:
-            raise UpstreamAuthError("no token endpoint yet: none configured and none discovered")
-        url = self.token_url
-        step = f"token request (client_credentials) to {url}"
+    async def _request_token(self, token_url: str) -> tuple[str, float]:
+        step = f"token request (client_credentials) to {token_url}"
         form, basic = self._client_auth()
         form["grant_type"] = "client_credentials"
         if self.scope:
@@ -204,31 +87,25 @@ class ClientCredentialsTokenSource:
         if self.audience:
             form["resource"] = self.audience  # RFC 8707: a token for that upstream only
         self.fetches += 1
-        started = self._clock()
         try:
-            resp = await self._http.post(url, data=form, auth=basic or httpx.USE_CLIENT_DEFAULT,
+            resp = await self._http.post(token_url, data=form, auth=basic or httpx.USE_CLIENT_DEFAULT,
                                          headers={"accept": "application/json"})
         except httpx.HTTPError as exc:
             raise UpstreamAuthError(f"{step}: unreachable ({type(exc).__name__})") from None
         if resp.status_code != 200:
-            raise UpstreamAuthError(f"{step}: answered HTTP {resp.status_code}{_oauth_error(resp)}")
+            code = oauth_error_code(resp)
+            raise UpstreamAuthError(f"{step}: answered HTTP {resp.status_code}" + (f" ({code})" if code else ""))
         try:
             doc = resp.json()
             token = doc["access_token"]
-            lifetime = float(doc.get("expires_in") or _DEFAULT_LIFETIME)
+            lifetime = float(doc.get("expires_in") or DEFAULT_LIFETIME)
         except (ValueError, KeyError, TypeError):
             raise UpstreamAuthError(f"{step}: sent no usable access_token") from None
         if not isinstance(token, str) or not token:
             raise UpstreamAuthError(f"{step}: sent an empty access_token")
         if not header_safe(token):
             raise UpstreamAuthError(f"{step}: sent an access_token with CR, LF or NUL")
-        margin = min(self.refresh_margin, lifetime / 2)
-        self._token, self._refresh_at = token, started + lifetime - margin
-        return token
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        return token, lifetime
 
 
 TokenSource = ClientCredentialsTokenSource | AuthorizationCodeTokenSource | AssertionGrantTokenSource
@@ -247,15 +124,6 @@ def token_source_for(config: UpstreamConfig, grants: GrantStore | None = None, *
     if grant in ("jwt_bearer", "token_exchange"):
         return assertion_token_source(config, http=http)
     return None
-
-
-def _oauth_error(resp: httpx.Response) -> str:
-    """The OAuth ``error`` code of a refusal (a short token, never the description, which may echo input)."""
-    try:
-        code = resp.json().get("error")
-    except (ValueError, AttributeError):
-        return ""
-    return f" ({code})" if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) < 64 else ""
 
 
 def identity_headers(config: UpstreamConfig, principal: str | None) -> dict[str, str]:

@@ -17,23 +17,24 @@ sent again, and no other grant is tried, until the file holds a new one.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from adapters.upstreams.oauth_discovery import Challenge, DiscoveryFailed, discover_server
+from adapters.upstreams.oauth_discovery import AuthorizationServer, Challenge, discover_server, json_object
 from adapters.upstreams.oauth_errors import TokenRequestFailed, UpstreamAuthError
+from adapters.upstreams.oauth_token_cache import (
+    DEFAULT_LIFETIME,
+    CachedTokenSource,
+    TokenSourceOptions,
+    oauth_error_code,
+)
 from gateway.config import UpstreamConfig
 
 log = logging.getLogger("triplock.upstream.oauth")
@@ -42,8 +43,6 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
 ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"
-_CLIENT_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-_DEFAULT_LIFETIME = 300.0  # when the token endpoint omits expires_in: assume short, refresh often
 
 
 class GrantRefused(TokenRequestFailed):
@@ -61,150 +60,56 @@ def read_credential(path: Path, what: str) -> str:
     return value
 
 
-def oauth_error_code(resp: httpx.Response) -> str:
-    """The OAuth ``error`` code of a refusal: a short token, never the description (it may echo input)."""
-    try:
-        code = resp.json().get("error")
-    except (ValueError, AttributeError):
-        return ""
-    return code if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) < 64 else ""
-
-
 def _fingerprint(credential: str) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()
 
 
-class AssertionGrantTokenSource:
-    """What both grants share: discovery, one refresh for all callers, one retry on a 401, final refusals.
+class AssertionGrantOptions(TokenSourceOptions, total=False):
+    """An assertion grant's settings: the client is optional (a workload's JWT is its own credential)."""
 
-    Same interface as :class:`adapters.upstreams.oauth.ClientCredentialsTokenSource`. Subclasses
-    say which file holds their credential and how it becomes an access token (:meth:`_exchange`).
+    token_url: str | None
+    client_id: str | None
+    client_secret: str | None
+
+
+class AssertionGrantTokenSource(CachedTokenSource):
+    """What both grants share: a credential file read for every request, final refusals, the jwt-bearer step.
+
+    The caching, discovery from the upstream's first 401, scope step-up and client authentication
+    (a public client too) are :class:`CachedTokenSource`'s. Subclasses say which file holds their
+    credential and how it becomes an access token (:meth:`_exchange`).
     """
 
     grant = "jwt_bearer"
     credential_what = "assertion"
+    public_client = True
 
-    def __init__(
-        self,
-        credential_file: Path,
-        *,
-        token_url: str | None = None,
-        client_id: str | None = None,
-        client_secret: str | None = None,
-        private_key: str | None = None,
-        auth_method: str = "auto",
-        scope: str | None = None,
-        audience: str | None = None,
-        server_url: str | None = None,
-        upstream: str = "upstream",
-        refresh_margin: float = 60.0,
-        http: httpx.AsyncClient | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, credential_file: Path, **options: Unpack[AssertionGrantOptions]) -> None:
+        super().__init__(**options)
         self.credential_file = credential_file
-        self.token_url = token_url
-        self.client_id = client_id
-        self._secret = client_secret
-        self._private_key = private_key
-        self.auth_method = auth_method
-        self.configured_scope = scope
-        self.scope = scope
-        self.audience = audience
-        self.server_url = server_url
-        self.upstream = upstream
-        self.issuer: str | None = None
-        self.refresh_margin = refresh_margin
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-        self._owns_http = http is None
-        self._clock = clock
-        self._token: str | None = None
-        self._refresh_at = float("-inf")
-        self._lock = asyncio.Lock()
-        self._methods: tuple[str, ...] = ("client_secret_basic",)
         self._refusal: tuple[str, str, str | None] | None = None  # (fingerprint of the refused credential, why, code)
-        self.fetches = 0  # token requests that reached a token endpoint (an IdP exchange counts apart)
 
-    @property
-    def ready(self) -> bool:
-        """False while the token endpoint is still to be discovered (requests go without a token until a 401)."""
-        return self.token_url is not None
-
-    async def token(self) -> str:
-        """A token valid for at least ``refresh_margin`` more seconds (fetching one if needed)."""
-        if self._token is not None and self._clock() < self._refresh_at:
-            return self._token
-        async with self._lock:
-            if self._token is not None and self._clock() < self._refresh_at:
-                return self._token  # refreshed by another caller while we waited
-            return await self._fetch()
-
-    def invalidate(self) -> None:
-        """Forget the token (the upstream answered 401): the next call fetches a new one."""
-        self._token = None
-        self._refresh_at = float("-inf")
-
-    async def refused(self, status: int, www_authenticate: str | None) -> bool:
-        """The upstream refused a request (401, or 403 ``insufficient_scope``): prepare one retry.
-
-        As for client credentials: the token is dropped, the challenge's scope adopted unless one is
-        configured, and the upstream's metadata followed (again) when it points there. The caller
-        retries once and reports a second refusal.
-        """
-        challenge = Challenge.parse(www_authenticate)
-        if status == 403 and challenge.error != "insufficient_scope":
-            return False
-        async with self._lock:
-            if self.server_url is not None and (self.token_url is None or challenge.resource_metadata):
-                await self._discover(challenge)
-            if challenge.scope and not self.configured_scope:
-                self.scope = challenge.scope
-            self.invalidate()
-        return True
-
-    async def headers(self) -> dict[str, str]:
-        """The Authorization header for the next upstream request (none while discovery waits for a 401)."""
-        if not self.ready:
-            return {}
-        return {"authorization": f"Bearer {await self.token()}"}
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
-
-    async def _discover(self, challenge: Challenge) -> None:
-        assert self.server_url is not None
-        try:
-            found = await discover_server(self._http, self.server_url, challenge)
-        except DiscoveryFailed as exc:
-            raise UpstreamAuthError(str(exc)) from None
+    async def _authorization_server(self, server_url: str, challenge: Challenge) -> AuthorizationServer:
+        found = await discover_server(self._http, server_url, challenge)
         if found.grant_types and JWT_BEARER not in found.grant_types:
             raise UpstreamAuthError(f"authorization server {found.issuer} does not offer the jwt-bearer grant (RFC"
                                     f" 7523; only {', '.join(found.grant_types)}): oauth_grant '{self.grant}' cannot"
                                     " get a token there")
-        self.token_url, self.issuer, self._methods = found.token_endpoint, found.issuer, found.auth_methods
-        self.audience = self.audience or found.resource
-        if not self.configured_scope:
-            self.scope = challenge.scope or (" ".join(found.scopes_supported) or None)
+        return found
 
-    async def _fetch(self) -> str:
-        if self.token_url is None:
-            raise UpstreamAuthError("no token endpoint yet: none configured and none discovered")
+    async def _request_token(self, token_url: str) -> tuple[str, float]:
         credential = read_credential(self.credential_file, self.credential_what)
         fingerprint = _fingerprint(credential)
         if self._refusal is not None and self._refusal[0] == fingerprint:
             raise GrantRefused(f"{self._refusal[1]}; not sent again until {self.credential_file} holds a new token",
                                self._refusal[2])
-        started = self._clock()
         try:
             doc = await self._exchange(credential)
         except GrantRefused as exc:
             self._refusal = (fingerprint, str(exc), exc.error)
             log.warning("upstream %s: %s", self.upstream, exc)
             raise
-        token, lifetime = _access_token(doc, f"token request ({self.grant}) to {self.token_url}")
-        margin = min(self.refresh_margin, lifetime / 2)
-        self._token, self._refresh_at = token, started + lifetime - margin
-        return token
+        return _access_token(doc, f"token request ({self.grant}) to {token_url}")
 
     async def _exchange(self, credential: str) -> dict[str, Any]:
         """The token endpoint's answer for ``credential`` (subclasses)."""
@@ -222,44 +127,6 @@ class AssertionGrantTokenSource:
         self.fetches += 1
         return await post_token(self._http, self.token_url, form, basic, f"token request ({self.grant})")
 
-    def _client_auth(self) -> tuple[dict[str, str], tuple[str, str] | None]:
-        """The form fields and Basic credentials that authenticate the gateway at the authorization server.
-
-        Neither a secret nor a key: a public client, named by ``client_id`` when there is one (a
-        workload's JWT is its own credential, RFC 7523 section 3.1).
-        """
-        method = self.auth_method
-        if method == "auto":
-            if self._private_key:
-                method = "private_key_jwt"
-            elif self._secret is not None:
-                have = ("client_secret_basic", "client_secret_post")
-                method = next((m for m in have if m in self._methods), have[0])
-            else:
-                method = "none"
-        if method == "none" or self.client_id is None:
-            return ({"client_id": self.client_id} if self.client_id else {}), None
-        if method == "private_key_jwt":
-            if not self._private_key:
-                raise UpstreamAuthError("private_key_jwt needs oauth_private_key_file")
-            return {"client_id": self.client_id, "client_assertion": self._client_assertion(),
-                    "client_assertion_type": _CLIENT_ASSERTION}, None
-        if self._secret is None:
-            raise UpstreamAuthError(f"{method} needs oauth_client_secret_env")
-        if method == "client_secret_post":
-            return {"client_id": self.client_id, "client_secret": self._secret}, None
-        return {}, (self.client_id, self._secret)  # client_secret_basic: the OAuth 2.1 default
-
-    def _client_assertion(self) -> str:
-        """An RFC 7523 client assertion: iss = sub = client id, aud = the issuer (else the token endpoint)."""
-        assert self._private_key is not None and self.client_id is not None
-        now = int(time.time())
-        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.issuer or self.token_url,
-                  "iat": now, "exp": now + 300, "jti": secrets.token_urlsafe(16)}
-        key = serialization.load_pem_private_key(self._private_key.encode(), password=None)
-        return jwt.encode(claims, self._private_key, algorithm="ES256" if isinstance(key, ec.EllipticCurvePrivateKey)
-                          else "RS256")
-
 
 class JwtBearerTokenSource(AssertionGrantTokenSource):
     """``jwt_bearer``: the workload's JWT, read from its file for every token request, is the assertion."""
@@ -276,8 +143,8 @@ class TokenExchangeTokenSource(AssertionGrantTokenSource):
     credential_what = "ID token"
 
     def __init__(self, credential_file: Path, *, idp_token_url: str, idp_client_id: str,
-                 idp_client_secret: str | None = None, **kwargs: Any) -> None:
-        super().__init__(credential_file, **kwargs)
+                 idp_client_secret: str | None = None, **options: Unpack[AssertionGrantOptions]) -> None:
+        super().__init__(credential_file, **options)
         self.idp_token_url = idp_token_url
         self.idp_client_id = idp_client_id
         self._idp_secret = idp_client_secret
@@ -325,12 +192,9 @@ async def post_token(http: httpx.AsyncClient, url: str, form: dict[str, str], ba
             raise GrantRefused(why, code or None)
         raise TokenRequestFailed(why, code or None)
     try:
-        doc = resp.json()
-    except ValueError:
-        raise UpstreamAuthError(f"{step} to {url}: did not answer JSON") from None
-    if not isinstance(doc, dict):
-        raise UpstreamAuthError(f"{step} to {url}: did not answer a JSON object")
-    return doc
+        return json_object(resp)
+    except ValueError as exc:
+        raise UpstreamAuthError(f"{step} to {url}: {exc}") from None
 
 
 def _access_token(doc: dict[str, Any], step: str) -> tuple[str, float]:
@@ -340,10 +204,10 @@ def _access_token(doc: dict[str, Any], step: str) -> tuple[str, float]:
     if "\r" in token or "\n" in token or "\x00" in token:  # it goes into a header line
         raise UpstreamAuthError(f"{step}: sent an access_token with CR, LF or NUL")
     try:
-        lifetime = float(doc.get("expires_in") or _DEFAULT_LIFETIME)
+        lifetime = float(doc.get("expires_in") or DEFAULT_LIFETIME)
     except (TypeError, ValueError):
         raise UpstreamAuthError(f"{step}: sent an expires_in that is not a number") from None
-    return token, lifetime if lifetime > 0 else _DEFAULT_LIFETIME
+    return token, lifetime if lifetime > 0 else DEFAULT_LIFETIME
 
 
 def assertion_token_source(config: UpstreamConfig, *, http: httpx.AsyncClient | None = None,
@@ -354,7 +218,7 @@ def assertion_token_source(config: UpstreamConfig, *, http: httpx.AsyncClient | 
         return None
     secret = _env(config.oauth_client_secret_env, config.name)
     key = config.oauth_private_key_file.read_text(encoding="utf-8") if config.oauth_private_key_file else None
-    common: dict[str, Any] = {
+    common: AssertionGrantOptions = {
         "token_url": config.oauth_token_url, "client_id": config.oauth_client_id, "client_secret": secret,
         "private_key": key, "auth_method": config.oauth_token_auth_method, "scope": config.oauth_scope,
         "audience": config.oauth_audience, "server_url": config.url, "upstream": config.name, "http": http,

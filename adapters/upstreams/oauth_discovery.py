@@ -102,11 +102,19 @@ async def _get_json(http: httpx.AsyncClient, url: str, step: str) -> dict[str, A
     if resp.status_code != 200:
         raise DiscoveryFailed(f"{step}: {url} answered HTTP {resp.status_code}")
     try:
+        return json_object(resp)
+    except ValueError as exc:
+        raise DiscoveryFailed(f"{step}: {url} {exc}") from None
+
+
+def json_object(resp: httpx.Response) -> dict[str, Any]:
+    """The JSON object ``resp`` holds; else a ValueError whose text says what it held ("did not answer JSON")."""
+    try:
         doc = resp.json()
     except ValueError:
-        raise DiscoveryFailed(f"{step}: {url} did not answer JSON") from None
+        raise ValueError("did not answer JSON") from None
     if not isinstance(doc, dict):
-        raise DiscoveryFailed(f"{step}: {url} did not answer a JSON object")
+        raise ValueError("did not answer a JSON object")
     return doc
 
 
