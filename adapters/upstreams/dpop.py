@@ -23,11 +23,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from adapters.upstreams.oauth_discovery import authorization_server_urls
 
 ALG = "ES256"
 USE_DPOP_NONCE = "use_dpop_nonce"
@@ -163,25 +160,4 @@ def asks_for_nonce(www_authenticate: str | None) -> bool:
             if _NONCE_ERROR.search(params):
                 return True
         start = lowered.find("dpop", start + 4)
-    return False
-
-
-def lists_es256(metadata: Any) -> bool:
-    """Whether authorization server metadata offers DPoP with ES256 (``dpop_signing_alg_values_supported``)."""
-    algs = metadata.get("dpop_signing_alg_values_supported") if isinstance(metadata, dict) else None
-    return isinstance(algs, list) and ALG in algs
-
-
-async def issuer_offers_dpop(http: httpx.AsyncClient, issuer: str) -> bool:
-    """Whether ``issuer``'s metadata (RFC 8414 / OpenID discovery, the issuer matching exactly) lists ES256
-    for DPoP. Unreachable or unreadable metadata counts as no: the token request then asks for a Bearer
-    token, which an authorization server that requires DPoP refuses (nothing is let through unbound)."""
-    for url in authorization_server_urls(issuer):
-        try:
-            resp = await http.get(url, headers={"accept": "application/json"})
-            doc = resp.json() if resp.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            continue
-        if isinstance(doc, dict) and doc.get("issuer") == issuer:
-            return lists_es256(doc)
     return False

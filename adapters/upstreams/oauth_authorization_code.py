@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from adapters.upstreams.dpop import USE_DPOP_NONCE, DPoPKey, NonceMemory, asks_for_nonce, issuer_offers_dpop
+from adapters.upstreams.dpop import USE_DPOP_NONCE, DPoPKey, NonceMemory, asks_for_nonce
 from adapters.upstreams.oauth_discovery import Challenge
 from adapters.upstreams.oauth_errors import NeedsSignIn, TokenRequestFailed
 from adapters.upstreams.oauth_registration import ClientRegistration
@@ -159,11 +159,12 @@ class AuthorizationCodeTokenSource:
         return learnt and status == 401 and asks_for_nonce(headers.get("www-authenticate"))
 
     async def exchange_code(self, http: httpx.AsyncClient, url: str, form: dict[str, str], client: ClientRegistration,
-                            issuer: str) -> dict[str, Any]:
+                            *, offers_dpop: bool) -> dict[str, Any]:
         """The sign-in's token request (authorization_code), with a DPoP proof of a new key when ``oauth_dpop``
-        says so ('auto': the issuer lists ES256 in ``dpop_signing_alg_values_supported``)."""
+        says so ('auto': ``offers_dpop``, the issuer's metadata lists ES256 in ``dpop_signing_alg_values_supported``,
+        as discovery read it when the sign-in began)."""
         mode = self.config.oauth_dpop
-        use = mode == "always" or (mode == "auto" and await issuer_offers_dpop(http, issuer))
+        use = mode == "always" or (mode == "auto" and offers_dpop)
         step = "token request (authorization_code)"
         doc = await token_request(http, url, form, client, step, DPoPKey.generate() if use else None, self.nonces)
         self._require_bound(doc, step, url)

@@ -58,6 +58,7 @@ class AuthorizationServer:
     iss_parameter_supported: bool = False
     client_id_metadata_documents: bool = False
     legacy: bool = False  # found by the 2025-03-26 fallbacks (no protected resource metadata)
+    dpop_algs: tuple[str, ...] = ()  # dpop_signing_alg_values_supported (RFC 9449 section 5.1)
 
 
 def protected_resource_urls(server_url: str) -> list[str]:
@@ -196,6 +197,7 @@ def _server(resource: str, issuer: str, meta: dict[str, Any], where: str, prm_sc
         scopes_supported=prm_scopes,
         auth_methods=_strings(meta.get("token_endpoint_auth_methods_supported")) or ("client_secret_basic",),
         signing_algs=_strings(meta.get("token_endpoint_auth_signing_alg_values_supported")),
+        dpop_algs=_strings(meta.get("dpop_signing_alg_values_supported")),
         authorization_endpoint=_endpoint(meta, "authorization_endpoint"),
         registration_endpoint=_endpoint(meta, "registration_endpoint"),
         grant_types=_strings(meta.get("grant_types_supported")),

@@ -148,6 +148,7 @@ class AuthorizationCodeSignIn:
         await self.grants.save_signin(state, {
             "upstream": self.upstream, "by": by, "verifier": verifier, "redirect_uri": redirect_uri,
             "issuer": server.issuer, "iss_supported": server.iss_parameter_supported,
+            "dpop_es256": "ES256" in server.dpop_algs,  # 'auto' binds the token when the server offers DPoP
             "token_endpoint": server.token_endpoint, "resource": server.resource, "scope": scope,
             "client": client.to_dict(), "expires_at": expires_at}, SIGNIN_TTL)
         params = {"response_type": "code", "client_id": client.client_id, "redirect_uri": redirect_uri,
@@ -180,7 +181,8 @@ class AuthorizationCodeSignIn:
                               "redirect_uri": str(pending["redirect_uri"]), "code_verifier": str(pending["verifier"])},
                              pending.get("resource"))
         try:
-            doc = await self.source.exchange_code(self._http, str(pending["token_endpoint"]), form, client, issuer)
+            doc = await self.source.exchange_code(self._http, str(pending["token_endpoint"]), form, client,
+                                                  offers_dpop=pending.get("dpop_es256") is True)
         except TokenRequestFailed as exc:
             raise SignInError(str(exc)) from None
         fields = grant_from_answer(doc, pending.get("scope"), None)

@@ -36,8 +36,6 @@ def _suite_installed() -> None:
         ("0.1", "auth/client-credentials-basic", 14, None),  # PRM + AS discovery, client_secret_basic, a token used
         ("0.2", "auth/client-credentials-jwt", 14, None),  # the same with an RFC 7523 client assertion
         ("0.2", "auth/wif-jwt-bearer", 14, None),  # the workload's JWT, from a file, as an RFC 7523 grant
-        ("0.2", "auth/dpop", 13, None),  # RFC 9449: a DPoP-bound token from the sign-in, a fresh proof per request
-        ("0.2", "auth/dpop-nonce", 14, None),  # the same, retried once with the AS's and the upstream's nonce
         ("0.2", "http-custom-headers", 18, "2026-07-28"),  # Mcp-Param-* mirrored and encoded, null omitted
         ("0.2", "json-schema-2020-12-preservation", 9, "2026-07-28"),  # the listed inputSchema echoed verbatim
         ("0.2", "json-schema-ref-no-deref", 1, "2026-07-28"),  # a network $ref in a schema is never fetched
@@ -64,6 +62,8 @@ def test_client_scenario_passes_with_triplock_as_the_client(
         ("0.2", "auth/iss-wrong-issuer", 7),  # RFC 9207: a response naming another issuer is refused
         ("0.2", "auth/enterprise-managed-authorization", 15),  # SEP-990: ID token -> ID-JAG -> access token
         ("0.1", "auth/2025-03-26-oauth-metadata-backcompat", 18),  # no PRM: the server's root names the AS
+        ("0.2", "auth/dpop", 12),  # RFC 9449: a DPoP-bound token from the sign-in, a fresh proof per request
+        ("0.2", "auth/dpop-nonce", 13),  # the same, retried once with the AS's and the upstream's nonce
     ],
 )
 def test_authorization_code_and_exchange_scenarios_pass(suite: str, scenario: str, at_least: int) -> None:

@@ -270,14 +270,13 @@ async def test_a_bearer_answer_keeps_no_key_and_a_server_cannot_name_one(servers
     assert DPOP_KEY not in doc and doc["token_type"] == "Bearer"
 
 
-async def test_the_sign_in_asks_for_dpop_when_the_metadata_lists_es256(servers: Servers, store: MemoryStore) -> None:
+async def test_the_sign_in_binds_its_token_when_the_server_offers_dpop(servers: Servers, store: MemoryStore) -> None:
     source = AuthorizationCodeTokenSource(upstream(servers.url), store)
     async with httpx.AsyncClient() as http:
         doc = await source.exchange_code(http, servers.url + "/token", {"grant_type": "authorization_code"},
-                                         client(), servers.url)
-        servers.advertise_dpop = False
+                                         client(), offers_dpop=True)
         plain = await source.exchange_code(http, servers.url + "/token", {"grant_type": "authorization_code"},
-                                           client(), servers.url)
+                                           client(), offers_dpop=False)
     await source.aclose()
     assert doc["token_type"] == "DPoP" and set(doc[DPOP_KEY]) == {"kty", "crv", "x", "y", "d"}
     assert plain["token_type"] == "Bearer" and DPOP_KEY not in plain
@@ -291,7 +290,7 @@ async def test_always_refuses_a_token_the_server_did_not_bind(servers: Servers, 
     async with httpx.AsyncClient() as http:
         with pytest.raises(TokenRequestFailed) as err:
             await source.exchange_code(http, servers.url + "/token", {"grant_type": "authorization_code"},
-                                       client(), servers.url)
+                                       client(), offers_dpop=False)
     assert str(err.value) == (f"token request (authorization_code) to {servers.url}/token: answered a Bearer token,"
                               " not a DPoP-bound one, and oauth_dpop is 'always'")
     await save_grant(store, servers, {"access_token": "old", "refresh_token": "rt", DPOP_KEY: DPoPKey.generate()

@@ -86,13 +86,15 @@ async def test_discovery_follows_the_metadata_to_the_token_endpoint(metadata_ser
         "/.well-known/oauth-protected-resource/mcp": {"resource": "BASE/mcp", "authorization_servers": ["BASE/as"],
                                                       "scopes_supported": ["a", "b"]},
         "/.well-known/openid-configuration/as": {"issuer": "BASE/as", "token_endpoint": "BASE/as/token",
-                                                 "token_endpoint_auth_methods_supported": ["private_key_jwt"]},
+                                                 "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                                                 "dpop_signing_alg_values_supported": ["ES256", "EdDSA"]},
     })
     async with httpx.AsyncClient() as http:
         found = await discover(http, f"{base}/mcp", Challenge())
     assert (found.resource, found.issuer, found.token_endpoint) == (f"{base}/mcp", f"{base}/as", f"{base}/as/token")
     assert found.scopes_supported == ("a", "b")
     assert found.auth_methods == ("private_key_jwt",)
+    assert found.dpop_algs == ("ES256", "EdDSA")  # the sign-in binds its token when ES256 is among them
 
 
 async def test_metadata_for_another_resource_is_refused(metadata_server) -> None:  # type: ignore[no-untyped-def]
