@@ -8,7 +8,6 @@ per-user checks, the calling principal's id can be passed in a configured header
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -28,8 +27,6 @@ from adapters.upstreams.oauth_token_cache import (
 )
 from gateway.config import UpstreamConfig
 from gateway.ports.grants import GrantStore
-
-log = logging.getLogger("triplock.upstream.oauth")
 
 __all__ = ["AuthorizationCodeTokenSource", "ClientCredentialsTokenSource", "NeedsSignIn", "TokenSource",
            "UnsafeHeaderValue", "UpstreamAuthError", "header_safe", "identity_headers", "strip_client_credentials",

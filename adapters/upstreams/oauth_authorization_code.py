@@ -28,12 +28,12 @@ from adapters.upstreams.dpop import USE_DPOP_NONCE, DPoPKey, NonceMemory, asks_f
 from adapters.upstreams.oauth_discovery import Challenge
 from adapters.upstreams.oauth_errors import NeedsSignIn, TokenRequestFailed
 from adapters.upstreams.oauth_registration import ClientRegistration
+from adapters.upstreams.oauth_token_cache import DEFAULT_LIFETIME
 from gateway.config import UpstreamConfig
 from gateway.ports.grants import GrantStore, StoredGrant
 
 _CLAIM_SECONDS = 30.0  # how long one replica may hold the refresh before another may take over
 _WAIT_FOR_PEER = 10.0  # how long a replica waits for the one refreshing before it gives up
-_DEFAULT_LIFETIME = 300.0
 DPOP_KEY = "dpop_key"  # the grant record's DPoP key (a private JWK): tokens bound to it need it on every request
 
 
@@ -92,9 +92,9 @@ async def token_request(http: httpx.AsyncClient, url: str, form: dict[str, str],
 def grant_from_answer(doc: dict[str, Any], requested: str | None, previous_refresh: str | None) -> dict[str, Any]:
     """The token fields of a grant record from a token endpoint's answer (wall-clock expiry)."""
     try:
-        lifetime = float(doc.get("expires_in") or _DEFAULT_LIFETIME)
+        lifetime = float(doc.get("expires_in") or DEFAULT_LIFETIME)
     except (TypeError, ValueError):
-        lifetime = _DEFAULT_LIFETIME
+        lifetime = DEFAULT_LIFETIME
     scope = doc.get("scope") if isinstance(doc.get("scope"), str) else requested
     refresh = doc.get("refresh_token") if isinstance(doc.get("refresh_token"), str) else previous_refresh
     return {"access_token": doc["access_token"], "refresh_token": refresh, "expires_at": time.time() + lifetime,

@@ -24,7 +24,8 @@ class DiscoveryFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Challenge:
-    """The parameters of a ``WWW-Authenticate: Bearer`` challenge (RFC 6750, RFC 9728 section 5.1)."""
+    """The parameters of a ``WWW-Authenticate`` challenge of the Bearer or DPoP scheme (RFC 6750, RFC 9449
+    section 7.1, RFC 9728 section 5.1): both carry ``scope``, ``error`` and ``resource_metadata`` alike."""
 
     resource_metadata: str | None = None
     scope: str | None = None
@@ -32,8 +33,8 @@ class Challenge:
 
     @classmethod
     def parse(cls, header: str | None) -> Challenge:
-        """The Bearer challenge in ``header`` (empty when there is none)."""
-        if not header or not header.lstrip().lower().startswith("bearer"):
+        """The Bearer or DPoP challenge in ``header`` (empty when there is none)."""
+        if not header or not header.lstrip().lower().startswith(("bearer", "dpop")):
             return cls()
         params = {m[1].lower(): (m[2] if m[2] is not None else m[3]) for m in _PARAM.finditer(header)}
         return cls(params.get("resource_metadata"), params.get("scope"), params.get("error"))

@@ -32,6 +32,8 @@ def test_the_bearer_challenge_is_parsed() -> None:
     assert Challenge.parse(header) == Challenge(
         "https://mcp.example.com/.well-known/oauth-protected-resource/mcp", "files:read files:write",
         "insufficient_scope")
+    assert Challenge.parse('DPoP algs="ES256", error="insufficient_scope", scope="files:write"') == Challenge(
+        None, "files:write", "insufficient_scope")
     assert Challenge.parse('Basic realm="x"') == Challenge()
     assert Challenge.parse(None) == Challenge()
 
