@@ -155,6 +155,7 @@ class Gateway:
     async def shutdown(self) -> None:
         for task in self.background:
             task.cancel()
+        self.router.forwarder.resources.aclose()  # the listen keepers of 2026-07-28 upstreams, before the pool goes
         # Sessions stay in the store (with their legs): clients continue on the next process or replica.
         await self.sessions.aclose()
         await self.pool.aclose()

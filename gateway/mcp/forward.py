@@ -19,6 +19,7 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOC
 from gateway.mcp import input_required
 from gateway.mcp.context import RequestContext
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, ProtocolError, error_response, result_response
+from gateway.mcp.listen_resources import CHECK_METHOD, ListenResources, admit
 from gateway.mcp.resource_bridge import ResourceBridge
 from gateway.mcp.server_requests import is_server_request
 from gateway.mcp.sessions import DownstreamSession
@@ -101,6 +102,7 @@ class UpstreamForwarder:
         self.pool = pool
         self.telemetry = telemetry  # CLIENT spans + trace context toward upstreams
         self.resources = ResourceBridge(pool)  # resources/subscribe of session clients, to 2026-07-28 upstreams
+        self.listens = ListenResources(pool, self.resources)  # resourceSubscriptions of 2026-07-28 clients' listens
         self._log_levels: LogLevels = weakref.WeakKeyDictionary()  # logging/setLevel of session clients, ditto
 
     async def upstream_session(self, ctx: RequestContext, name: str) -> UpstreamSession:
@@ -130,10 +132,13 @@ class UpstreamForwarder:
         if ctx.modern and isinstance(params, dict):
             msg = {**msg, "params": strip_envelope(params)}
         config = self.pool.config(upstream)
-        # Stateless requests share the gateway's own upstream session: the caller is named per request.
-        caller = ctx.principal if ctx.session is None else None
         downstream = ctx.session
-        if downstream is not None:
+        if downstream is None:
+            caller = ctx.principal  # stateless requests share the gateway's own upstream session: named per request
+            if msg.get("method") == CHECK_METHOD:  # a listen's URI check (modern.py refuses it as a request)
+                return admit(upstream, msg)
+        else:
+            caller = None
             downstream.calls_to[upstream] = downstream.calls_to.get(upstream, 0) + 1
         try:
             with self.telemetry.client_span(upstream, msg, config) as span:  # CLIENT span; NOOP when off

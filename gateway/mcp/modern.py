@@ -8,7 +8,8 @@ What the revision asks of a server, beyond the router's answers:
 * the methods it removed (``initialize``, ``ping``, ``logging/setLevel``,
   ``resources/subscribe``, ``resources/unsubscribe``, the tasks of the 2025-11-25 core) are
   "not implemented": HTTP 404 with -32601;
-* ``subscriptions/listen`` (:mod:`gateway.mcp.subscriptions`);
+* ``subscriptions/listen`` (:mod:`gateway.mcp.subscriptions`; its resource URIs:
+  :mod:`gateway.mcp.listen_resources`);
 * input-required results for ``tools/call``, ``prompts/get`` and ``resources/read``
   (:mod:`gateway.mcp.input_required`): the upstream's questions go to the client in the result,
   its answers come back on the retry.
@@ -40,6 +41,7 @@ from gateway.mcp.context import RequestContext
 from gateway.mcp.http_io import SSE_HEADERS, Receive, ResponseChannel, Scope, Send, accepts, send_json
 from gateway.mcp.input_required import INTERACTIVE_METHODS, InputExchange, InputExchanges
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, METHOD_NOT_FOUND, ProtocolError, error_response, result_response
+from gateway.mcp.listen_resources import ADMITTED, check_request, requested_uris
 from gateway.mcp.router import Router
 from gateway.mcp.subscriptions import Listener, SubscriptionHub, accepted_filter
 from gateway.ports.sse import format_sse
@@ -76,16 +78,21 @@ def removed_method(request_id: Any, method: str) -> dict[str, Any]:
     return error_response(request_id, METHOD_NOT_FOUND, f"Method not found: {method} is not part of 2026-07-28")
 
 
-def discover_answer(reply: dict[str, Any]) -> dict[str, Any]:
+def discover_answer(reply: dict[str, Any], subscribe: bool = False) -> dict[str, Any]:
     """The router's ``server/discover`` answer as the 2026-07-28 schema has it.
 
     ``DiscoverResult`` has no ``serverInfo`` field: the server's name and version go in the result's
-    ``_meta["io.modelcontextprotocol/serverInfo"]`` (where the SDK clients read it).
+    ``_meta["io.modelcontextprotocol/serverInfo"]`` (where the SDK clients read it). ``subscribe``:
+    some upstream takes resource subscriptions, so a listen's ``resourceSubscriptions`` can be
+    honoured (``resources.subscribe``, as the revision has it).
     """
     result = reply.get("result")
     if not isinstance(result, dict) or "serverInfo" not in result:
         return reply
     rest = {k: v for k, v in result.items() if k != "serverInfo"}
+    caps = rest.get("capabilities")
+    if subscribe and isinstance(caps, dict) and isinstance(caps.get("resources"), dict):
+        rest["capabilities"] = {**caps, "resources": {**caps["resources"], "subscribe": True}}
     meta = rest.get("_meta")
     rest["_meta"] = {**(meta if isinstance(meta, dict) else {}), SERVER_INFO_META_KEY: result["serverInfo"]}
     return {**reply, "result": rest}
@@ -150,7 +157,7 @@ class ModernEndpoint:
             principal.roles,
         )
         if method == "subscriptions/listen":
-            await self._listen(send, receive, raw)
+            await self._listen(send, receive, raw, ctx)
             return
         with self.router.telemetry.server_span(ctx, raw, scope) as span:  # SERVER span; NOOP when off
             if method in INTERACTIVE_METHODS:
@@ -158,7 +165,9 @@ class ModernEndpoint:
             else:
                 reply = await self._handle(ctx, raw)
                 if method == "server/discover":
-                    reply = discover_answer(reply)
+                    subscribable = any((c.get("resources") or {}).get("subscribe")
+                                       for c in self.router.pool.upstream_capabilities())
+                    reply = discover_answer(reply, subscribable)
             span.reply(reply)
         status = ERROR_CODE_HTTP_STATUS.get(reply["error"].get("code"), 200) if "error" in reply else 200
         await channel.finish(reply, status)
@@ -232,14 +241,15 @@ class ModernEndpoint:
         exchange.task = asyncio.get_running_loop().create_task(run())
 
     # -- subscriptions/listen ---------------------------------------------------------------
-    async def _listen(self, send: Send, receive: Receive, raw: dict[str, Any]) -> None:
+    async def _listen(self, send: Send, receive: Receive, raw: dict[str, Any], ctx: RequestContext) -> None:
         params = raw.get("params") or {}
-        listener = Listener(raw.get("id"), accepted_filter(params.get("notifications")))
-        self.hub.listeners.add(listener)
+        requested = params.get("notifications") if isinstance(params, dict) else None
+        listener = Listener(raw.get("id"), accepted_filter(requested))
+        self.hub.listeners.add(listener)  # list changes from now on queue behind the acknowledgment
         try:
+            uris = await self._held_uris(ctx, listener, requested_uris(requested))
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            ack = listener.tagged("notifications/subscriptions/acknowledged", {"notifications": listener.accepted})
-            await _send_event(send, ack)
+            await _send_event(send, listener.acknowledgment(uris))
             gone = asyncio.ensure_future(_until_disconnect(receive))
             try:
                 while True:
@@ -261,6 +271,28 @@ class ModernEndpoint:
             return
         finally:
             self.hub.listeners.discard(listener)
+            self.router.forwarder.listens.release(listener)
+
+    async def _held_uris(self, ctx: RequestContext, listener: Listener, uris: list[str]) -> list[str]:
+        """The listen's URIs that pass the guarded path as ``resources/subscribe`` and their upstream takes.
+
+        Each is checked as a stateless ``resources/subscribe`` of the caller (authorized, decided,
+        audited; no response stream: a hold's notices have nowhere to go); the guard's last step
+        notes the URI's upstream in ``ADMITTED`` instead of sending it (gateway.mcp.listen_resources).
+        """
+        if not uris:
+            return []
+        check = RequestContext(ctx.principal, ctx.protocol_version, None, None, ctx.client_capabilities, ctx.agent,
+                               ctx.groups, ctx.roles)
+        admitted: dict[str, str] = {}
+        token = ADMITTED.set(admitted)
+        try:
+            replies = await asyncio.gather(*(self._handle(check, check_request(u, n)) for n, u in enumerate(uris)))
+        finally:
+            ADMITTED.reset(token)
+        passed = {u for u, reply in zip(uris, replies, strict=True) if "result" in reply}
+        allowed = {u: upstream for u, upstream in admitted.items() if u in passed}
+        return await self.router.forwarder.listens.accept(listener, uris, allowed)
 
 
 async def _send_event(send: Send, message: dict[str, Any]) -> None:

@@ -4,10 +4,9 @@ A client opts in to ``toolsListChanged``, ``promptsListChanged`` and ``resources
 the gateway acknowledges the subset it honours (the first message on the stream), then sends
 ``notifications/<kind>/list_changed`` whenever the aggregated catalog's list of that kind
 changes, each tagged with the subscription's id. ``resourceSubscriptions`` (per-resource
-updates) is left out of the acknowledgment, as the spec prescribes for a type a server does
-not support: the gateway's upstream sessions for stateless clients are shared, so it has no
-per-client upstream subscription to relay from, and it does not advertise
-``resources.subscribe`` to 2026-07-28 clients.
+updates) names URIs: each is checked on the guarded path as ``resources/subscribe`` is, and
+relayed from its upstream (:mod:`gateway.mcp.listen_resources`); the acknowledgment names only
+the URIs that were accepted, and ``notifications/resources/updated`` comes for those alone.
 """
 
 from __future__ import annotations
@@ -52,6 +51,12 @@ class Listener:
         self.subscription_id = subscription_id
         self.accepted = accepted
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self.closed = False  # the client's stream ended: whatever it held is let go
+
+    def acknowledgment(self, uris: list[str]) -> dict[str, Any]:
+        """The stream's first message: the list filters honoured and the resource URIs accepted."""
+        honoured = {**self.accepted, "resourceSubscriptions": uris} if uris else self.accepted
+        return self.tagged("notifications/subscriptions/acknowledged", {"notifications": honoured})
 
     def tagged(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """A notification for this stream, carrying its subscription id."""

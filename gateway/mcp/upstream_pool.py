@@ -94,6 +94,7 @@ class UpstreamPool:
         self.withhold: Withhold | None = None  # set by the app: tools whose pinned definition changed
         self.on_listing: ListingHook | None = None
         self.on_collision: CollisionHook | None = None  # a newly seen name clash (the app audits it)
+        self.on_resource_updated: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
         self.health_interval = health_interval
         self._listeners: list[CatalogListener] = []
         self._watchers: dict[str, asyncio.Task[None]] = {}
@@ -198,15 +199,14 @@ class UpstreamPool:
 
     def _catalog_handler(self, name: str, opened: asyncio.Future[UpstreamSession],
                          probe: bool = False) -> MessageHandler:
-        """Messages to the gateway's own session outside any call (``opened`` resolves to that session).
-
-        A request there (sampling...) has no client behind it: it is refused, answered and reported.
-        A stdio upstream's request reaches it when no caller is waiting. A probe's list_changed is ignored.
-        """
+        """Messages to the gateway's own session outside any call (``opened`` resolves to that session): list_changed
+        refreshes (not a probe's); resource updates go to ``on_resource_updated``; requests (no client) are refused."""
 
         async def handle(msg: dict[str, Any]) -> None:
             if str(msg.get("method", "")).endswith("/list_changed") and not probe:
                 self.schedule_refresh(name)
+            elif msg.get("method") == "notifications/resources/updated" and self.on_resource_updated is not None:
+                await self.on_resource_updated(name, msg)  # stateless clients' subscriptions (listen_resources.py)
             elif is_server_request(msg):
 
                 async def refuse(session: UpstreamSession) -> None:

@@ -243,7 +243,7 @@ async def test_subscriptions_share_one_listen_and_each_update_reaches_only_its_s
         await one.unsubscribe_resource("test://a")
         await until(lambda: listens(upstream) == [["test://b"]], "the listen narrowed to test://b")
         await two.unsubscribe_resource("test://b")
-        await until(lambda: listens(upstream) == [], "no listen once nobody is subscribed")
+        await until(lambda: listens(upstream) == [[]], "the listen carries no URI once nobody is subscribed")
     assert posts(upstream, "resources/subscribe") == []  # the removed method never reached the 2026-07-28 upstream
 
 
@@ -253,7 +253,7 @@ async def test_a_session_that_ends_gives_up_its_subscriptions(setup: tuple[str, 
         await client.subscribe_resource("test://a")
         await until(lambda: listens(upstream) == [["test://a"]], "a listen for test://a")
     # The client's DELETE ended the session: within the bridge's sweep the listen closes.
-    await until(lambda: listens(upstream) == [], "the listen closed after the session ended")
+    await until(lambda: listens(upstream) == [[]], "the listen carries no URI after the session ended")
 
 
 async def test_a_session_holds_at_most_the_cap_of_subscriptions(setup: tuple[str, str]) -> None:
@@ -268,7 +268,7 @@ async def test_a_session_holds_at_most_the_cap_of_subscriptions(setup: tuple[str
             " unsubscribe from one first")
         await client.subscribe_resource("test://n/0")  # one it holds already: answered {} again
         await until(lambda: [len(x) for x in listens(upstream)] == [MAX_PER_SESSION], "one listen for all")
-    await until(lambda: listens(upstream) == [], "the listen closed after the session ended")
+    await until(lambda: listens(upstream) == [[]], "the listen carries no URI after the session ended")
 
 
 async def test_a_session_client_gets_logs_at_the_default_level_then_at_the_level_it_set(
