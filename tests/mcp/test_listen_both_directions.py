@@ -1,11 +1,12 @@
 """``subscriptions/listen`` in both directions (issue #17 item 4: what a client would get from the upstream directly).
 
 Real parts: an official-SDK ``MCPServer`` that speaks only 2026-07-28, with a subscription bus
-(this module, run with ``--port``), behind a small ASGI layer that lists the listen streams open
-right now (``GET /listens``), publishes a resource update (``POST /touch?uri=``) and adds a tool
-with a ``tools/list_changed`` on the bus (``POST /add_tool?name=``); a session-era SDK server
-(``--handshake``) whose ``resources/subscribe`` is recorded per session (``GET /subscribed``) and
-which sends ``notifications/resources/updated`` to its subscribers (``POST /touch?uri=``); a real
+(this module, run with ``--port``), behind the layer of tests/mcp/modern_only_upstream.py, here
+listing the listen streams open right now (``GET /listens``), publishing a resource update
+(``POST /touch?uri=``) and adding a tool with a ``tools/list_changed`` on the bus
+(``POST /add_tool?name=``); a session-era SDK server (``--handshake``) whose
+``resources/subscribe`` is recorded per session (``GET /subscribed``) and which sends
+``notifications/resources/updated`` to its subscribers (``POST /touch?uri=``); a real
 ``triplock serve`` with a policy that denies one URI; 2026-07-28 listen streams read as raw SSE
 with httpx (the SDK client has no listen), and an SDK session client.
 """
@@ -25,14 +26,14 @@ import orjson
 import pytest
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
-from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, ToolsListChanged
+from mcp.server.subscriptions import InMemorySubscriptionBus, ToolsListChanged
 from mcp_types import EmptyResult, SubscribeRequestParams, ToolListChangedNotification, UnsubscribeRequestParams
 from starlette.responses import JSONResponse, Response
 
+from tests.mcp.modern_only_upstream import MODERN, OpenListens, modern_only_layer, publish_resource_update, serve
 from tests.mcp.test_resource_bridge import until
 from tests.support import MCP_HEADERS, PY, free_port, gateway_cmd, running, write_config
 
-MODERN = "2026-07-28"
 SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 POLICY = """\
 version: 1
@@ -51,7 +52,7 @@ def build_modern_app() -> Any:
     """The 2026-07-28-only upstream, its listens visible and its bus driven over HTTP."""
     bus = InMemorySubscriptionBus()
     server = MCPServer("modern-upstream", subscriptions=bus)
-    listens: list[dict[str, Any]] = []
+    listens = OpenListens()
     for uri in ("test://a", "test://b", "test://secret"):
         server.resource(uri, name=uri.removeprefix("test://"), mime_type="text/plain")(lambda: "text")
 
@@ -60,57 +61,14 @@ def build_modern_app() -> Any:
         """Say hello."""
         return "hello"
 
-    inner = server.streamable_http_app(stateless_http=True)
+    async def add_tool(query: str) -> Response:
+        server.add_tool(lambda: "new", name=query.removeprefix("name="), description="Added at run time.")
+        await bus.publish(ToolsListChanged())
+        return Response(status_code=204)
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path, query = scope.get("path"), scope.get("query_string", b"").decode()
-        if scope["type"] == "http" and path == "/listens":
-            await JSONResponse(listens)(scope, receive, send)
-            return
-        if scope["type"] == "http" and path == "/touch":
-            await bus.publish(ResourceUpdated(uri=query.removeprefix("uri=")))
-            await Response(status_code=204)(scope, receive, send)
-            return
-        if scope["type"] == "http" and path == "/add_tool":
-            server.add_tool(lambda: "new", name=query.removeprefix("name="), description="Added at run time.")
-            await bus.publish(ToolsListChanged())
-            await Response(status_code=204)(scope, receive, send)
-            return
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await inner(scope, receive, send)
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        parsed = json.loads(body or b"null")
-        if isinstance(parsed, dict) and parsed.get("method") == "initialize":
-            error = {"code": -32022, "message": "Unsupported protocol version",
-                     "data": {"supported": [MODERN], "requested": "2025-11-25"}}
-            await JSONResponse({"jsonrpc": "2.0", "id": parsed.get("id"), "error": error}, 400)(scope, receive, send)
-            return
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return dict(await receive())
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        entry = parsed["params"]["notifications"] if parsed.get("method") == "subscriptions/listen" else None
-        if entry is not None:
-            listens.append(entry)
-        try:
-            await inner(scope, replay, send)
-        finally:
-            if entry is not None:
-                listens.remove(entry)
-
-    return app
+    routes = {"/listens": listens.route, "/touch": publish_resource_update(bus), "/add_tool": add_tool}
+    return modern_only_layer(server.streamable_http_app(stateless_http=True), routes=routes,
+                             on_post=lambda _headers, parsed: listens.note(parsed))
 
 
 def build_handshake_app() -> Any:
@@ -149,14 +107,11 @@ def build_handshake_app() -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--handshake", action="store_true")
     args = parser.parse_args(argv)
-    app = build_handshake_app() if args.handshake else build_modern_app()
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
+    serve(build_handshake_app() if args.handshake else build_modern_app(), args.port)
     return 0
 
 

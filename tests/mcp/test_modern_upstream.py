@@ -1,12 +1,12 @@
 """Triplock toward an upstream that speaks 2026-07-28 (issue #17 item 4, upstream side).
 
 Real parts: an official-SDK ``MCPServer`` served stateless (this module, run with ``--port``),
-wrapped in a small ASGI layer that records every POST's headers and body (``GET /recorded``) and,
-with ``--modern-only``, refuses ``initialize`` as a 2026-07-28-only server does; a real
-``triplock serve``; SDK clients of both eras. Asserted: the exact headers and ``_meta`` envelope
-the upstream received, the exact results, and an input-required round trip both ways (a
-2026-07-28 client sees the upstream's keys and never its ``requestState``; a session-era client is
-asked by elicitation and its answer reaches the upstream).
+behind the layer of tests/mcp/modern_only_upstream.py, which records every POST's headers and body
+(``GET /recorded``) and, with ``--modern-only``, refuses ``initialize`` as a 2026-07-28-only server
+does; a real ``triplock serve``; SDK clients of both eras. Asserted: the exact headers and
+``_meta`` envelope the upstream received, the exact results, and an input-required round trip
+both ways (a 2026-07-28 client sees the upstream's keys and never its ``requestState``; a
+session-era client is asked by elicitation and its answer reaches the upstream).
 """
 
 from __future__ import annotations
@@ -32,11 +32,10 @@ from mcp_types import (
     TextContent,
 )
 from pydantic import Field
-from starlette.responses import JSONResponse
 
+from tests.mcp.modern_only_upstream import MODERN, modern_only_layer, serve, serve_json
 from tests.support import MCP_HEADERS, PY, free_port, gateway_cmd, running, write_config
 
-MODERN = "2026-07-28"
 STATE = "upstream-secret-state-1"
 ASK_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
 
@@ -62,53 +61,20 @@ def build_app(modern_only: bool) -> Any:
         text = f"state={ctx.request_state} answer={json.dumps(answer, sort_keys=True)}"
         return CallToolResult(content=[TextContent(type="text", text=text)])
 
-    inner = server.streamable_http_app(stateless_http=True)
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/recorded":
-            await JSONResponse(recorded)(scope, receive, send)
-            return
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await inner(scope, receive, send)
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        parsed = json.loads(body or b"null")
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+    def record(headers: dict[str, str], parsed: Any) -> None:
         recorded.append({"headers": headers, "body": parsed})
-        if modern_only and isinstance(parsed, dict) and parsed.get("method") == "initialize":
-            error = {"code": -32022, "message": "Unsupported protocol version",
-                     "data": {"supported": [MODERN], "requested": "2025-11-25"}}
-            await JSONResponse({"jsonrpc": "2.0", "id": parsed.get("id"), "error": error}, 400)(scope, receive, send)
-            return
-        sent = False
 
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await inner(scope, replay, send)
-
-    return app
+    inner = server.streamable_http_app(stateless_http=True)
+    return modern_only_layer(inner, routes={"/recorded": serve_json(recorded)}, on_post=record,
+                             refuse_initialize=modern_only)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--modern-only", action="store_true")
     args = parser.parse_args(argv)
-    uvicorn.run(build_app(args.modern_only), host="127.0.0.1", port=args.port, log_level="warning",
-                lifespan="on")
+    serve(build_app(args.modern_only), args.port)
     return 0
 
 

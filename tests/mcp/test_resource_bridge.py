@@ -1,13 +1,14 @@
 """Session clients of an upstream Triplock speaks 2026-07-28 to (issue #17 item 4, the era bridge).
 
 Real parts: an official-SDK ``MCPServer`` served stateless that refuses ``initialize`` (this module,
-run with ``--port``), behind a small ASGI layer that keeps each POST's body (``GET /recorded``),
-lists the ``subscriptions/listen`` streams open right now (``GET /listens``) and publishes a
-resource update on its subscription bus (``POST /touch?uri=``); a real ``triplock serve``; SDK
-clients of both eras. Asserted: one upstream listen carries the union of the sessions' URIs, each
-update reaches exactly the sessions that subscribed its URI, unsubscribing and ending the session
-narrow and close the listen, the per-session cap; the log level a session client gets; the
-``server/discover`` answer's shape; ``inputResponses`` sent without ``requestState``.
+run with ``--port``), behind the layer of tests/mcp/modern_only_upstream.py, here keeping each
+POST's body (``GET /recorded``), listing the ``subscriptions/listen`` streams open right now
+(``GET /listens``) and publishing a resource update on its subscription bus (``POST /touch?uri=``);
+a real ``triplock serve``; SDK clients of both eras. Asserted: one upstream listen carries the
+union of the sessions' URIs, each update reaches exactly the sessions that subscribed its URI,
+unsubscribing and ending the session narrow and close the listen, the per-session cap; the log
+level a session client gets; the ``server/discover`` answer's shape; ``inputResponses`` sent
+without ``requestState``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import httpx
 import pytest
 from mcp import Client
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp_types import (
     CallToolResult,
     CompleteRequestParams,
@@ -37,15 +38,21 @@ from mcp_types import (
     ResourceUpdatedNotification,
     TextContent,
 )
-from starlette.responses import JSONResponse, Response
 
 from gateway.mcp.resource_bridge import MAX_PER_SESSION
+from tests.mcp.modern_only_upstream import (
+    MODERN,
+    OpenListens,
+    modern_only_layer,
+    publish_resource_update,
+    serve,
+    serve_json,
+)
 from tests.support import MCP_HEADERS, PY, free_port, gateway_cmd, running, write_config
 
 # The session-era client methods this module drives are deprecated for 2026-07-28 in the SDK: that is the point.
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
 
-MODERN = "2026-07-28"
 NAME_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
 
 
@@ -54,7 +61,7 @@ def build_app() -> Any:
     bus = InMemorySubscriptionBus()
     server = MCPServer("updates-upstream", subscriptions=bus)
     recorded: list[dict[str, Any]] = []
-    listens: list[list[str]] = []
+    listens = OpenListens()
 
     @server.resource("test://a", name="a", mime_type="text/plain")
     def resource_a() -> str:
@@ -84,58 +91,14 @@ def build_app() -> Any:
             return InputRequiredResult(input_requests={"user_name": ask})
         return CallToolResult(content=[TextContent(type="text", text=f"Hello, {(answer.content or {})['name']}!")])
 
-    inner = server.streamable_http_app(stateless_http=True)
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/recorded":
-            await JSONResponse(recorded)(scope, receive, send)
-            return
-        if scope["type"] == "http" and scope["path"] == "/listens":
-            await JSONResponse(listens)(scope, receive, send)
-            return
-        if scope["type"] == "http" and scope["path"] == "/touch":
-            uri = scope["query_string"].decode().removeprefix("uri=")
-            await bus.publish(ResourceUpdated(uri=uri))
-            await Response(status_code=204)(scope, receive, send)
-            return
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await inner(scope, receive, send)
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        parsed = json.loads(body or b"null")
+    def record_and_note_listens(_headers: dict[str, str], parsed: Any) -> Callable[[], None] | None:
         recorded.append(parsed)
-        method = parsed.get("method") if isinstance(parsed, dict) else None
-        if method == "initialize":
-            error = {"code": -32022, "message": "Unsupported protocol version",
-                     "data": {"supported": [MODERN], "requested": "2025-11-25"}}
-            await JSONResponse({"jsonrpc": "2.0", "id": parsed.get("id"), "error": error}, 400)(scope, receive, send)
-            return
-        sent = False
+        return listens.note(parsed)
 
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return dict(await receive())
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        entry = parsed["params"]["notifications"].get("resourceSubscriptions", []) if method == (
-            "subscriptions/listen") else None
-        if entry is not None:
-            listens.append(entry)
-        try:
-            await inner(scope, replay, send)
-        finally:
-            if entry is not None:
-                listens.remove(entry)
-
-    return app
+    routes = {"/recorded": serve_json(recorded), "/listens": listens.route,
+              "/touch": publish_resource_update(bus)}
+    return modern_only_layer(server.streamable_http_app(stateless_http=True), routes=routes,
+                             on_post=record_and_note_listens)
 
 
 def build_handshake_server() -> MCPServer:
@@ -157,8 +120,6 @@ def build_handshake_server() -> MCPServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--handshake", action="store_true")
@@ -166,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.handshake:
         asyncio.run(build_handshake_server().run_streamable_http_async(host="127.0.0.1", port=args.port))
         return 0
-    uvicorn.run(build_app(), host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
+    serve(build_app(), args.port)
     return 0
 
 
@@ -191,7 +152,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
 
 
 def listens(upstream: str) -> list[list[str]]:
-    return list(httpx.get(f"{upstream}/listens", timeout=5).json())
+    """The URIs each open upstream listen carries."""
+    return [x.get("resourceSubscriptions", []) for x in httpx.get(f"{upstream}/listens", timeout=5).json()]
 
 
 def posts(upstream: str, method: str) -> list[dict[str, Any]]:
