@@ -31,14 +31,14 @@ from typing import Any
 
 from gateway.mcp.catalog import Catalog
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, error_response, result_response
-from gateway.mcp.resource_bridge import MAX_PER_SESSION, MODERN, UPDATED, ResourceBridge
-from gateway.mcp.subscriptions import Listener
+from gateway.mcp.resource_bridge import MODERN, UPDATED, ResourceBridge
+from gateway.mcp.subscriptions import MAX_LISTEN_URIS, Listener
 from gateway.mcp.upstream_pool import UpstreamPool
 from gateway.ports.upstream import UpstreamError, UpstreamSession
 
 log = logging.getLogger("triplock.resources")
 
-MAX_PER_LISTEN = MAX_PER_SESSION  # resource URIs one listen stream may hold (the bridge's per-session cap)
+MAX_PER_LISTEN = MAX_LISTEN_URIS  # resource URIs one listen stream may hold (as many as a session may subscribe)
 CHECK_METHOD = "resources/subscribe"  # what each URI is checked as (2026-07-28 clients cannot send it themselves)
 # While a listen's URIs are checked: URI -> the upstream that owns it, filled by the guarded path's last step.
 ADMITTED: ContextVar[dict[str, str] | None] = ContextVar("triplock_listen_admitted", default=None)

@@ -253,7 +253,7 @@ class ModernEndpoint:
             gone = asyncio.ensure_future(_until_disconnect(receive))
             try:
                 while True:
-                    getter = asyncio.ensure_future(listener.queue.get())
+                    getter = asyncio.ensure_future(listener.next())
                     done, _ = await asyncio.wait(
                         {getter, gone}, timeout=_KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
                     )

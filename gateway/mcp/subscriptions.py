@@ -23,9 +23,12 @@ LIST_FILTERS: dict[str, tuple[tuple[str, ...], str]] = {
     "promptsListChanged": (("prompts",), "notifications/prompts/list_changed"),
     "resourcesListChanged": (("resources", "resourceTemplates"), "notifications/resources/list_changed"),
 }
-# Notifications waiting for a slow listener; past this the oldest are dropped (a list_changed
-# only says "re-list", so losing a duplicate loses nothing).
-QUEUE_LIMIT = 64
+# Notifications waiting for a slow listener. Each only says "this changed" (re-list, re-read), so
+# one waiting copy of each is enough: repeats are merged while waiting (Listener.offer), which bounds
+# the queue by three list kinds plus the resource URIs a stream may hold (MAX_LISTEN_URIS); nothing
+# is dropped below that.
+MAX_LISTEN_URIS = 64
+QUEUE_LIMIT = len(LIST_FILTERS) + MAX_LISTEN_URIS
 
 
 def accepted_filter(requested: Any) -> dict[str, Any]:
@@ -51,6 +54,7 @@ class Listener:
         self.subscription_id = subscription_id
         self.accepted = accepted
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self._waiting: set[tuple[str, str]] = set()  # (method, uri) of what is queued, to merge repeats
         self.closed = False  # the client's stream ended: whatever it held is let go
 
     def acknowledgment(self, uris: list[str]) -> dict[str, Any]:
@@ -64,9 +68,21 @@ class Listener:
         return {"jsonrpc": "2.0", "method": method, "params": body}
 
     def offer(self, message: dict[str, Any]) -> None:
-        if self.queue.full():
-            self.queue.get_nowait()
+        """Queue a notification unless the same one is already waiting (then the client learns it once)."""
+        key = (str(message.get("method")), str((message.get("params") or {}).get("uri", "")))
+        if key in self._waiting:
+            return
+        if self.queue.full():  # only past the bound above (a misuse): the oldest goes, as a last resort
+            dropped = self.queue.get_nowait()
+            self._waiting.discard((str(dropped.get("method")), str((dropped.get("params") or {}).get("uri", ""))))
+        self._waiting.add(key)
         self.queue.put_nowait(message)
+
+    async def next(self) -> dict[str, Any]:
+        """The next notification to send (waits for one)."""
+        message = await self.queue.get()
+        self._waiting.discard((str(message.get("method")), str((message.get("params") or {}).get("uri", ""))))
+        return message
 
 
 class SubscriptionHub:
