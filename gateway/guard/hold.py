@@ -36,7 +36,6 @@ from typing import Any
 
 from gateway.guard.answers import tool_error
 from gateway.guard.record import CallRecord
-from gateway.mcp.http_io import CLIENT
 from gateway.ports.store import PendingApproval, Store, StoreUnavailable, args_hash
 from policy import Decision, ToolCall
 
@@ -173,7 +172,7 @@ class Approvals:
         client has no other way to give up). Not for a call run as an MCP task: its POST was
         answered at once and the client polls. Started only here, so allowed calls pay nothing.
         """
-        link = CLIENT.get()
+        link = record.ctx.client
         holder = asyncio.current_task()
         if link is None or holder is None or record.ctx.in_task:
             return None

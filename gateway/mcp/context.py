@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.mcp.http_io import ClientLink
 from gateway.mcp.sessions import DownstreamSession, Emit
 
 
@@ -21,6 +22,9 @@ class RequestContext:
     groups: frozenset[str] = field(default_factory=frozenset)
     roles: frozenset[str] = field(default_factory=frozenset)
     in_task: bool = False  # runs as an MCP task: a hold may wait for the whole approval lifetime
+    # The POST's client, which a held call watches for a dropped connection (gateway.guard.hold). A field,
+    # not a context variable: setting one per request measurably slowed the allowed path (~8%).
+    client: ClientLink | None = None
 
     @property
     def modern(self) -> bool:

@@ -27,7 +27,6 @@ from gateway.identity.origin import OriginPolicy
 from gateway.identity.principal import Authenticator, AuthFailure, Principal
 from gateway.mcp.context import RequestContext
 from gateway.mcp.http_io import (
-    CLIENT,
     SSE_HEADERS,
     BodyTooLarge,
     ClientLink,
@@ -153,8 +152,6 @@ class McpEndpoint:
         except ProtocolError as exc:
             await send_json(send, 400, exc.to_message())
             return
-        link = ClientLink(receive)  # a held call watches it for a dropped connection (gateway.guard.hold)
-        CLIENT.set(link)
         sid = headers.get("mcp-session-id")
         version = headers.get("mcp-protocol-version")
         if version is not None and version not in _ALL_VERSIONS:
@@ -198,6 +195,7 @@ class McpEndpoint:
         if session.protocol_version >= FIRST_RESUMABLE_VERSION:  # ISO dates compare as strings
             streams, sid_ = self.streams, session.id
             resumable = lambda: streams.open(sid_)  # noqa: E731 (made only if the reply turns to SSE)
+        link = ClientLink(receive)  # a held call watches it for a dropped connection (gateway.guard.hold)
         channel = link.channel = ResponseChannel(send, [], accepts(headers, "text/event-stream"), resumable)
         ctx = RequestContext(
             principal.id,
@@ -208,6 +206,7 @@ class McpEndpoint:
             principal.agent,
             principal.groups,
             principal.roles,
+            client=link,
         )
         await self._run(ctx, msg.raw, channel, session, scope)
 

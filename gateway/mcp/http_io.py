@@ -7,7 +7,6 @@ stateless era's (:mod:`gateway.mcp.modern`). Raw ASGI: this is on the hot path.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -87,7 +86,7 @@ def accepts(headers: dict[str, str], *types: str) -> bool:
 class ClientLink:
     """The client of one POST, as a held call sees it: :meth:`gone` returns once it left for good.
 
-    The endpoint makes one per POST (an object and a context variable: O(1), nothing started);
+    The endpoint makes one per POST (an object on the request context: O(1), nothing started);
     only a call that is held watches it (:mod:`gateway.guard.hold`), so the allowed path never
     reads the connection. After the body, the next ASGI ``receive()`` returns only
     ``http.disconnect``, on both servers (own and uvicorn), when the connection goes away.
@@ -112,9 +111,6 @@ class ClientLink:
         if channel is not None and channel.events is not None:
             await asyncio.get_running_loop().create_future()  # resumable: the client may come back
 
-
-# The current POST's client, set by the endpoint for the request's task (and the tasks it starts).
-CLIENT: contextvars.ContextVar[ClientLink | None] = contextvars.ContextVar("triplock_client_link", default=None)
 
 
 class ResponseChannel:

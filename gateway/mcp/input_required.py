@@ -97,6 +97,7 @@ class InputExchange:
         self.asks: dict[str, _Ask] = {}
         self.task: asyncio.Task[dict[str, Any]] | None = None
         self.emit: Emit | None = None  # the current round's response stream (progress...), if any
+        self.context: Any = None  # the RequestContext the call runs under; its client is the current round's POST
         self._changed = asyncio.Event()
         self._count = 0
         self._timer: asyncio.TimerHandle | None = None

@@ -38,7 +38,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from gateway.identity.principal import Principal
 from gateway.mcp import input_required
 from gateway.mcp.context import RequestContext
-from gateway.mcp.http_io import SSE_HEADERS, Receive, ResponseChannel, Scope, Send, accepts, send_json
+from gateway.mcp.http_io import SSE_HEADERS, ClientLink, Receive, ResponseChannel, Scope, Send, accepts, send_json
 from gateway.mcp.input_required import INTERACTIVE_METHODS, InputExchange, InputExchanges
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, METHOD_NOT_FOUND, ProtocolError, error_response, result_response
 from gateway.mcp.listen_resources import ADMITTED, check_request, requested_uris
@@ -155,6 +155,7 @@ class ModernEndpoint:
             principal.agent,
             principal.groups,
             principal.roles,
+            client=ClientLink(receive),  # the stateless era's client gives up by disconnecting (gateway.guard.hold)
         )
         if method == "subscriptions/listen":
             await self._listen(send, receive, raw, ctx)
@@ -196,6 +197,8 @@ class ModernEndpoint:
             exc.request_id = rid
             return exc.to_message()
         exchange.emit = ctx.emit
+        if exchange.context is not None:  # a hold in this round watches this POST's client (gateway.guard.hold)
+            exchange.context.client = ctx.client
         try:
             final = await exchange.outcome()
         except asyncio.CancelledError:
@@ -207,6 +210,8 @@ class ModernEndpoint:
             return error_response(rid, INTERNAL_ERROR, "Internal error")
         finally:
             exchange.emit = None
+            if exchange.context is not None:
+                exchange.context.client = None
         if final is not None:
             return {**final, "id": rid}
         token = self.exchanges.park(exchange)
@@ -232,7 +237,9 @@ class ModernEndpoint:
             ctx.agent,
             ctx.groups,
             ctx.roles,
+            client=ctx.client,
         )
+        exchange.context = background
 
         async def run() -> dict[str, Any]:
             input_required.CURRENT.set(exchange)
