@@ -317,8 +317,7 @@ def build_gateway(settings: Settings) -> Gateway:
 
     def reconnect_now(name: str) -> None:
         """An upstream was just signed in for: connect it now instead of at its next backoff retry."""
-        # UpstreamPool has no public "connect now"; _connect_once is its serialised connect (no second session).
-        task = asyncio.get_running_loop().create_task(pool._connect_once(name))
+        task = asyncio.get_running_loop().create_task(pool.connect_now(name))
         reconnecting.add(task)
         task.add_done_callback(reconnecting.discard)
 

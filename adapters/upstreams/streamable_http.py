@@ -107,7 +107,7 @@ class HttpUpstream:
 class HttpUpstreamSession:
     """One MCP session with an HTTP upstream."""
 
-    era = UPSTREAM_PROTOCOL_VERSION  # gateway.ports.upstream.HANDSHAKE_ERA (2026-07-28: modern_wire's session)
+    era = port.HANDSHAKE_ERA  # the 2026-07-28 wire's session is modern_wire's
 
     def __init__(
         self, connector: HttpUpstream, on_server_message: MessageHandler, extra_headers: dict[str, str] | None = None

@@ -19,7 +19,6 @@ the console): ``once`` (the default), ``session`` or ``principal_tool`` for N mi
 from __future__ import annotations
 
 import hmac
-import inspect
 import logging
 import os
 import time
@@ -31,6 +30,7 @@ from gateway.identity.roles import AccessPolicy
 from gateway.ports.records import APPROVAL_SCOPES, ApprovalScope, PendingApproval
 from gateway.ports.store import Store, StoreUnavailable
 from gateway.telemetry.audit import EventType
+from gateway.telemetry.audit_hook import call_audit
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -342,11 +342,3 @@ async def decide(store: Store, approval_id: str, approve: bool, approver: Approv
     return DecisionResult(200, outcome.status, f"{verb.capitalize()} by {approver.name}.", approval)
 
 
-async def call_audit(audit: AuditHook, event_type: str, **fields: Any) -> None:
-    """Call a sync or async audit hook; its failure is logged, the decision already stands."""
-    try:
-        result = audit(event_type, **fields)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("audit hook failed for %s", event_type)

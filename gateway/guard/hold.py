@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from typing import Any
 from gateway.guard.answers import tool_error
 from gateway.guard.record import CallRecord
 from gateway.ports.store import PendingApproval, Store, StoreUnavailable, args_hash
+from gateway.telemetry.audit_hook import call_audit
 from policy import Decision, ToolCall
 
 __all__ = ["APPROVAL_ABANDONED", "Approvals", "HoldSettings", "args_hash"]
@@ -206,18 +206,13 @@ class Approvals:
         except Exception:  # best effort: a bug here must not surface as an unretrieved task error
             log.exception("could not mark approval %s abandoned", approval.id)
             return
-        if stamped is None or self.audit is None:
+        if stamped is None:
             return  # decided meanwhile, or already stamped by an earlier waiter: audited once
-        try:
-            result = self.audit(
-                APPROVAL_ABANDONED, approval_id=stamped.id, principal=stamped.principal, session=stamped.session_id,
-                upstream=stamped.upstream, tool=stamped.tool, args_hash=stamped.args_hash,
-                policy_revision=stamped.policy_revision, abandoned_at=stamped.abandoned_at, reason=reason,
-            )
-            if inspect.isawaitable(result):
-                await result
-        except Exception:  # the stamp stands; a failing audit hook is logged, never raised into nothing
-            log.exception("audit hook failed for %s", APPROVAL_ABANDONED)
+        await call_audit(  # the stamp stands whatever the audit hook does
+            self.audit, APPROVAL_ABANDONED, approval_id=stamped.id, principal=stamped.principal,
+            session=stamped.session_id, upstream=stamped.upstream, tool=stamped.tool, args_hash=stamped.args_hash,
+            policy_revision=stamped.policy_revision, abandoned_at=stamped.abandoned_at, reason=reason,
+        )
 
     async def _ask_end_user(self, record: CallRecord, approval: PendingApproval) -> PendingApproval | None:
         """For categories the agent's own user decides: ask through elicitation on this call's stream."""

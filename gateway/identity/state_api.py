@@ -25,8 +25,9 @@ from starlette.routing import Route
 
 from gateway.identity.principal import Authenticator, Principal
 from gateway.identity.roles import AccessPolicy
-from gateway.identity.suspension_api import authorized, record_audit
+from gateway.identity.suspension_api import authorized
 from gateway.ports.store import StoreUnavailable
+from gateway.telemetry.audit_hook import call_audit
 
 log = logging.getLogger("triplock.state")
 
@@ -92,7 +93,7 @@ class StateApi:
             cleared = await self.clear_state(principal, session)
         except StoreUnavailable as exc:
             return _error(503, "store_unavailable", f"the state store is unavailable: {exc}")
-        await record_audit(self.audit, "state.cleared", principal=principal, session_id=session, by=who.id,
+        await call_audit(self.audit, "state.cleared", principal=principal, session_id=session, by=who.id,
                            cleared=cleared)
         log.warning("state of %s cleared by %s", principal or f"session {session}", who.id)
         return JSONResponse({"principal": principal, "session": session, "cleared": cleared})

@@ -13,7 +13,6 @@ Both suspending and resuming are audit events.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
@@ -29,6 +28,7 @@ from gateway.identity.principal import Authenticator, AuthFailure, Principal
 from gateway.identity.roles import AccessPolicy
 from gateway.ports.records import PendingApproval
 from gateway.ports.store import Store, StoreUnavailable
+from gateway.telemetry.audit_hook import call_audit
 
 log = logging.getLogger("triplock.suspension")
 
@@ -83,19 +83,6 @@ async def authorized(request: Request, authenticator: Authenticator, access: Acc
     return who
 
 
-async def record_audit(audit: AuditHook | None, event_type: str, **fields: Any) -> None:
-    """Emit an audit event from an admin REST handler, best effort: what the request did already took
-    effect, and a broken audit sink must not undo it (a kill-switch above all); the failure is logged."""
-    if audit is None:
-        return
-    try:
-        result = audit(event_type, **fields)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("audit hook failed for %s", event_type)
-
-
 class SuspensionApi:
     """Handlers for the three routes; build with :func:`routes`."""
 
@@ -111,7 +98,8 @@ class SuspensionApi:
         return await authorized(request, self.authenticator, self.access, action)
 
     async def _record(self, event_type: str, **fields: Any) -> None:
-        await record_audit(self.audit, event_type, **fields)
+        # The suspension already took effect: a broken audit sink must not undo the kill-switch.
+        await call_audit(self.audit, event_type, **fields)
 
     async def create(self, request: Request) -> Response:
         who = await self._caller(request, "suspend")

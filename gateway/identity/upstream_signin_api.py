@@ -28,9 +28,10 @@ from starlette.routing import Route
 
 from gateway.identity.principal import Authenticator
 from gateway.identity.roles import AccessPolicy
-from gateway.identity.suspension_api import authorized, record_audit
+from gateway.identity.suspension_api import authorized
 from gateway.ports.grants import GrantStore, SignInError, UpstreamSignIn
 from gateway.ports.store import StoreUnavailable
+from gateway.telemetry.audit_hook import call_audit
 
 log = logging.getLogger("triplock.upstream.signin")
 
@@ -84,7 +85,7 @@ class UpstreamSignInApi:
         self.on_connected = on_connected
 
     async def _record(self, event_type: str, **fields: Any) -> None:
-        await record_audit(self.audit, event_type, **fields)
+        await call_audit(self.audit, event_type, **fields)
 
     async def authorize(self, request: Request) -> Response:
         who = await authorized(request, self.authenticator, self.access, "connect_upstream")

@@ -24,10 +24,9 @@ from gateway.mcp.resource_bridge import ResourceBridge
 from gateway.mcp.server_requests import is_server_request
 from gateway.mcp.sessions import DownstreamSession
 from gateway.mcp.upstream_pool import UpstreamPool
-from gateway.ports.upstream import UpstreamError, UpstreamSession
+from gateway.ports.upstream import MODERN_ERA, UpstreamError, UpstreamSession
 from gateway.telemetry.tracing import Telemetry
 
-MODERN = "2026-07-28"  # the era attribute of an upstream session on the stateless wire
 _ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
 # Session-era methods 2026-07-28 removed, which the gateway answers for a session client itself
 # when the upstream speaks 2026-07-28: subscriptions bridged to subscriptions/listen, the log level
@@ -147,7 +146,7 @@ class UpstreamForwarder:
                     session = await self.upstream_session(ctx, upstream)
                     on_message = self._relay_to(ctx, session, upstream, msg)
                     sent = msg
-                    if session.era == MODERN:  # the handshake era's path stays as it was
+                    if session.era == MODERN_ERA:  # the handshake era's path stays as it was
                         if downstream is not None and msg.get("method") in SESSION_ONLY_METHODS:
                             return span.reply(await self._session_only(downstream, upstream, msg))
                         sent = for_modern_upstream(msg, ctx, self._log_levels)

@@ -31,10 +31,10 @@ from typing import Any
 
 from gateway.mcp.catalog import Catalog
 from gateway.mcp.jsonrpc import INTERNAL_ERROR, error_response, result_response
-from gateway.mcp.resource_bridge import MODERN, UPDATED, ResourceBridge
+from gateway.mcp.resource_bridge import UPDATED, ResourceBridge
 from gateway.mcp.subscriptions import MAX_LISTEN_URIS, Listener
 from gateway.mcp.upstream_pool import UpstreamPool
-from gateway.ports.upstream import UpstreamError, UpstreamSession
+from gateway.ports.upstream import MODERN_ERA, UpstreamError, UpstreamSession
 
 log = logging.getLogger("triplock.resources")
 
@@ -175,7 +175,7 @@ class ListenResources:
 
     def _speaks_modern(self, upstream: str) -> bool:
         try:
-            return self.pool.catalog_session(upstream).era == MODERN
+            return self.pool.catalog_session(upstream).era == MODERN_ERA
         except UpstreamError:
             return False  # down: the session-era path answers "unreachable", and the URI is left out
 

@@ -45,7 +45,7 @@ from gateway.mcp.catalog import Catalog
 from gateway.mcp.sessions import DownstreamSession
 from gateway.mcp.subscriptions import SUBSCRIPTION_ID_KEY, Listener
 from gateway.mcp.upstream_pool import UpstreamPool
-from gateway.ports.upstream import UpstreamError, UpstreamSession
+from gateway.ports.upstream import MODERN_ERA, UpstreamError, UpstreamSession
 
 log = logging.getLogger("triplock.resources")
 
@@ -55,7 +55,6 @@ SWEEP_SECONDS = 5.0  # how often ended sessions are looked for, and a dropped li
 _MAX_BACKOFF = 30.0
 UPDATED = "notifications/resources/updated"
 ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
-MODERN = "2026-07-28"  # the era attribute of an upstream session on the stateless wire
 # the upstream's capability -> the listen filter field that reports its list changes
 LIST_FILTER_OF = (("tools", "toolsListChanged"), ("prompts", "promptsListChanged"),
                   ("resources", "resourcesListChanged"))
@@ -124,7 +123,7 @@ class UpstreamResources:
     def wanted_filters(self) -> frozenset[str]:
         """The list filters to ask for: those the upstream advertises ``listChanged`` for, while it is up."""
         session = self._current_session()
-        if session is None or session.era != MODERN:
+        if session is None or session.era != MODERN_ERA:
             return frozenset()  # down, or a session-era upstream (it sends list_changed on its GET stream)
         caps = session.initialize_result.get("capabilities") or {}
         return frozenset(name for cap, name in LIST_FILTER_OF

@@ -121,7 +121,7 @@ class UpstreamPool:
         """Connect every upstream; waits up to ``wait`` seconds, then keeps retrying in the background."""
         for name in self._states:
             self._watchers[name] = asyncio.create_task(self._keep_connected(name), name=f"upstream:{name}")
-        first = [asyncio.create_task(self._connect_once(n)) for n in self._states]
+        first = [asyncio.create_task(self.connect_now(n)) for n in self._states]
         if first:
             await asyncio.wait(first, timeout=wait)
 
@@ -135,8 +135,9 @@ class UpstreamPool:
             with contextlib.suppress(Exception):
                 await state.connector.aclose()
 
-    async def _connect_once(self, name: str) -> None:
-        async with self._states[name].connecting:  # the watcher's retry must not open a second session meanwhile
+    async def connect_now(self, name: str) -> None:
+        """Connect ``name`` if it is down, now; serialised with its watcher's retry (never a second session)."""
+        async with self._states[name].connecting:
             await self._connect(name)
 
     async def _connect(self, name: str) -> None:
@@ -171,14 +172,13 @@ class UpstreamPool:
                 continue
             if state.listing is not None:
                 await self._drop(name)
-            await self._connect_once(name)
+            await self.connect_now(name)
             delay = 0.5 if state.up else min(delay * 2, _MAX_BACKOFF)
 
     async def _healthy(self, name: str) -> bool:
         """Ping ``name`` on its catalog session; on any failure, record why and close the session."""
         state = self._states[name]
-        session = state.session
-        if session is None:
+        if (session := state.session) is None:
             return False
         timeout = min(state.config.connect_timeout, _HEALTH_TIMEOUT)
         try:
