@@ -2,8 +2,9 @@
 
 Key layout (under the store's prefix): ``oauth:signin:<state>`` a string (JSON) with a TTL, taken
 with GETDEL (single use); ``oauth:grant:<upstream>`` a hash ``record`` (JSON) and ``version``,
-written by a script that compares the version first; ``oauth:refresh:<upstream>`` a claim, SET NX
-with a TTL (its value the holder), renewed or released only by its holder (scripts).
+written by a script that compares the version first (a dropped grant keeps its version);
+``oauth:refresh:<upstream>`` a claim, SET NX with a TTL (its value the holder), renewed or released
+only by its holder (scripts).
 """
 
 from __future__ import annotations
@@ -84,8 +85,14 @@ class RedisGrants:
         return None if version < 0 else StoredGrant(dict(record), version)
 
     async def drop_grant(self, upstream: str) -> None:
+        # The version stays (and moves on), so a writer holding the dropped grant's version loses its
+        # compare-and-set and a new sign-in gets a version no stale writer can hold.
         with self._errors():
-            await self._client.delete(self._k("oauth:grant:", upstream))
+            key = self._k("oauth:grant:", upstream)
+            async with self._client.pipeline(transaction=True) as both:  # one MULTI: no save slips in between
+                both.hdel(key, "record")
+                both.hincrby(key, "version", 1)
+                await both.execute()
 
     async def claim_refresh(self, upstream: str, holder: str, ttl_seconds: float) -> bool:
         with self._errors():

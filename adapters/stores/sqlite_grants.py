@@ -52,7 +52,8 @@ class SqliteGrants:
     async def load_grant(self, upstream: str) -> StoredGrant | None:
         row = await self._run(lambda conn: conn.execute(
             "SELECT record, version FROM upstream_oauth WHERE key = ?", ("grant:" + upstream,)).fetchone())
-        return StoredGrant(json.loads(row[0]), int(row[1])) if row else None
+        record = json.loads(row[0]) if row else None  # JSON null: dropped (its version is kept, see drop_grant)
+        return StoredGrant(record, int(row[1])) if isinstance(record, dict) else None
 
     async def save_grant(self, upstream: str, record: dict[str, Any],
                          expect_version: int | None = None) -> StoredGrant | None:
@@ -73,7 +74,10 @@ class SqliteGrants:
         return None if version is None else StoredGrant(dict(record), version)
 
     async def drop_grant(self, upstream: str) -> None:
-        await self._run(lambda conn: conn.execute("DELETE FROM upstream_oauth WHERE key = ?", ("grant:" + upstream,)))
+        # The row stays with its version and a null record, so a writer holding the dropped grant's version
+        # loses its compare-and-set and a new sign-in gets a version no stale writer can hold.
+        await self._run(lambda conn: conn.execute(
+            "UPDATE upstream_oauth SET record = 'null', version = version + 1 WHERE key = ?", ("grant:" + upstream,)))
 
     async def claim_refresh(self, upstream: str, holder: str, ttl_seconds: float) -> bool:
         def q(conn: sqlite3.Connection) -> bool:

@@ -61,7 +61,8 @@ class GrantStore(Protocol):
         ...
 
     async def drop_grant(self, upstream: str) -> None:
-        """Forget the upstream's grant (its refresh token was refused: sign in again)."""
+        """Forget the upstream's grant (its refresh token was refused: sign in again). Its version is kept
+        and moves on, so a writer still holding the dropped grant's version loses its compare-and-set."""
         ...
 
     async def claim_refresh(self, upstream: str, holder: str, ttl_seconds: float) -> bool:

@@ -40,6 +40,11 @@ async def test_grants_are_versioned_and_compare_and_set(store: Any) -> None:
     assert (await store.save_grant("crm", {"access_token": "new sign-in"})).version == 3  # unconditional
     await store.drop_grant("crm")
     assert await store.load_grant("crm") is None
+    # A dropped grant keeps its version: a writer still holding version 3 cannot bring it back, and
+    # the next sign-in continues the count (a stale refresher never overwrites a new sign-in).
+    assert await store.save_grant("crm", {"access_token": "stale"}, expect_version=3) is None
+    assert await store.load_grant("crm") is None
+    assert (await store.save_grant("crm", {"access_token": "signed in again"})).version == 5
     assert await store.load_grant("other") is None
 
 
